@@ -1,0 +1,214 @@
+//! The one error type of the library: callers can tell "not there" from "store down" from
+//! "bad data" by matching on [`Error`].
+
+use crate::{InvalidId, SessionId};
+
+/// A boxed error from a backend driver, kept as the `source` of [`Error::Backend`] and friends.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with the library's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong with a session operation.
+///
+/// No variant's `Display` or `Debug` ever contains a credential: backends redact URLs before
+/// they build an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The session id is malformed; nothing was read or written.
+    #[error(transparent)]
+    InvalidId(#[from] InvalidId),
+
+    /// The session does not exist (or has expired).
+    #[error("session {id} not found (it may have expired)")]
+    NotFound {
+        /// The session asked for.
+        id: SessionId,
+    },
+
+    /// A conditional write lost: somebody else wrote (or created, or deleted) the session since
+    /// it was read. Nothing was written.
+    #[error("session {id} was changed concurrently (the write expected {})",
+        describe_version(*.expected))]
+    Conflict {
+        /// The session written.
+        id: SessionId,
+        /// The version the write expected (`None`: expected no session).
+        expected: Option<u64>,
+        /// The version found, when the backend reports it (`None`: no session, or unknown).
+        actual: Option<u64>,
+    },
+
+    /// The stored bytes of a session cannot be decoded. The record is left as it is.
+    #[error("session {id} is corrupt: {reason}")]
+    Corrupt {
+        /// The session read.
+        id: SessionId,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The state could not be serialized (its `Serialize` impl failed). Nothing was written.
+    #[error("session {id} could not be encoded: {reason}")]
+    Encode {
+        /// The session written.
+        id: SessionId,
+        /// What the serializer said.
+        reason: String,
+    },
+
+    /// An encoded session is larger than the configured limit. Nothing was written.
+    #[error("session {id} is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge {
+        /// The session.
+        id: SessionId,
+        /// Its encoded size.
+        size: usize,
+        /// The configured maximum.
+        limit: usize,
+    },
+
+    /// A listing cursor was not produced by this store (or was altered).
+    #[error("invalid listing cursor {cursor}: {reason}")]
+    InvalidCursor {
+        /// The cursor, quoted and shortened.
+        cursor: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The backend could not be reached or did not answer in time. Retrying later may work.
+    #[error("{backend} is unavailable: {reason}")]
+    Unavailable {
+        /// The backend's name (`redis`, `memory` ...).
+        backend: &'static str,
+        /// What happened, without credentials.
+        reason: String,
+        /// The driver's error.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// The backend refused the credentials (wrong password, unknown ACL user, missing rights).
+    #[error("{backend} refused the credentials: {reason}")]
+    Auth {
+        /// The backend's name.
+        backend: &'static str,
+        /// What the server said, without credentials.
+        reason: String,
+    },
+
+    /// Any other backend failure.
+    #[error("{backend} error: {reason}")]
+    Backend {
+        /// The backend's name.
+        backend: &'static str,
+        /// What happened, without credentials.
+        reason: String,
+        /// The driver's error.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// Invalid configuration: the key, the value (secrets masked) and what was expected.
+    #[error("invalid configuration {key} = {value}: expected {expected}")]
+    Config {
+        /// The setting, as the user spells it (`SESSION_TTL`, `redis.port` ...).
+        key: String,
+        /// The value given, with secrets masked.
+        value: String,
+        /// What would have been accepted.
+        expected: String,
+    },
+}
+
+fn describe_version(v: Option<u64>) -> String {
+    match v {
+        Some(v) => format!("version {v}"),
+        None => "no session".to_owned(),
+    }
+}
+
+impl Error {
+    /// A short stable name for the variant, for metrics labels and JSON error bodies.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::InvalidId(_) => "invalid_id",
+            Self::NotFound { .. } => "not_found",
+            Self::Conflict { .. } => "conflict",
+            Self::Corrupt { .. } => "corrupt",
+            Self::Encode { .. } => "encode",
+            Self::TooLarge { .. } => "too_large",
+            Self::InvalidCursor { .. } => "invalid_cursor",
+            Self::Unavailable { .. } => "unavailable",
+            Self::Auth { .. } => "auth",
+            Self::Backend { .. } => "backend",
+            Self::Config { .. } => "config",
+        }
+    }
+
+    /// Whether the failure is the backend's (down, timed out, refused), as opposed to the
+    /// caller's input or the stored data.
+    pub fn is_backend_failure(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable { .. } | Self::Auth { .. } | Self::Backend { .. }
+        )
+    }
+
+    /// Builds [`Error::Unavailable`] from a driver error.
+    pub fn unavailable(
+        backend: &'static str,
+        reason: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Self::Unavailable {
+            backend,
+            reason: reason.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// Builds [`Error::Backend`] from a driver error.
+    pub fn backend(
+        backend: &'static str,
+        reason: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Self::Backend {
+            backend,
+            reason: reason.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// Builds [`Error::Corrupt`].
+    pub fn corrupt(id: &SessionId, reason: impl Into<String>) -> Self {
+        Self::Corrupt {
+            id: id.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Builds [`Error::InvalidCursor`], quoting the cursor safely.
+    pub fn invalid_cursor(cursor: &str, reason: impl Into<String>) -> Self {
+        Self::InvalidCursor {
+            cursor: crate::id::quote_for_humans(cursor, 64),
+            reason: reason.into(),
+        }
+    }
+
+    /// Builds [`Error::Config`].
+    pub fn config(
+        key: impl Into<String>,
+        value: impl Into<String>,
+        expected: impl Into<String>,
+    ) -> Self {
+        Self::Config {
+            key: key.into(),
+            value: value.into(),
+            expected: expected.into(),
+        }
+    }
+}

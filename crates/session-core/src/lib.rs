@@ -1,0 +1,67 @@
+//! Durable per-session state for Rust services: the core.
+//!
+//! This crate holds what every backend and adapter shares, and no backend of its own:
+//!
+//! - [`SessionId`], the validated id every key is built from;
+//! - [`SessionStore`], the object-safe trait backends implement, on encoded [`Record`]s, with
+//!   conditional saves ([`Condition`]), TTLs ([`Ttl`]) and paged listings ([`Page`]);
+//! - [`Codec`], the versioned MessagePack envelope;
+//! - [`SessionManager<T>`], the typed API: `get_or_create`, `get`, `update`, `save` (version
+//!   checked), `modify` (a retrying compare-and-set that loses no update), `delete`, `list` ...;
+//! - [`Error`], which tells "not there" from "store down" from "bad data";
+//! - with the feature `testing`, the conformance suite every store must pass.
+//!
+//! Backends live beside it: `session-memory` (in-process) and `session-redis`.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use serde::{Deserialize, Serialize};
+//! use session_core::{SessionId, SessionManager, SessionStore, Summarize, Summary};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Agent { state: String, current_attempt: u32 }
+//!
+//! impl Summarize for Agent {
+//!     fn summary(&self) -> Summary {
+//!         Summary::new().with("state", &self.state).with("current_attempt", self.current_attempt)
+//!     }
+//! }
+//!
+//! async fn chat(store: Arc<dyn SessionStore>) -> session_core::Result<()> {
+//!     let agents = SessionManager::<Agent>::builder(store).summarize(Agent::summary).build();
+//!     let id = SessionId::new("user-123")?;
+//!     agents.get_or_create(&id, || Agent { state: "new_problem".into(), current_attempt: 0 }).await?;
+//!     agents.modify(&id, |agent| agent.current_attempt += 1).await?;
+//!     Ok(())
+//! }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod codec;
+mod error;
+mod id;
+mod manager;
+pub mod observe;
+mod record;
+mod session;
+mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod ttl;
+
+pub use codec::{
+    Codec, DEFAULT_MAX_SIZE, FLAG_COMPRESSED, FLAG_ENCRYPTED, FORMAT_V1, HEADER_LEN, MAGIC,
+};
+pub use error::{BoxError, Error, Result};
+pub use id::{InvalidId, InvalidIdReason, MAX_ID_LEN, SessionId, is_id_byte};
+pub use manager::{DEFAULT_MAX_ATTEMPTS, ManagerBuilder, SessionManager};
+pub use record::{
+    Cursor, Meta, Page, Record, SessionInfo, Summarize, Summary, SummaryValue, Timestamp,
+};
+pub use session::Session;
+pub use store::{Condition, Health, SessionStore, Write};
+pub use ttl::{InvalidTtl, Ttl};
+
+// Re-exported so that backends implement the trait with the same macro version.
+pub use async_trait::async_trait;

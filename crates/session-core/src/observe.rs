@@ -1,0 +1,78 @@
+//! Logs and metrics: the event names and metric names the library emits.
+//!
+//! The library only emits; the binary chooses a `tracing` subscriber and a `metrics` recorder.
+//! Every event carries `component = "session"`, `session_id`, `backend` and `event_type`.
+
+use std::time::Instant;
+
+use crate::{Error, Result};
+
+/// The `event_type` values the library emits.
+pub mod event {
+    /// `get_or_create` created a session.
+    pub const AGENT_CREATED: &str = "agent_created";
+    /// A session was loaded.
+    pub const SESSION_LOADED: &str = "session_loaded";
+    /// A session was written.
+    pub const SESSION_SAVED: &str = "session_saved";
+    /// A session was deleted.
+    pub const SESSION_DELETED: &str = "session_deleted";
+    /// A session's TTL was reset by a read (sliding expiry).
+    pub const SESSION_TOUCHED: &str = "session_touched";
+    /// A compare-and-set lost and `modify` is trying again.
+    pub const CONFLICT_RETRY: &str = "conflict_retry";
+    /// A stored session could not be decoded.
+    pub const SESSION_CORRUPT: &str = "session_corrupt";
+    /// A store switched to its fallback.
+    pub const FALLBACK_ACTIVATED: &str = "fallback_activated";
+    /// A store's primary backend answers again.
+    pub const BACKEND_RECOVERED: &str = "backend_recovered";
+}
+
+/// Metric names (through the `metrics` facade).
+pub mod metric {
+    /// Counter: operations, labelled `op`, `backend`, `outcome` (`ok` or an error kind).
+    pub const OPERATIONS: &str = "session_operations_total";
+    /// Histogram: operation latency in seconds, labelled `op`, `backend`.
+    pub const DURATION: &str = "session_operation_duration_seconds";
+    /// Counter: compare-and-set retries in `modify`, labelled `backend`.
+    pub const CONFLICT_RETRIES: &str = "session_conflict_retries_total";
+}
+
+/// Records one manager operation's outcome and latency.
+pub(crate) fn record<T>(
+    op: &'static str,
+    backend: &'static str,
+    start: Instant,
+    result: &Result<T>,
+) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(e) => e.kind(),
+    };
+    metrics::counter!(metric::OPERATIONS, "op" => op, "backend" => backend, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!(metric::DURATION, "op" => op, "backend" => backend)
+        .record(start.elapsed().as_secs_f64());
+    if let Err(e) = result {
+        log_error(op, backend, e);
+    }
+}
+
+fn log_error(op: &'static str, backend: &'static str, e: &Error) {
+    match e {
+        Error::NotFound { .. } | Error::Conflict { .. } | Error::InvalidId(_) => {}
+        Error::Corrupt { id, .. } => tracing::warn!(
+            component = "session",
+            session_id = %id,
+            backend,
+            event_type = event::SESSION_CORRUPT,
+            op,
+            error = %e,
+            "stored session cannot be decoded"
+        ),
+        _ => {
+            tracing::warn!(component = "session", backend, op, error = %e, "session operation failed")
+        }
+    }
+}
