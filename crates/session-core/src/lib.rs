@@ -40,6 +40,7 @@
 
 mod codec;
 mod error;
+mod fallback;
 mod id;
 mod manager;
 pub mod observe;
@@ -54,6 +55,7 @@ pub use codec::{
     Codec, DEFAULT_MAX_SIZE, FLAG_COMPRESSED, FLAG_ENCRYPTED, FORMAT_V1, HEADER_LEN, MAGIC,
 };
 pub use error::{BoxError, Error, Result};
+pub use fallback::{FallbackPolicy, UnknownFallbackPolicy};
 pub use id::{InvalidId, InvalidIdReason, MAX_ID_LEN, SessionId, is_id_byte};
 pub use manager::{DEFAULT_MAX_ATTEMPTS, ManagerBuilder, SessionManager};
 pub use record::{
