@@ -1,1 +1,446 @@
-//! stub
+//! An in-process [`SessionStore`]: for development, for tests, and as the fallback when Redis
+//! cannot be reached.
+//!
+//! [`MemoryStore`] keeps records in one map behind a mutex, with:
+//! - a TTL per entry: an expired entry is never returned, and it is removed (not just hidden)
+//!   by the next operation on the store;
+//! - an optional capacity bound that evicts the least recently used session, like Redis with
+//!   `maxmemory-policy allkeys-lru`;
+//! - versions and conditional saves, exactly as the conformance suite of `session-core`
+//!   requires;
+//! - cheap clones: every clone shares the same map.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use session_core::{SessionId, SessionManager};
+//! use session_memory::MemoryStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> session_core::Result<()> {
+//! let sessions: SessionManager<Vec<String>> = SessionManager::new(Arc::new(MemoryStore::new()));
+//! let id = SessionId::new("user-123")?;
+//! sessions.get_or_create(&id, Vec::new).await?;
+//! let history = sessions.modify(&id, |h| h.push("hello".into())).await?;
+//! assert_eq!(history.len(), 1);
+//! assert_eq!(history.version(), 2);
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    num::NonZeroUsize,
+    ops::Bound,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Instant,
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use session_core::{
+    Condition, Cursor, Error, Meta, Page, Record, Result, SessionId, SessionInfo, SessionStore,
+    Timestamp, Ttl, Write,
+};
+
+/// The backend name this store reports.
+pub const BACKEND: &str = "memory";
+
+/// Cursor text: this prefix, then the last id of the previous page.
+const CURSOR_PREFIX: &str = "m1:";
+
+/// An in-process session store. Clones share the same sessions.
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    capacity: Option<NonZeroUsize>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Ordered by id, so that a listing cursor is simply the last id shown.
+    entries: BTreeMap<SessionId, Entry>,
+    /// Deadlines, soonest first: expired entries are removed from the front.
+    expiry: BTreeSet<(Instant, SessionId)>,
+    /// Use order, oldest first (maintained only with a capacity bound).
+    lru: BTreeMap<u64, SessionId>,
+    clock: u64,
+}
+
+struct Entry {
+    payload: Bytes,
+    meta: Meta,
+    version: u64,
+    expires_at: Instant,
+    last_used: u64,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("capacity", &self.inner.capacity)
+            .field("len", &self.lock().entries.len())
+            .finish()
+    }
+}
+
+impl MemoryStore {
+    /// An unbounded store.
+    pub fn new() -> Self {
+        Self::build(None)
+    }
+
+    /// A store that holds at most `capacity` sessions, evicting the least recently used one
+    /// (read or written) to make room for a new one.
+    pub fn with_capacity(capacity: NonZeroUsize) -> Self {
+        Self::build(Some(capacity))
+    }
+
+    fn build(capacity: Option<NonZeroUsize>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                capacity,
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    /// The capacity bound, if any.
+    pub fn capacity(&self) -> Option<NonZeroUsize> {
+        self.inner.capacity
+    }
+
+    /// Removes every expired session now and returns how many were removed. Every operation
+    /// does this too; call it to free memory in a process that stops using the store.
+    pub fn purge_expired(&self) -> usize {
+        self.lock().purge_expired(Instant::now())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-made entry (every mutation is a
+        // few infallible map operations), so a poisoned lock is safe to keep using.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl State {
+    fn purge_expired(&mut self, now: Instant) -> usize {
+        let mut removed = 0;
+        while let Some((deadline, _)) = self.expiry.first() {
+            if *deadline > now {
+                break;
+            }
+            if let Some((_, id)) = self.expiry.pop_first() {
+                if let Some(entry) = self.entries.remove(&id) {
+                    self.lru.remove(&entry.last_used);
+                }
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    fn next_tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    /// Marks `id` as just used (capacity-bounded stores only).
+    fn bump(&mut self, id: &SessionId, bounded: bool) {
+        if !bounded {
+            return;
+        }
+        let tick = self.next_tick();
+        if let Some(entry) = self.entries.get_mut(id) {
+            self.lru.remove(&entry.last_used);
+            entry.last_used = tick;
+            self.lru.insert(tick, id.clone());
+        }
+    }
+
+    fn remove(&mut self, id: &SessionId) -> Option<Entry> {
+        let entry = self.entries.remove(id)?;
+        self.expiry.remove(&(entry.expires_at, id.clone()));
+        self.lru.remove(&entry.last_used);
+        Some(entry)
+    }
+
+    fn evict_lru(&mut self) {
+        if let Some((_, id)) = self.lru.pop_first() {
+            if let Some(entry) = self.entries.remove(&id) {
+                self.expiry.remove(&(entry.expires_at, id.clone()));
+            }
+            tracing::debug!(
+                component = "session",
+                backend = BACKEND,
+                session_id = %id,
+                event_type = "session_evicted",
+                "memory store full: evicted the least recently used session"
+            );
+        }
+    }
+
+    fn info(id: &SessionId, entry: &Entry, now: Instant) -> SessionInfo {
+        SessionInfo {
+            id: id.clone(),
+            meta: entry.meta.clone(),
+            version: entry.version,
+            ttl: Some(entry.expires_at.saturating_duration_since(now)),
+        }
+    }
+}
+
+fn parse_cursor(cursor: &Cursor) -> Result<SessionId> {
+    let text = cursor.as_str();
+    let rest = text
+        .strip_prefix(CURSOR_PREFIX)
+        .ok_or_else(|| Error::invalid_cursor(text, "not a cursor of the memory store"))?;
+    SessionId::new(rest)
+        .map_err(|_| Error::invalid_cursor(text, "not a cursor of the memory store"))
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.purge_expired(now);
+        state.bump(id, self.inner.capacity.is_some());
+        Ok(state.entries.get(id).map(|entry| Record {
+            payload: entry.payload.clone(),
+            meta: entry.meta.clone(),
+            version: entry.version,
+            ttl: Some(entry.expires_at.saturating_duration_since(now)),
+        }))
+    }
+
+    async fn save(&self, id: &SessionId, write: Write) -> Result<u64> {
+        let now = Instant::now();
+        let stamp = Timestamp::now();
+        let mut state = self.lock();
+        state.purge_expired(now);
+        let current = state
+            .entries
+            .get(id)
+            .map(|e| (e.version, e.meta.created_at));
+        let allowed = match (write.condition, current) {
+            (Condition::Any, _) | (Condition::IfAbsent, None) => true,
+            (Condition::IfVersion(expected), Some((version, _))) => version == expected,
+            (Condition::IfAbsent, Some(_)) | (Condition::IfVersion(_), None) => false,
+        };
+        if !allowed {
+            return Err(Error::Conflict {
+                id: id.clone(),
+                expected: match write.condition {
+                    Condition::IfVersion(v) => Some(v),
+                    Condition::Any | Condition::IfAbsent => None,
+                },
+                actual: current.map(|(v, _)| v),
+            });
+        }
+        let version = current.map_or(1, |(v, _)| v + 1);
+        let created_at = current.map_or(stamp, |(_, c)| c);
+        let replaced = state.remove(id).is_some();
+        if let (false, Some(capacity)) = (replaced, self.inner.capacity) {
+            while state.entries.len() >= capacity.get() {
+                state.evict_lru();
+            }
+        }
+        let expires_at = now + write.ttl.as_duration();
+        let last_used = state.next_tick();
+        if self.inner.capacity.is_some() {
+            state.lru.insert(last_used, id.clone());
+        }
+        state.expiry.insert((expires_at, id.clone()));
+        state.entries.insert(
+            id.clone(),
+            Entry {
+                meta: Meta {
+                    created_at,
+                    updated_at: stamp,
+                    size: write.payload.len() as u64,
+                    summary: write.summary,
+                },
+                payload: write.payload,
+                version,
+                expires_at,
+                last_used,
+            },
+        );
+        Ok(version)
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<bool> {
+        let mut state = self.lock();
+        state.purge_expired(Instant::now());
+        Ok(state.remove(id).is_some())
+    }
+
+    async fn touch(&self, id: &SessionId, ttl: Ttl) -> Result<bool> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.purge_expired(now);
+        let expires_at = now + ttl.as_duration();
+        let Some(entry) = state.entries.get_mut(id) else {
+            return Ok(false);
+        };
+        let old = std::mem::replace(&mut entry.expires_at, expires_at);
+        state.expiry.remove(&(old, id.clone()));
+        state.expiry.insert((expires_at, id.clone()));
+        state.bump(id, self.inner.capacity.is_some());
+        Ok(true)
+    }
+
+    async fn exists(&self, id: &SessionId) -> Result<bool> {
+        let mut state = self.lock();
+        state.purge_expired(Instant::now());
+        Ok(state.entries.contains_key(id))
+    }
+
+    async fn list_page(&self, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
+        let after = cursor.map(parse_cursor).transpose()?;
+        let limit = limit.max(1);
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.purge_expired(now);
+        let lower = match &after {
+            Some(id) => Bound::Excluded(id),
+            None => Bound::Unbounded,
+        };
+        let mut range = state
+            .entries
+            .range::<SessionId, _>((lower, Bound::Unbounded));
+        let sessions: Vec<SessionInfo> = range
+            .by_ref()
+            .take(limit)
+            .map(|(id, entry)| State::info(id, entry, now))
+            .collect();
+        let more = range.next().is_some();
+        let next = match sessions.last() {
+            Some(last) if more => Some(Cursor::from(format!("{CURSOR_PREFIX}{}", last.id))),
+            _ => None,
+        };
+        Ok(Page { sessions, next })
+    }
+
+    async fn count(&self) -> Result<u64> {
+        let mut state = self.lock();
+        state.purge_expired(Instant::now());
+        Ok(state.entries.len() as u64)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use session_core::Summary;
+    use std::time::Duration;
+
+    fn id(s: &str) -> SessionId {
+        SessionId::new(s).unwrap()
+    }
+
+    fn write(ttl_ms: u64) -> Write {
+        Write {
+            payload: Bytes::from_static(b"x"),
+            summary: Summary::new(),
+            condition: Condition::Any,
+            ttl: Ttl::from_millis(ttl_ms).unwrap(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conformance() {
+        session_core::testing::run_conformance(|| async {
+            Arc::new(MemoryStore::new()) as Arc<dyn SessionStore>
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conformance_with_a_capacity_bound() {
+        session_core::testing::run_conformance(|| async {
+            Arc::new(MemoryStore::with_capacity(
+                NonZeroUsize::new(10_000).unwrap(),
+            )) as Arc<dyn SessionStore>
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn expired_entries_are_removed_not_just_hidden() {
+        let store = MemoryStore::new();
+        for i in 0..50 {
+            store.save(&id(&format!("s{i}")), write(50)).await.unwrap();
+        }
+        store.save(&id("keeper"), write(60_000)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(store.purge_expired(), 50);
+        let state = store.lock();
+        assert_eq!(state.entries.len(), 1);
+        assert_eq!(state.expiry.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn any_operation_removes_expired_entries() {
+        let store = MemoryStore::new();
+        store.save(&id("a"), write(30)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(!store.exists(&id("zzz")).await.unwrap());
+        assert!(store.lock().entries.is_empty());
+    }
+
+    #[tokio::test]
+    async fn capacity_evicts_the_least_recently_used() {
+        let store = MemoryStore::with_capacity(NonZeroUsize::new(3).unwrap());
+        for s in ["a", "b", "c"] {
+            store.save(&id(s), write(60_000)).await.unwrap();
+        }
+        // Reading "a" makes "b" the least recently used.
+        assert!(store.load(&id("a")).await.unwrap().is_some());
+        store.save(&id("d"), write(60_000)).await.unwrap();
+        assert!(
+            store.load(&id("b")).await.unwrap().is_none(),
+            "b should be evicted"
+        );
+        for s in ["a", "c", "d"] {
+            assert!(store.load(&id(s)).await.unwrap().is_some(), "{s} evicted");
+        }
+        assert_eq!(store.count().await.unwrap(), 3);
+        // Rewriting an existing session never evicts another.
+        store.save(&id("a"), write(60_000)).await.unwrap();
+        assert_eq!(store.count().await.unwrap(), 3);
+        let state = store.lock();
+        assert_eq!(state.lru.len(), 3);
+        assert_eq!(state.expiry.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn clones_share_sessions() {
+        let a = MemoryStore::new();
+        let b = a.clone();
+        a.save(&id("shared"), write(60_000)).await.unwrap();
+        assert!(b.load(&id("shared")).await.unwrap().is_some());
+    }
+}
