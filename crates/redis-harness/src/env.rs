@@ -1,0 +1,150 @@
+//! The environment contract between `cargo xtask test` and the Redis tests.
+//!
+//! `cargo xtask test` starts one `redis-server` (plain and TLS port), exports the variables
+//! below and sets [`REQUIRE`] to `1`. A test asks for what it needs and skips when it is absent:
+//!
+//! ```no_run
+//! #[test]
+//! fn saved_sessions_survive() {
+//!     let Some(url) = redis_harness::env::redis_url("saved_sessions_survive") else {
+//!         return; // skipped: "SKIPPED saved_sessions_survive: no Redis ..." went to stderr
+//!     };
+//!     // ... connect to `url`
+//! #   let _ = url;
+//! }
+//! ```
+//!
+//! With `SESSION_REQUIRE_REDIS=1` a missing variable panics instead, so a CI run can never pass by
+//! skipping everything.
+
+use std::path::{Path, PathBuf};
+
+/// `redis://127.0.0.1:PORT` of the shared test server (no password).
+pub const URL: &str = "SESSION_TEST_REDIS_URL";
+/// `rediss://127.0.0.1:TLSPORT`: the TLS port of the same server.
+pub const TLS_URL: &str = "SESSION_TEST_REDIS_TLS_URL";
+/// Path of the CA certificate (PEM) that signed the TLS server certificate.
+pub const TLS_CA: &str = "SESSION_TEST_REDIS_TLS_CA";
+/// Path of a client certificate (PEM) signed by that CA.
+pub const TLS_CLIENT_CERT: &str = "SESSION_TEST_REDIS_TLS_CLIENT_CERT";
+/// Path of the client certificate's private key (PEM, PKCS#8).
+pub const TLS_CLIENT_KEY: &str = "SESSION_TEST_REDIS_TLS_CLIENT_KEY";
+/// Path of the `redis-server` binary, for tests that start their own servers.
+pub const SERVER: &str = "SESSION_TEST_REDIS_SERVER";
+/// `1`: a missing Redis fails the test instead of skipping it.
+pub const REQUIRE: &str = "SESSION_REQUIRE_REDIS";
+
+/// What a TLS test needs to reach the shared test server over TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsEnv {
+    /// `rediss://127.0.0.1:TLSPORT` (from [`TLS_URL`]).
+    pub url: String,
+    /// The CA certificate to trust (from [`TLS_CA`]).
+    pub ca: PathBuf,
+    /// A client certificate signed by the CA (from [`TLS_CLIENT_CERT`]).
+    pub client_cert: PathBuf,
+    /// The client certificate's key (from [`TLS_CLIENT_KEY`]).
+    pub client_key: PathBuf,
+}
+
+/// Whether [`REQUIRE`] is set to `1` (or `true`).
+pub fn redis_required() -> bool {
+    std::env::var(REQUIRE).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+/// The URL of the shared test Redis, from [`URL`].
+///
+/// When it is unset: panics with a clear message if [`REQUIRE`] is set, else prints
+/// `SKIPPED <test>: no Redis (set SESSION_TEST_REDIS_URL or run `cargo xtask test`)` to stderr
+/// and returns `None`.
+pub fn redis_url(test: &str) -> Option<String> {
+    match var(URL) {
+        Some(url) => Some(url),
+        None => missing(
+            test,
+            &format!("no Redis (set {URL} or run `cargo xtask test`)"),
+        ),
+    }
+}
+
+/// The TLS endpoint of the shared test Redis: [`TLS_URL`], [`TLS_CA`], [`TLS_CLIENT_CERT`] and
+/// [`TLS_CLIENT_KEY`], all required. Skips or panics like [`redis_url`] when any is unset.
+pub fn tls(test: &str) -> Option<TlsEnv> {
+    let values = [TLS_URL, TLS_CA, TLS_CLIENT_CERT, TLS_CLIENT_KEY].map(|name| (name, var(name)));
+    let absent: Vec<&str> = values
+        .iter()
+        .filter(|(_, value)| value.is_none())
+        .map(|(name, _)| *name)
+        .collect();
+    match values {
+        [
+            (_, Some(url)),
+            (_, Some(ca)),
+            (_, Some(client_cert)),
+            (_, Some(client_key)),
+        ] => Some(TlsEnv {
+            url,
+            ca: ca.into(),
+            client_cert: client_cert.into(),
+            client_key: client_key.into(),
+        }),
+        _ => missing(
+            test,
+            &format!(
+                "no Redis over TLS (set {} or run `cargo xtask test`)",
+                absent.join(", ")
+            ),
+        ),
+    }
+}
+
+/// The `redis-server` binary for tests that start their own servers: [`SERVER`] if set, else
+/// `redis-server` found on `PATH`. Skips or panics like [`redis_url`] when there is none.
+pub fn server_binary(test: &str) -> Option<PathBuf> {
+    if let Some(path) = var(SERVER) {
+        let path = PathBuf::from(path);
+        if path.is_file() {
+            return Some(path);
+        }
+        return missing(test, &format!("{SERVER}={} is not a file", path.display()));
+    }
+    match find_on_path("redis-server") {
+        Some(path) => Some(path),
+        None => missing(
+            test,
+            &format!("no redis-server (put it on PATH, set {SERVER} or run `cargo xtask test`)"),
+        ),
+    }
+}
+
+/// The first executable file called `name` in the directories of `PATH`.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+#[cfg(unix)]
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(not(unix))]
+fn is_executable(path: &Path) -> bool {
+    path.is_file()
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn missing<T>(test: &str, why: &str) -> Option<T> {
+    if redis_required() {
+        panic!("{test}: {REQUIRE}=1 but {why}");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+    None
+}
