@@ -1,1 +1,80 @@
-fn main() {}
+//! `cargo xtask`: the project's developer chores in Rust, so they run wherever cargo runs.
+//!
+//! - `cargo xtask test [-- ARGS]`: the test suite with a real Redis (see [`test`]);
+//! - `cargo xtask redis start|stop|status`: a long-lived Redis for development (see [`redis`]);
+//! - `cargo xtask ci`: what CI runs: fmt, clippy, the tests, docs (see [`ci`]).
+#![forbid(unsafe_code)]
+
+mod ci;
+mod process;
+mod provide;
+mod redis;
+mod test;
+
+use std::error::Error;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// Errors are for people: each says what failed and, where it can, what to do.
+type Result<T> = std::result::Result<T, Box<dyn Error>>;
+
+const USAGE: &str = "\
+cargo xtask: developer tasks for this workspace
+
+USAGE:
+    cargo xtask <COMMAND> [ARGS]
+
+COMMANDS:
+    test [-- ARGS]    Start a throwaway redis-server (plain + TLS port, free loopback ports),
+                      run `cargo test --workspace --all-features [ARGS]` with every Redis test
+                      mandatory, stop the server. Uses REDIS_URL / SESSION_TEST_REDIS_URL
+                      instead when set. Exit code: the tests' exit code.
+    redis start       Start a development redis-server (AOF on) in .xtask/redis/, print its URL
+    redis stop        Stop that server (only its pid); its data stays in .xtask/redis/data/
+    redis status      Say whether it runs and answers PING (exit code 1 when it does not)
+    ci                cargo fmt --check, clippy -D warnings, the tests (as `xtask test`),
+                      rustdoc -D warnings; stops at the first failing step
+    help              This text
+
+ENVIRONMENT:
+    SESSION_TEST_REDIS_SERVER   redis-server binary to use (default: redis-server on PATH)
+    REDIS_URL, SESSION_TEST_REDIS_URL
+                                test against this Redis instead of starting one
+";
+
+fn main() -> ExitCode {
+    // A Ctrl-C reaches the whole foreground process group: the tests stop on their own, and
+    // xtask, instead of dying on the spot, notices, cleans up (stops its Redis) and exits 130.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(err) = signal_hook::flag::register(signal, Arc::clone(&interrupted)) {
+            eprintln!("xtask: warning: cannot handle signal {signal}: {err}");
+        }
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        ["test", rest @ ..] => test::run(&interrupted, rest),
+        ["redis", "start"] => redis::start(),
+        ["redis", "stop"] => redis::stop(),
+        ["redis", "status"] => redis::status(),
+        ["ci"] => ci::run(&interrupted),
+        [] | ["help" | "--help" | "-h"] => {
+            print!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => Err(format!(
+            "unknown command `{}`; run `cargo xtask help` for the list",
+            other.join(" ")
+        )
+        .into()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("xtask: error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

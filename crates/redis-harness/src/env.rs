@@ -33,6 +33,12 @@ pub const TLS_CLIENT_KEY: &str = "SESSION_TEST_REDIS_TLS_CLIENT_KEY";
 pub const SERVER: &str = "SESSION_TEST_REDIS_SERVER";
 /// `1`: a missing Redis fails the test instead of skipping it.
 pub const REQUIRE: &str = "SESSION_REQUIRE_REDIS";
+/// `0`: with [`REQUIRE`] set, TLS tests may still skip ([`tls`] returns `None`). For a run
+/// against a Redis the caller provides without TLS.
+pub const REQUIRE_TLS: &str = "SESSION_REQUIRE_REDIS_TLS";
+/// `0`: with [`REQUIRE`] set, tests that start their own servers may still skip
+/// ([`server_binary`] returns `None`). For a run on a machine without `redis-server`.
+pub const REQUIRE_SERVER: &str = "SESSION_REQUIRE_REDIS_SERVER";
 
 /// What a TLS test needs to reach the shared test server over TLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +58,13 @@ pub fn redis_required() -> bool {
     std::env::var(REQUIRE).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
+/// Whether the part switched by `part` ([`REQUIRE_TLS`], [`REQUIRE_SERVER`]) is required:
+/// [`redis_required`] unless `part` is `0` (or `false`).
+fn part_required(part: &str) -> bool {
+    redis_required()
+        && !std::env::var(part).is_ok_and(|v| v == "0" || v.eq_ignore_ascii_case("false"))
+}
+
 /// The URL of the shared test Redis, from [`URL`].
 ///
 /// When it is unset: panics with a clear message if [`REQUIRE`] is set, else prints
@@ -62,13 +75,15 @@ pub fn redis_url(test: &str) -> Option<String> {
         Some(url) => Some(url),
         None => missing(
             test,
+            redis_required(),
             &format!("no Redis (set {URL} or run `cargo xtask test`)"),
         ),
     }
 }
 
 /// The TLS endpoint of the shared test Redis: [`TLS_URL`], [`TLS_CA`], [`TLS_CLIENT_CERT`] and
-/// [`TLS_CLIENT_KEY`], all required. Skips or panics like [`redis_url`] when any is unset.
+/// [`TLS_CLIENT_KEY`], all required. Skips or panics like [`redis_url`] when any is unset
+/// (never panics when [`REQUIRE_TLS`] is `0`).
 pub fn tls(test: &str) -> Option<TlsEnv> {
     let values = [TLS_URL, TLS_CA, TLS_CLIENT_CERT, TLS_CLIENT_KEY].map(|name| (name, var(name)));
     let absent: Vec<&str> = values
@@ -90,6 +105,7 @@ pub fn tls(test: &str) -> Option<TlsEnv> {
         }),
         _ => missing(
             test,
+            part_required(REQUIRE_TLS),
             &format!(
                 "no Redis over TLS (set {} or run `cargo xtask test`)",
                 absent.join(", ")
@@ -99,19 +115,25 @@ pub fn tls(test: &str) -> Option<TlsEnv> {
 }
 
 /// The `redis-server` binary for tests that start their own servers: [`SERVER`] if set, else
-/// `redis-server` found on `PATH`. Skips or panics like [`redis_url`] when there is none.
+/// `redis-server` found on `PATH`. Skips or panics like [`redis_url`] when there is none (never
+/// panics when [`REQUIRE_SERVER`] is `0`).
 pub fn server_binary(test: &str) -> Option<PathBuf> {
     if let Some(path) = var(SERVER) {
         let path = PathBuf::from(path);
         if path.is_file() {
             return Some(path);
         }
-        return missing(test, &format!("{SERVER}={} is not a file", path.display()));
+        return missing(
+            test,
+            part_required(REQUIRE_SERVER),
+            &format!("{SERVER}={} is not a file", path.display()),
+        );
     }
     match find_on_path("redis-server") {
         Some(path) => Some(path),
         None => missing(
             test,
+            part_required(REQUIRE_SERVER),
             &format!("no redis-server (put it on PATH, set {SERVER} or run `cargo xtask test`)"),
         ),
     }
@@ -141,8 +163,8 @@ fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-fn missing<T>(test: &str, why: &str) -> Option<T> {
-    if redis_required() {
+fn missing<T>(test: &str, required: bool, why: &str) -> Option<T> {
+    if required {
         panic!("{test}: {REQUIRE}=1 but {why}");
     }
     eprintln!("SKIPPED {test}: {why}");
