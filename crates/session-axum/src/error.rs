@@ -1,0 +1,354 @@
+//! [`ApiError`]: every failure as an HTTP status and a JSON body.
+
+use std::{borrow::Cow, fmt};
+
+use axum::{
+    Json,
+    extract::rejection::{JsonRejection, PathRejection, QueryRejection},
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use session_core::{Error, InvalidId, SessionId};
+
+/// An error as a handler returns it: a status, a stable `kind` and a message, rendered as
+///
+/// ```json
+/// {"error": "not_found", "message": "session user-1 not found (it may have expired)", "session_id": "user-1"}
+/// ```
+///
+/// (`session_id` only when the error names a valid session). Built from
+/// [`session_core::Error`] with `?`, where the status follows the variant:
+///
+/// | kind | status |
+/// |---|---|
+/// | `invalid_id`, `invalid_cursor` | 400 Bad Request |
+/// | `not_found` | 404 Not Found |
+/// | `conflict` | 409 Conflict |
+/// | `too_large` | 413 Payload Too Large |
+/// | `unavailable`, `auth` | 503 Service Unavailable (with `Retry-After: 1`) |
+/// | `corrupt`, `backend`, `encode`, `config` | 500 Internal Server Error |
+///
+/// and from axum's JSON, query and path rejections (`invalid_json`, `invalid_query`,
+/// `invalid_path` ..., with the rejection's own status), so that a client never gets a plain
+/// text error. Messages are the `Display` of the error: ids are quoted safely by
+/// `session_core`, and backend errors carry no credentials.
+///
+/// ```
+/// use axum::{http::StatusCode, response::IntoResponse};
+/// use session_axum::ApiError;
+/// use session_core::{Error, SessionId};
+///
+/// let id = SessionId::new("user-1")?;
+/// let e = ApiError::from(Error::NotFound { id });
+/// assert_eq!(e.status(), StatusCode::NOT_FOUND);
+/// assert_eq!(e.kind(), "not_found");
+/// assert_eq!(e.into_response().status(), StatusCode::NOT_FOUND);
+///
+/// let e = ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "message_too_large", "at most 4096 characters");
+/// assert_eq!(e.message(), "at most 4096 characters");
+/// # Ok::<(), session_core::InvalidId>(())
+/// ```
+#[derive(Debug)]
+pub struct ApiError(Box<Repr>);
+
+// Boxed: handlers return `Result<_, ApiError>` everywhere, and the library error is large.
+#[derive(Debug)]
+struct Repr {
+    status: StatusCode,
+    kind: Cow<'static, str>,
+    message: String,
+    session_id: Option<SessionId>,
+    source: Option<Error>,
+}
+
+/// The JSON body of an [`ApiError`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    /// The stable kind (`not_found`, `conflict`, `invalid_id` ...).
+    pub error: String,
+    /// What happened, for people.
+    pub message: String,
+    /// The session concerned, when the error names a valid one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+impl ApiError {
+    /// An error with this status, kind and message.
+    pub fn new(
+        status: StatusCode,
+        kind: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self(Box::new(Repr {
+            status,
+            kind: kind.into(),
+            message: message.into(),
+            session_id: None,
+            source: None,
+        }))
+    }
+
+    /// A 400 Bad Request with this kind and message.
+    pub fn bad_request(kind: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, kind, message)
+    }
+
+    /// Names the session the error is about (the `session_id` field of the body).
+    #[must_use]
+    pub fn with_session_id(mut self, id: SessionId) -> Self {
+        self.0.session_id = Some(id);
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.0.status
+    }
+
+    /// The stable kind, the `error` field of the body.
+    pub fn kind(&self) -> &str {
+        &self.0.kind
+    }
+
+    /// The message, the `message` field of the body.
+    pub fn message(&self) -> &str {
+        &self.0.message
+    }
+
+    /// The session the error is about, if any.
+    pub fn session_id(&self) -> Option<&SessionId> {
+        self.0.session_id.as_ref()
+    }
+
+    /// The library error this was built from, if any.
+    pub fn session_error(&self) -> Option<&Error> {
+        self.0.source.as_ref()
+    }
+
+    /// The body as it is sent.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: self.0.kind.to_string(),
+            message: self.0.message.clone(),
+            session_id: self.0.session_id.as_ref().map(|id| id.to_string()),
+        }
+    }
+}
+
+/// The status an error of the library maps to.
+fn status_of(e: &Error) -> StatusCode {
+    match e {
+        Error::InvalidId(_) | Error::InvalidCursor { .. } => StatusCode::BAD_REQUEST,
+        Error::NotFound { .. } => StatusCode::NOT_FOUND,
+        Error::Conflict { .. } => StatusCode::CONFLICT,
+        Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::Unavailable { .. } | Error::Auth { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        // Corrupt, Encode, Backend, Config, and whatever a later version adds.
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The session an error names, if any.
+fn id_of(e: &Error) -> Option<SessionId> {
+    match e {
+        Error::NotFound { id }
+        | Error::Conflict { id, .. }
+        | Error::Corrupt { id, .. }
+        | Error::Encode { id, .. }
+        | Error::TooLarge { id, .. } => Some(id.clone()),
+        _ => None,
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        Self(Box::new(Repr {
+            status: status_of(&e),
+            kind: Cow::Borrowed(e.kind()),
+            message: e.to_string(),
+            session_id: id_of(&e),
+            source: Some(e),
+        }))
+    }
+}
+
+impl From<InvalidId> for ApiError {
+    fn from(e: InvalidId) -> Self {
+        Self::from(Error::from(e))
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let kind = match &r {
+            JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
+            _ if r.status() == StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            _ => "invalid_json",
+        };
+        Self::new(r.status(), kind, r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        Self::new(r.status(), "invalid_query", r.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        let status = r.status();
+        // A failed path extraction in a matched route is the client's input, except when the
+        // route and the extractor disagree (a programming error, reported as 500 by axum).
+        Self::new(status, "invalid_path", r.body_text())
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}): {}", self.0.status, self.0.kind, self.0.message)
+    }
+}
+
+impl std::error::Error for ApiError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0
+            .source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.0.status, Json(self.body())).into_response();
+        if self.0.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> SessionId {
+        SessionId::new("user-1").unwrap()
+    }
+
+    #[test]
+    fn every_library_error_maps_to_its_documented_status() {
+        let cases: Vec<(Error, StatusCode, &str)> = vec![
+            (
+                SessionId::new("a b").unwrap_err().into(),
+                StatusCode::BAD_REQUEST,
+                "invalid_id",
+            ),
+            (
+                Error::invalid_cursor("zz", "not mine"),
+                StatusCode::BAD_REQUEST,
+                "invalid_cursor",
+            ),
+            (
+                Error::NotFound { id: id() },
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+            (
+                Error::Conflict {
+                    id: id(),
+                    expected: Some(1),
+                    actual: Some(2),
+                },
+                StatusCode::CONFLICT,
+                "conflict",
+            ),
+            (
+                Error::TooLarge {
+                    id: id(),
+                    size: 10,
+                    limit: 5,
+                },
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+            ),
+            (
+                Error::corrupt(&id(), "bad magic byte"),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "corrupt",
+            ),
+            (
+                Error::Unavailable {
+                    backend: "redis",
+                    reason: "connection refused".into(),
+                    source: None,
+                },
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+            ),
+            (
+                Error::Auth {
+                    backend: "redis",
+                    reason: "WRONGPASS".into(),
+                },
+                StatusCode::SERVICE_UNAVAILABLE,
+                "auth",
+            ),
+            (
+                Error::Backend {
+                    backend: "redis",
+                    reason: "OOM".into(),
+                    source: None,
+                },
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "backend",
+            ),
+            (
+                Error::Encode {
+                    id: id(),
+                    reason: "map key".into(),
+                },
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "encode",
+            ),
+            (
+                Error::config("SESSION_TTL", "0", "a positive number of seconds"),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "config",
+            ),
+        ];
+        for (error, status, kind) in cases {
+            let text = error.to_string();
+            let e = ApiError::from(error);
+            assert_eq!(e.status(), status, "{kind}");
+            assert_eq!(e.kind(), kind);
+            assert_eq!(e.message(), text);
+        }
+    }
+
+    #[test]
+    fn the_body_names_the_session_only_when_the_error_does() {
+        let e = ApiError::from(Error::NotFound { id: id() });
+        assert_eq!(e.body().session_id.as_deref(), Some("user-1"));
+        let e = ApiError::from(SessionId::new("a\u{1b}b").unwrap_err());
+        assert_eq!(e.body().session_id, None);
+        assert!(!e.message().contains('\u{1b}'), "{}", e.message());
+    }
+
+    #[test]
+    fn unavailable_tells_clients_when_to_retry() {
+        let e = ApiError::from(Error::Unavailable {
+            backend: "redis",
+            reason: "timed out".into(),
+            source: None,
+        });
+        let response = e.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    }
+}
