@@ -1,0 +1,400 @@
+//! The storage layout: one HASH per session under `{prefix}{id}`.
+//!
+//! | field | content |
+//! |---|---|
+//! | `d` | the payload (codec envelope), opaque bytes |
+//! | `m` | MessagePack (named) of `{ updated_at, size, summary }` |
+//! | `v` | the version, a decimal integer |
+//! | `c` | `created_at`, decimal milliseconds, written only when the key is created |
+//!
+//! The key carries the TTL (`PEXPIRE`). This module turns Redis replies into records and
+//! reports anything unexpected as [`Error::Corrupt`] for the session it concerns.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::Value;
+use serde::{Deserialize, Serialize};
+use session_core::{Error, Meta, Record, Result, SessionId, SessionInfo, Summary, Timestamp};
+
+/// Field names, in the order reads fetch them.
+pub(crate) const FIELD_PAYLOAD: &str = "d";
+pub(crate) const FIELD_META: &str = "m";
+pub(crate) const FIELD_VERSION: &str = "v";
+pub(crate) const FIELD_CREATED: &str = "c";
+
+/// The Redis key of a session.
+pub(crate) fn key(prefix: &str, id: &SessionId) -> String {
+    let mut key = String::with_capacity(prefix.len() + id.as_str().len());
+    key.push_str(prefix);
+    key.push_str(id.as_str());
+    key
+}
+
+/// The `SCAN ... MATCH` pattern for every key under `prefix`: the prefix with the glob
+/// characters `* ? [ ] \` escaped, then `*`.
+pub(crate) fn match_pattern(prefix: &str) -> String {
+    let mut pattern = String::with_capacity(prefix.len() + 8);
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('*');
+    pattern
+}
+
+/// What `m` holds. `created_at` lives in its own field (`c`) so that an unconditional rewrite
+/// keeps it without reading the old meta first.
+#[derive(Serialize)]
+struct StoredMetaRef<'a> {
+    updated_at: Timestamp,
+    size: u64,
+    summary: &'a Summary,
+}
+
+#[derive(Deserialize)]
+struct StoredMeta {
+    updated_at: Timestamp,
+    size: u64,
+    #[serde(default)]
+    summary: Summary,
+}
+
+/// Encodes `m` for a write.
+pub(crate) fn encode_meta(updated_at: Timestamp, size: u64, summary: &Summary) -> Vec<u8> {
+    // Serializing a struct of integers and a string map into a Vec cannot fail; should it ever,
+    // an empty meta is still readable (it decodes as corrupt, not as a panic).
+    rmp_serde::to_vec_named(&StoredMetaRef {
+        updated_at,
+        size,
+        summary,
+    })
+    .unwrap_or_default()
+}
+
+fn decode_meta(id: &SessionId, bytes: &[u8], created: Option<Timestamp>) -> Result<Meta> {
+    let stored: StoredMeta = rmp_serde::from_slice(bytes)
+        .map_err(|e| Error::corrupt(id, format!("field m is not readable meta: {e}")))?;
+    Ok(Meta {
+        // Records written before `c` existed (or by hand) fall back to the last write.
+        created_at: created.unwrap_or(stored.updated_at),
+        updated_at: stored.updated_at,
+        size: stored.size,
+        summary: stored.summary,
+    })
+}
+
+/// A field's bytes, or `None` when the field is absent.
+fn bytes_of(id: &SessionId, field: &str, v: Value) -> Result<Option<Vec<u8>>> {
+    match v {
+        Value::Nil => Ok(None),
+        Value::BulkString(b) => Ok(Some(b)),
+        Value::SimpleString(s) => Ok(Some(s.into_bytes())),
+        other => Err(Error::corrupt(
+            id,
+            format!(
+                "field {field} has an unexpected reply {}",
+                value_kind(&other)
+            ),
+        )),
+    }
+}
+
+fn integer_field(id: &SessionId, field: &str, bytes: &[u8]) -> Result<u64> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| {
+            Error::corrupt(
+                id,
+                format!(
+                    "field {field} is not an integer: {:?}",
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(32)])
+                ),
+            )
+        })
+}
+
+/// The reply of `PTTL`: `Ok(None)` when the key is gone, `Ok(Some(None))` without expiry.
+fn ttl_of(v: &Value) -> Option<Option<Duration>> {
+    match v {
+        Value::Int(-2) => None,
+        Value::Int(ms) if *ms >= 0 => Some(Some(Duration::from_millis(*ms as u64))),
+        // -1: no expiry. Any other reply is not worth failing a read over.
+        _ => Some(None),
+    }
+}
+
+/// A server error inside a pipeline reply (`WRONGTYPE` for a key of another type).
+fn server_error(id: &SessionId, v: &Value) -> Result<()> {
+    match v {
+        Value::ServerError(e) if e.code() == "WRONGTYPE" => Err(Error::corrupt(
+            id,
+            "the key holds another Redis type, not a session hash (delete it to reuse the id)",
+        )),
+        Value::ServerError(e) => Err(Error::backend(
+            crate::errors::BACKEND,
+            format!("reading session {id}: {e}"),
+            redis::RedisError::from(e.clone()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn value_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Nil => "nil",
+        Value::Int(_) => "integer",
+        Value::BulkString(_) => "bulk string",
+        Value::Array(_) => "array",
+        Value::SimpleString(_) => "simple string",
+        Value::Okay => "OK",
+        Value::Map(_) => "map",
+        Value::Set(_) => "set",
+        Value::Double(_) => "double",
+        Value::Boolean(_) => "boolean",
+        Value::ServerError(_) => "error",
+        _ => "other value",
+    }
+}
+
+fn split4(id: &SessionId, v: Value) -> Result<[Value; 4]> {
+    match v {
+        Value::Array(items) => <[Value; 4]>::try_from(items)
+            .map_err(|items| Error::corrupt(id, format!("HMGET gave {} values", items.len()))),
+        other => Err(Error::corrupt(
+            id,
+            format!("HMGET gave {}", value_kind(&other)),
+        )),
+    }
+}
+
+/// Builds a record from the replies of `HMGET key d m v c` and `PTTL key`.
+pub(crate) fn record_from_replies(
+    id: &SessionId,
+    hmget: Value,
+    pttl: Value,
+) -> Result<Option<Record>> {
+    server_error(id, &hmget)?;
+    server_error(id, &pttl)?;
+    let Some(ttl) = ttl_of(&pttl) else {
+        return Ok(None);
+    };
+    let [d, m, v, c] = split4(id, hmget)?;
+    let payload = bytes_of(id, FIELD_PAYLOAD, d)?;
+    let meta = bytes_of(id, FIELD_META, m)?;
+    let version = bytes_of(id, FIELD_VERSION, v)?;
+    let created = bytes_of(id, FIELD_CREATED, c)?;
+    let (Some(payload), Some(version)) = (payload, version) else {
+        return Err(Error::corrupt(
+            id,
+            "the session hash lacks its payload (d) or version (v) field",
+        ));
+    };
+    let version = integer_field(id, FIELD_VERSION, &version)?;
+    let created = created
+        .map(|c| integer_field(id, FIELD_CREATED, &c).map(Timestamp::from_millis))
+        .transpose()?;
+    let meta = match meta {
+        Some(m) => decode_meta(id, &m, created)?,
+        None => {
+            return Err(Error::corrupt(
+                id,
+                "the session hash lacks its meta (m) field",
+            ));
+        }
+    };
+    Ok(Some(Record {
+        payload: Bytes::from(payload),
+        meta,
+        version,
+        ttl,
+    }))
+}
+
+/// What a listing shows for one key, from `HMGET key m v c` and `PTTL key`.
+pub(crate) enum Listed {
+    /// A readable entry.
+    Entry(SessionInfo),
+    /// The key expired or was deleted between SCAN and the fetch.
+    Gone,
+    /// The key exists but its listing data cannot be read.
+    Corrupt(SessionInfo, Error),
+}
+
+pub(crate) fn info_from_replies(id: SessionId, hmget: Value, pttl: Value) -> Listed {
+    let ttl = match (&pttl, ttl_of(&pttl)) {
+        (Value::ServerError(_), _) => None,
+        (_, None) => return Listed::Gone,
+        (_, Some(ttl)) => ttl,
+    };
+    match parse_info(&id, hmget) {
+        Ok(Some((meta, version))) => Listed::Entry(SessionInfo {
+            id,
+            meta,
+            version,
+            ttl,
+        }),
+        Ok(None) => Listed::Gone,
+        Err(e) => Listed::Corrupt(
+            SessionInfo {
+                id,
+                meta: Meta {
+                    created_at: Timestamp::from_millis(0),
+                    updated_at: Timestamp::from_millis(0),
+                    size: 0,
+                    summary: Summary::new(),
+                },
+                version: 0,
+                ttl,
+            },
+            e,
+        ),
+    }
+}
+
+fn parse_info(id: &SessionId, hmget: Value) -> Result<Option<(Meta, u64)>> {
+    server_error(id, &hmget)?;
+    let items = match hmget {
+        Value::Array(items) if items.len() == 3 => items,
+        other => {
+            return Err(Error::corrupt(
+                id,
+                format!("HMGET gave {}", value_kind(&other)),
+            ));
+        }
+    };
+    let mut items = items.into_iter();
+    let mut next = |field| bytes_of(id, field, items.next().unwrap_or(Value::Nil));
+    let (m, v, c) = (
+        next(FIELD_META)?,
+        next(FIELD_VERSION)?,
+        next(FIELD_CREATED)?,
+    );
+    let (Some(m), Some(v)) = (m, v) else {
+        return Err(Error::corrupt(
+            id,
+            "the session hash lacks its meta (m) or version (v) field",
+        ));
+    };
+    let version = integer_field(id, FIELD_VERSION, &v)?;
+    let created = c
+        .map(|c| integer_field(id, FIELD_CREATED, &c).map(Timestamp::from_millis))
+        .transpose()?;
+    Ok(Some((decode_meta(id, &m, created)?, version)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> SessionId {
+        SessionId::new(s).unwrap()
+    }
+
+    fn bulk(b: &[u8]) -> Value {
+        Value::BulkString(b.to_vec())
+    }
+
+    fn hmget(d: Option<&[u8]>, m: Option<Vec<u8>>, v: Option<&[u8]>, c: Option<&[u8]>) -> Value {
+        Value::Array(vec![
+            d.map_or(Value::Nil, bulk),
+            m.map_or(Value::Nil, |m| Value::BulkString(m)),
+            v.map_or(Value::Nil, bulk),
+            c.map_or(Value::Nil, bulk),
+        ])
+    }
+
+    fn meta() -> Vec<u8> {
+        encode_meta(
+            Timestamp::from_millis(2000),
+            3,
+            &Summary::new().with("state", "new_problem"),
+        )
+    }
+
+    #[test]
+    fn keys_and_patterns() {
+        assert_eq!(key("cql:session:", &id("u-1")), "cql:session:u-1");
+        assert_eq!(match_pattern("cql:session:"), "cql:session:*");
+        assert_eq!(match_pattern(r"a*b?c[d]e\f"), r"a\*b\?c\[d\]e\\f*");
+    }
+
+    #[test]
+    fn a_full_hash_reads_back() {
+        let rec = record_from_replies(
+            &id("a"),
+            hmget(Some(b"abc"), Some(meta()), Some(b"7"), Some(b"1000")),
+            Value::Int(5000),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(&rec.payload[..], b"abc");
+        assert_eq!(rec.version, 7);
+        assert_eq!(rec.ttl, Some(Duration::from_millis(5000)));
+        assert_eq!(rec.meta.created_at, Timestamp::from_millis(1000));
+        assert_eq!(rec.meta.updated_at, Timestamp::from_millis(2000));
+        assert_eq!(rec.meta.size, 3);
+        assert_eq!(
+            rec.meta.summary.get("state").and_then(|v| v.as_str()),
+            Some("new_problem")
+        );
+        let no_expiry = record_from_replies(
+            &id("a"),
+            hmget(Some(b"abc"), Some(meta()), Some(b"7"), None),
+            Value::Int(-1),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(no_expiry.ttl, None);
+        assert_eq!(no_expiry.meta.created_at, Timestamp::from_millis(2000));
+    }
+
+    #[test]
+    fn a_missing_key_is_none() {
+        let r = record_from_replies(&id("a"), hmget(None, None, None, None), Value::Int(-2));
+        assert!(matches!(r, Ok(None)));
+    }
+
+    #[test]
+    fn anything_odd_is_corrupt_for_that_id() {
+        let cases = [
+            hmget(None, None, None, None),
+            hmget(Some(b"x"), Some(meta()), None, None),
+            hmget(None, Some(meta()), Some(b"1"), None),
+            hmget(Some(b"x"), Some(meta()), Some(b"one"), None),
+            hmget(Some(b"x"), Some(meta()), Some(b"-1"), None),
+            hmget(Some(b"x"), Some(b"\xc1garbage".to_vec()), Some(b"1"), None),
+            hmget(Some(b"x"), None, Some(b"1"), None),
+            hmget(Some(b"x"), Some(meta()), Some(b"1"), Some(b"yesterday")),
+            Value::Int(3),
+        ];
+        for (n, case) in cases.into_iter().enumerate() {
+            match record_from_replies(&id("bad"), case, Value::Int(1000)) {
+                Err(Error::Corrupt { id: got, .. }) => assert_eq!(got.as_str(), "bad"),
+                other => panic!("case {n}: expected Corrupt, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn listing_marks_corrupt_entries_and_skips_gone_ones() {
+        let ok = Value::Array(vec![Value::BulkString(meta()), bulk(b"2"), Value::Nil]);
+        assert!(matches!(
+            info_from_replies(id("a"), ok.clone(), Value::Int(10)),
+            Listed::Entry(SessionInfo { version: 2, .. })
+        ));
+        assert!(matches!(
+            info_from_replies(id("a"), ok, Value::Int(-2)),
+            Listed::Gone
+        ));
+        let bad = Value::Array(vec![bulk(b"zz"), bulk(b"2"), Value::Nil]);
+        assert!(matches!(
+            info_from_replies(id("a"), bad, Value::Int(10)),
+            Listed::Corrupt(SessionInfo { version: 0, .. }, Error::Corrupt { .. })
+        ));
+    }
+}

@@ -1,0 +1,119 @@
+//! Durable session state in Redis: [`RedisStore`], a [`session_core::SessionStore`].
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use session_core::{SessionId, SessionManager, SessionStore};
+//! use session_redis::{RedisOptions, RedisStore};
+//!
+//! # async fn run() -> session_core::Result<()> {
+//! let options = RedisOptions::from_url("redis://127.0.0.1:6379/0")?;
+//! let store: Arc<dyn SessionStore> = Arc::new(RedisStore::connect(options).await?);
+//! let counters = SessionManager::<u64>::new(store);
+//! let id = SessionId::new("user-123")?;
+//! counters.get_or_create(&id, || 0).await?;
+//! counters.modify(&id, |n| *n += 1).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//!
+//! One HASH per session under `{prefix}{id}` (default prefix `cql:session:`), the TTL on the
+//! key (`PEXPIRE`, milliseconds):
+//!
+//! | field | content |
+//! |---|---|
+//! | `d` | the payload (the codec envelope; opaque here) |
+//! | `m` | MessagePack (`to_vec_named`) of `{ updated_at, size, summary }` |
+//! | `v` | the version, a decimal integer: 1 on create, +1 per write |
+//! | `c` | `created_at` in ms, written only when the key is created |
+//!
+//! `created_at` has its own field so that an unconditional rewrite keeps it without reading
+//! anything first. Timestamps are the client's clock ([`session_core::Timestamp::now`]).
+//!
+//! # Round trips per operation
+//!
+//! | operation | round trips | commands the client sends |
+//! |---|---|---|
+//! | `load` | 1 | pipeline `HMGET key d m v c` + `PTTL key` |
+//! | `save` | 1 | `EVALSHA` (the script runs `HGET v`, `EXISTS` on create, `HSET`, `PEXPIRE`); the first save a server sees adds `SCRIPT LOAD` + `EVALSHA` |
+//! | `delete` / `touch` / `exists` | 1 | `UNLINK` / `PEXPIRE` / `EXISTS` |
+//! | `list_page` | 2 | `SCAN cursor MATCH <escaped prefix>* COUNT max(limit, 32)`, then one pipeline of `HMGET key m v c` + `PTTL key` per listed key; the SCAN is skipped while the cursor still carries ids |
+//! | `count` | keys in db / 1000 | `SCAN ... COUNT 1000` until the cursor is 0 |
+//! | `ping` | 1 | `PING` |
+//!
+//! `SessionManager::modify` is a `load` plus a `save` (2 round trips) when uncontended.
+//! Nothing uses `KEYS`, `FLUSHDB`, `FLUSHALL` or `DBSIZE`. In pool mode, checking out a
+//! connection costs no round trip (see [`ConnectionMode::Pool`] and the `pool` feature notes
+//! below).
+//!
+//! # Listing
+//!
+//! The cursor is `r1:<scan cursor>:<id>,<id>,...`: the SCAN position plus the ids one SCAN
+//! batch returned that did not fit in the page, so no page exceeds its limit and no key is
+//! lost. It is URL-safe. Keys under the prefix whose rest is not a valid session id are skipped;
+//! keys that vanish between SCAN and the fetch are skipped; keys whose listing data cannot be
+//! read (another Redis type, bad `m` or `v`) are **listed** with version 0, an empty summary and
+//! zero timestamps (a warning is logged), so that tools can find and delete them. `load` reports
+//! them as [`session_core::Error::Corrupt`]. Like every SCAN, a listing that runs while the
+//! database rehashes may show a key twice; `SessionManager::list` removes duplicates.
+//!
+//! # Failures
+//!
+//! - connect and command timeouts come from [`RedisOptions`]; a timeout, a refused or dropped
+//!   connection, `LOADING`, `CLUSTERDOWN` => [`session_core::Error::Unavailable`];
+//! - WRONGPASS, NOAUTH, NOPERM => [`session_core::Error::Auth`]; anything else =>
+//!   [`session_core::Error::Backend`]. No error, log line or `Debug` output holds the password.
+//! - An idempotent operation (load, exists, touch, delete, list, count, ping) that meets a
+//!   dropped connection is sent once more on a new connection: redis-rs reconnects only for
+//!   the next command, so without this the first request after a Redis restart would fail.
+//!   **Saves are not retried**: a save whose reply was lost may have been applied; sending it
+//!   again would turn a successful `IfAbsent` or `IfVersion` save into a false `Conflict`, and
+//!   an `Any` save into a double version bump. The caller gets `Unavailable` and decides
+//!   (`SessionManager::modify` re-reads and retries on `Conflict` only).
+//! - A key of another type under a session key, or a hash with a missing or non-numeric `v`,
+//!   is [`session_core::Error::Corrupt`] for that id: `save` refuses to overwrite it (it may be
+//!   someone else's data), `delete` removes it.
+//!
+//! # Features
+//!
+//! - `pool`: [`ConnectionMode::Pool`] through deadpool-redis. deadpool-redis 0.23 recycles a
+//!   connection with `UNWATCH` + `PING` (one extra round trip per checkout) and offers no
+//!   cheaper method; this crate plugs its own recycle into the pool: none for connections used
+//!   within the last 30 s (nothing to reset: no `WATCH`/`MULTI`/`SELECT` is ever sent), a
+//!   `PING` for longer-idle ones, and connections that fail with an I/O error are dropped
+//!   from the pool.
+//! - `tls`: `rediss://` through rustls with the **ring** provider only, trusting
+//!   [`TlsFiles::ca_file`] (or the system store) and presenting an optional client
+//!   certificate.
+//!
+//! Without a feature, asking for what it provides fails at connect with
+//! [`session_core::Error::Config`] (the option types themselves are always there, so that
+//! configuration code needs no `cfg`).
+//!
+//! # Logging
+//!
+//! `tracing` events at debug level with `component = "session"`, `backend = "redis"`; a
+//! warning for corrupt entries met while listing. No credentials.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod connection;
+mod cursor;
+mod errors;
+mod layout;
+mod options;
+#[cfg(feature = "pool")]
+mod pool;
+mod scripts;
+mod store;
+#[cfg(feature = "tls")]
+mod tls;
+
+pub use options::{
+    ConnectionMode, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX,
+    DEFAULT_PORT, MAX_PREFIX_LEN, RedisOptions, RedisTarget, Secret, TlsFiles,
+};
+#[cfg(feature = "pool")]
+pub use pool::VERIFY_AFTER_IDLE;
+pub use store::{MAX_PAGE, RedisStore};

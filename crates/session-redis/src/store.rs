@@ -1,0 +1,376 @@
+//! [`RedisStore`]: the `SessionStore` on Redis.
+
+use std::{collections::HashSet, fmt, sync::Arc};
+
+use redis::{Script, Value};
+use session_core::{
+    Cursor, Error, Page, Record, Result, SessionId, SessionStore, Timestamp, Ttl, Write,
+    async_trait,
+};
+
+use crate::{
+    connection::{Connection, Request, Retry},
+    cursor::ListPosition,
+    errors::BACKEND,
+    layout::{self, Listed},
+    options::{ConnectionMode, RedisOptions},
+    scripts,
+};
+
+/// Largest page a listing returns, whatever the caller asks for: bounds one pipeline.
+pub const MAX_PAGE: usize = 10_000;
+/// Least `COUNT` hint given to `SCAN`, so that tiny pages do not crawl a large keyspace.
+const MIN_SCAN_COUNT: usize = 32;
+/// `COUNT` hint for the SCAN loop of [`SessionStore::count`].
+const COUNT_SCAN_COUNT: usize = 1000;
+/// How many `SCAN` calls one page may make while they find no session keys (a keyspace full of
+/// other keys). The page then comes back empty with a cursor, which the trait allows.
+const MAX_EMPTY_SCANS_PER_PAGE: usize = 8;
+
+/// Sessions in Redis: one HASH per session under `{prefix}{id}` with the TTL on the key.
+///
+/// Cheap to clone (an `Arc`); every clone shares the connection(s). See the
+/// [crate docs](crate) for the layout, the command counts and the failure behaviour.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: Connection,
+    prefix: String,
+    pattern: String,
+    mode: ConnectionMode,
+    save: Script,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.inner.conn.url())
+            .field("key_prefix", &self.inner.prefix)
+            .field("mode", &self.inner.mode)
+            .finish()
+    }
+}
+
+impl RedisStore {
+    /// Connects, authenticates, selects the database and pings, all within the connect timeout.
+    ///
+    /// # Errors
+    /// - [`Error::Unavailable`]: nothing answers, or not in time (the message names the
+    ///   redacted URL, never the password);
+    /// - [`Error::Auth`]: the server refused the credentials (WRONGPASS, NOAUTH, NOPERM);
+    /// - [`Error::Config`]: invalid options, unreadable TLS files, or a mode or TLS asked for
+    ///   without the crate feature that provides it;
+    /// - [`Error::Backend`]: anything else the server said (e.g. `SELECT` refused).
+    pub async fn connect(options: RedisOptions) -> Result<Self> {
+        options.validate()?;
+        let conn = Connection::connect(&options).await?;
+        tracing::debug!(
+            component = "session",
+            backend = BACKEND,
+            url = %conn.url(),
+            mode = ?options.mode(),
+            "connected to redis"
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                conn,
+                pattern: layout::match_pattern(options.key_prefix()),
+                prefix: options.key_prefix().to_owned(),
+                mode: options.mode(),
+                save: scripts::save_script(),
+            }),
+        })
+    }
+
+    /// The key prefix: a session `id` lives under `{prefix}{id}`.
+    pub fn key_prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The server URL with the password masked.
+    pub fn redacted_url(&self) -> &str {
+        self.inner.conn.url()
+    }
+
+    /// The Redis key of a session (for tools and tests: `redis-cli TTL <key>`).
+    pub fn key_of(&self, id: &SessionId) -> String {
+        layout::key(&self.inner.prefix, id)
+    }
+
+    async fn send(&self, request: Request<'_>, retry: Retry, what: &str) -> Result<Value> {
+        self.inner.conn.send(request, retry, what).await
+    }
+
+    /// The id in a key SCAN returned, if it is one of ours.
+    fn id_of_key(&self, key: &[u8]) -> Option<SessionId> {
+        let suffix = key.strip_prefix(self.inner.prefix.as_bytes())?;
+        let suffix = std::str::from_utf8(suffix).ok()?;
+        match SessionId::new(suffix) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                tracing::debug!(
+                    component = "session",
+                    backend = BACKEND,
+                    error = %e,
+                    "skipping a key under the session prefix that is not a session id"
+                );
+                None
+            }
+        }
+    }
+
+    /// One `SCAN` step: the next cursor (`None` when finished) and the keys found.
+    async fn scan(&self, from: u64, count: usize) -> Result<(Option<u64>, Vec<Vec<u8>>)> {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(from)
+            .arg("MATCH")
+            .arg(&self.inner.pattern)
+            .arg("COUNT")
+            .arg(count);
+        let reply = self
+            .send(Request::Cmd(&cmd), Retry::Idempotent, "SCAN")
+            .await?;
+        let bad = || Error::Backend {
+            backend: BACKEND,
+            reason: "SCAN gave an unexpected reply".to_owned(),
+            source: None,
+        };
+        let Value::Array(mut parts) = reply else {
+            return Err(bad());
+        };
+        if parts.len() != 2 {
+            return Err(bad());
+        }
+        let keys = match parts.pop() {
+            Some(Value::Array(keys)) => keys,
+            _ => return Err(bad()),
+        };
+        let next = match parts.pop() {
+            Some(Value::BulkString(b)) => std::str::from_utf8(&b)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(bad)?,
+            _ => return Err(bad()),
+        };
+        let keys = keys
+            .into_iter()
+            .filter_map(|k| match k {
+                Value::BulkString(b) => Some(b),
+                Value::SimpleString(s) => Some(s.into_bytes()),
+                _ => None,
+            })
+            .collect();
+        Ok(((next != 0).then_some(next), keys))
+    }
+
+    fn debug(&self, op: &'static str, id: &SessionId) {
+        tracing::debug!(component = "session", backend = BACKEND, session_id = %id, op, "redis operation");
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    /// One round trip: a pipeline of `HMGET key d m v c` and `PTTL key`.
+    async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
+        self.debug("load", id);
+        let key = self.key_of(id);
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        pipe.cmd("HMGET")
+            .arg(&key)
+            .arg(layout::FIELD_PAYLOAD)
+            .arg(layout::FIELD_META)
+            .arg(layout::FIELD_VERSION)
+            .arg(layout::FIELD_CREATED);
+        pipe.cmd("PTTL").arg(&key);
+        let reply = self
+            .send(Request::Pipe(&pipe), Retry::Idempotent, "load")
+            .await?;
+        let (hmget, pttl) = two(reply).ok_or_else(|| Error::Backend {
+            backend: BACKEND,
+            reason: format!("loading session {id}: unexpected pipeline reply"),
+            source: None,
+        })?;
+        layout::record_from_replies(id, hmget, pttl)
+    }
+
+    /// One round trip: `EVALSHA` of the save script (plus `SCRIPT LOAD` and a second `EVALSHA`
+    /// the first time a server meets the script). Never retried: see the crate docs.
+    async fn save(&self, id: &SessionId, write: Write) -> Result<u64> {
+        self.debug("save", id);
+        let key = self.key_of(id);
+        let now = Timestamp::now();
+        let meta = layout::encode_meta(now, write.payload.len() as u64, &write.summary);
+        let (mode, expected) = scripts::condition_args(write.condition);
+        let mut invocation = self.inner.save.prepare_invoke();
+        invocation
+            .key(&key)
+            .arg(mode)
+            .arg(expected)
+            .arg(&write.payload[..])
+            .arg(meta)
+            .arg(now.as_millis())
+            .arg(write.ttl.as_millis());
+        let reply = self
+            .send(Request::Script(&invocation), Retry::Never, "save")
+            .await?;
+        scripts::save_outcome(id, write.condition, reply)
+    }
+
+    /// One round trip: `UNLINK key`.
+    async fn delete(&self, id: &SessionId) -> Result<bool> {
+        self.debug("delete", id);
+        let mut cmd = redis::cmd("UNLINK");
+        cmd.arg(self.key_of(id));
+        let reply = self
+            .send(Request::Cmd(&cmd), Retry::Idempotent, "delete")
+            .await?;
+        Ok(matches!(reply, Value::Int(n) if n > 0))
+    }
+
+    /// One round trip: `PEXPIRE key ms` (never creates a key).
+    async fn touch(&self, id: &SessionId, ttl: Ttl) -> Result<bool> {
+        self.debug("touch", id);
+        let mut cmd = redis::cmd("PEXPIRE");
+        cmd.arg(self.key_of(id)).arg(ttl.as_millis());
+        let reply = self
+            .send(Request::Cmd(&cmd), Retry::Idempotent, "touch")
+            .await?;
+        Ok(matches!(reply, Value::Int(1)))
+    }
+
+    /// One round trip: `EXISTS key`.
+    async fn exists(&self, id: &SessionId) -> Result<bool> {
+        self.debug("exists", id);
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(self.key_of(id));
+        let reply = self
+            .send(Request::Cmd(&cmd), Retry::Idempotent, "exists")
+            .await?;
+        Ok(matches!(reply, Value::Int(n) if n > 0))
+    }
+
+    /// Usually two round trips: one `SCAN` (skipped while the cursor still carries ids) and one
+    /// pipeline of `HMGET key m v c` + `PTTL key` per listed session. Entries whose listing data
+    /// cannot be read (another Redis type under the key, unreadable `m` or `v`) are listed with
+    /// version 0, an empty summary and zero timestamps, and a warning is logged: they stay
+    /// visible, so that they can be found and deleted.
+    async fn list_page(&self, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut position = match cursor {
+            Some(c) => ListPosition::parse(c)?,
+            None => ListPosition::start(),
+        };
+        let mut scans = 0;
+        while position.pending.is_empty() && scans < MAX_EMPTY_SCANS_PER_PAGE {
+            let Some(from) = position.scan else { break };
+            let (next, keys) = self.scan(from, limit.max(MIN_SCAN_COUNT)).await?;
+            scans += 1;
+            position.scan = next;
+            let mut seen = HashSet::new();
+            for key in keys {
+                if let Some(id) = self.id_of_key(&key) {
+                    if seen.insert(id.clone()) {
+                        position.pending.push(id);
+                    }
+                }
+            }
+        }
+        let take = position.pending.len().min(limit);
+        let ids: Vec<SessionId> = position.pending.drain(..take).collect();
+        let mut sessions = Vec::with_capacity(ids.len());
+        if !ids.is_empty() {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for id in &ids {
+                let key = self.key_of(id);
+                pipe.cmd("HMGET")
+                    .arg(&key)
+                    .arg(layout::FIELD_META)
+                    .arg(layout::FIELD_VERSION)
+                    .arg(layout::FIELD_CREATED);
+                pipe.cmd("PTTL").arg(key);
+            }
+            let reply = self
+                .send(Request::Pipe(&pipe), Retry::Idempotent, "list")
+                .await?;
+            let Value::Array(replies) = reply else {
+                return Err(Error::Backend {
+                    backend: BACKEND,
+                    reason: "listing: unexpected pipeline reply".to_owned(),
+                    source: None,
+                });
+            };
+            let mut replies = replies.into_iter();
+            for id in ids {
+                let (Some(hmget), Some(pttl)) = (replies.next(), replies.next()) else {
+                    break;
+                };
+                match layout::info_from_replies(id, hmget, pttl) {
+                    Listed::Entry(info) => sessions.push(info),
+                    Listed::Gone => {}
+                    Listed::Corrupt(info, error) => {
+                        tracing::warn!(
+                            component = "session",
+                            backend = BACKEND,
+                            session_id = %info.id,
+                            event_type = session_core::observe::event::SESSION_CORRUPT,
+                            error = %error,
+                            "listing a session whose metadata cannot be read"
+                        );
+                        sessions.push(info);
+                    }
+                }
+            }
+        }
+        Ok(Page {
+            sessions,
+            next: position.to_cursor(),
+        })
+    }
+
+    /// Counts the keys under the prefix with a full `SCAN` (`COUNT 1000` per step, so about one
+    /// round trip per thousand keys in the database). Never `KEYS`, never `DBSIZE`: other data
+    /// may share the database.
+    async fn count(&self) -> Result<u64> {
+        let mut seen = HashSet::new();
+        let mut from = 0;
+        loop {
+            let (next, keys) = self.scan(from, COUNT_SCAN_COUNT).await?;
+            for key in keys {
+                if self.id_of_key(&key).is_some() {
+                    seen.insert(key);
+                }
+            }
+            match next {
+                Some(n) => from = n,
+                None => return Ok(seen.len() as u64),
+            }
+        }
+    }
+
+    /// One round trip: `PING`.
+    async fn ping(&self) -> Result<()> {
+        let cmd = redis::cmd("PING");
+        self.send(Request::Cmd(&cmd), Retry::Idempotent, "PING")
+            .await
+            .map(drop)
+    }
+}
+
+fn two(reply: Value) -> Option<(Value, Value)> {
+    match reply {
+        Value::Array(items) if items.len() == 2 => {
+            let mut items = items.into_iter();
+            Some((items.next()?, items.next()?))
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,64 @@
+//! TLS (feature `tls`): `rediss://` through rustls with the ring provider, trusting a CA file
+//! (or the system store) and optionally presenting a client certificate.
+
+use std::path::Path;
+
+use redis::{Client, ClientTlsConfig, ConnectionInfo, TlsCertificates};
+use session_core::{Error, Result};
+
+use crate::options::RedisOptions;
+
+/// Builds a TLS client from the files named in `options`.
+pub(crate) fn client(options: &RedisOptions, info: ConnectionInfo) -> Result<Client> {
+    install_ring_provider();
+    let files = options.tls_files();
+    let root_cert = files
+        .ca_file
+        .as_deref()
+        .map(|p| read("REDIS_TLS_CA_FILE", p))
+        .transpose()?;
+    let client_tls = match (&files.client_cert, &files.client_key) {
+        (Some(cert), Some(key)) => Some(ClientTlsConfig {
+            client_cert: read("REDIS_TLS_CLIENT_CERT", cert)?,
+            client_key: read("REDIS_TLS_CLIENT_KEY", key)?,
+        }),
+        _ => None,
+    };
+    Client::build_with_tls(
+        info,
+        TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )
+    .map_err(|e| {
+        Error::config(
+            "REDIS_TLS_CA_FILE",
+            files.ca_file.as_deref().map_or_else(
+                || "(system trust store)".to_owned(),
+                |p| p.display().to_string(),
+            ),
+            format!("PEM certificates and a PEM private key that rustls accepts ({e})"),
+        )
+    })
+}
+
+fn read(key: &str, path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        Error::config(
+            key,
+            path.display().to_string(),
+            format!("a readable PEM file ({e})"),
+        )
+    })
+}
+
+/// Makes ring the process-wide rustls provider unless the application chose one already.
+/// With only ring compiled in rustls would pick it anyway; installing it explicitly keeps TLS
+/// working should another crate in the application enable a second provider.
+fn install_ring_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing the race to another installer is fine: some provider is then installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}

@@ -1,0 +1,62 @@
+//! The store conformance suite on a real Redis: multiplexed, pooled, and over TLS.
+//!
+//! Each flavour uses its own database of the shared test server, so that one flavour's writes
+//! never rehash the keyspace another is scanning.
+
+mod common;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multiplexed_store_passes_the_conformance_suite() {
+    let Some(url) = redis_harness::env::redis_url("multiplexed_store_passes_the_conformance_suite")
+    else {
+        return;
+    };
+    common::conformance(common::options(&url, 1, "conf-mux"), "conf-mux").await;
+}
+
+#[cfg(feature = "pool")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_store_passes_the_conformance_suite() {
+    let Some(url) = redis_harness::env::redis_url("pooled_store_passes_the_conformance_suite")
+    else {
+        return;
+    };
+    let options = common::options(&url, 2, "conf-pool")
+        .with_mode(session_redis::ConnectionMode::Pool { max_size: 4 });
+    common::conformance(options, "conf-pool").await;
+}
+
+#[cfg(feature = "tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_store_with_a_ca_passes_the_conformance_suite() {
+    let Some(tls) = redis_harness::env::tls("tls_store_with_a_ca_passes_the_conformance_suite")
+    else {
+        return;
+    };
+    let options =
+        common::options(&tls.url, 3, "conf-tls").with_tls_files(session_redis::TlsFiles {
+            ca_file: Some(tls.ca),
+            ..Default::default()
+        });
+    common::conformance(options, "conf-tls").await;
+}
+
+#[cfg(feature = "tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_store_with_a_client_certificate_passes_the_conformance_suite() {
+    let Some(tls) =
+        redis_harness::env::tls("tls_store_with_a_client_certificate_passes_the_conformance_suite")
+    else {
+        return;
+    };
+    let options = common::options(&tls.url, 4, "conf-mtls")
+        .with_tls_files(session_redis::TlsFiles {
+            ca_file: Some(tls.ca),
+            client_cert: Some(tls.client_cert),
+            client_key: Some(tls.client_key),
+        })
+        .with_mode(session_redis::ConnectionMode::Pool { max_size: 2 });
+    #[cfg(not(feature = "pool"))]
+    let options = options.with_mode(session_redis::ConnectionMode::Multiplexed);
+    common::conformance(options, "conf-mtls").await;
+}
