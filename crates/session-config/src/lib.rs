@@ -1,1 +1,136 @@
-//! stub
+//! Settings for durable sessions: `config/*.toml`, `.env` and the environment, validated
+//! once at load time, and turned into a store and a [`SessionManager`](session_core::SessionManager).
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use session_config::{Settings, Sources};
+//! use session_core::SessionId;
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Agent { state: String, current_attempt: u32 }
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! // In a service: `Settings::load()?`. Here: explicit sources, so nothing else is read.
+//! let settings = Settings::load_from(&Sources::new().env("SESSION_TTL", "600"))?;
+//! assert!(!settings.use_redis);
+//! println!("{settings}"); // every setting, the password masked
+//!
+//! let agents = settings.build_manager::<Agent>().await?;
+//! let id = SessionId::new("user-123")?;
+//! let agent = agents
+//!     .get_or_create(&id, || Agent { state: "new_problem".into(), current_attempt: 0 })
+//!     .await?;
+//! assert_eq!(agent.state, "new_problem");
+//! assert_eq!(agents.ttl().as_millis(), 600_000);
+//! # Ok::<(), session_core::Error>(())
+//! # }).unwrap();
+//! ```
+//!
+//! # Layers
+//!
+//! Later layers win, key by key:
+//!
+//! 1. the built-in defaults (the table below);
+//! 2. `config/default.toml`;
+//! 3. `config/{APP_ENV}.toml`, `APP_ENV` defaulting to `development`;
+//! 4. `config/local.toml`, if present (keep it out of version control);
+//! 5. `.env` in the current directory, if present (read into a map: the process environment
+//!    is never modified);
+//! 6. the process environment.
+//!
+//! `CONFIG_DIR` (from the environment or `.env`) names another directory than `./config`; it
+//! must exist. Without `CONFIG_DIR` and without a `./config` directory, the built-in defaults
+//! stand in for the files. `APP_ENV` (from the environment or `.env`) must name an existing
+//! `{APP_ENV}.toml` when it is set: a typo such as `APP_ENV=prodcution` fails at load instead
+//! of running production on development settings. Left unset, `development.toml` is read if it
+//! exists.
+//!
+//! Environment variables (and `.env` entries) that are empty count as unset, so
+//! `REDIS_PASSWORD=` in a compose file does not override a file. In the TOML files, an empty
+//! string clears an optional setting (`url = ""` in `local.toml` undoes a `url` of
+//! `production.toml`). Inside the tables `[redis]`, `[session]` and `[memory]`, an unknown key
+//! is an error (a typo would otherwise be silently ignored); other top-level tables are left
+//! to the application.
+//!
+//! # Settings
+//!
+//! | environment variable | TOML key | meaning | default |
+//! |---|---|---|---|
+//! | `APP_ENV` | - | which `config/{APP_ENV}.toml` to read | `development` |
+//! | `CONFIG_DIR` | - | the configuration directory | `./config` |
+//! | `USE_REDIS` | `use_redis` | keep sessions in Redis (else in memory) | `false` |
+//! | `SESSION_FALLBACK` | `fallback` | when Redis is unreachable: `startup` (decide once at start, fall back to memory), `none` (fail) | `startup` |
+//! | `REDIS_URL` | `redis.url` | `redis://[user][:password@]host[:port][/db]`, `rediss://` for TLS; wins over the parts below | unset |
+//! | `REDIS_HOST` | `redis.host` | host name or IP address | `localhost` |
+//! | `REDIS_PORT` | `redis.port` | port, 1-65535 | `6379` |
+//! | `REDIS_DB` | `redis.db` | database index | `0` |
+//! | `REDIS_USERNAME` | `redis.username` | ACL user | unset |
+//! | `REDIS_PASSWORD` | `redis.password` | password (never shown) | unset |
+//! | `REDIS_TLS` | `redis.tls.enabled` | TLS for the parts form (a URL says it with `rediss://`) | `false` |
+//! | `REDIS_TLS_CA_FILE` | `redis.tls.ca_file` | PEM CA bundle to trust instead of the system roots | unset |
+//! | `REDIS_TLS_CERT_FILE` | `redis.tls.cert_file` | PEM client certificate (with the key) | unset |
+//! | `REDIS_TLS_KEY_FILE` | `redis.tls.key_file` | PEM client key (with the certificate) | unset |
+//! | `REDIS_KEY_PREFIX` | `redis.key_prefix` | prefix of every session key | `cql:session:` |
+//! | `REDIS_MODE` | `redis.mode` | `multiplexed` (one shared connection) or `pool` | `multiplexed` |
+//! | `REDIS_POOL_SIZE` | `redis.pool_size` | most connections of the pool, 1-1024 (with `pool`) | `8` |
+//! | `REDIS_CONNECT_TIMEOUT_MS` | `redis.connect_timeout_ms` | connect timeout, ms, 1-3600000 | `2000` |
+//! | `REDIS_COMMAND_TIMEOUT_MS` | `redis.command_timeout_ms` | timeout of one command, ms, 1-3600000 | `1000` |
+//! | `SESSION_TTL` | `session.ttl_secs` | session lifetime after its last write, seconds (at least 1) | `3600` |
+//! | `SESSION_MAX_BYTES` | `session.max_bytes` | largest encoded session, bytes, 64 to 512 MiB | `1048576` |
+//! | `SESSION_SLIDING_EXPIRY` | `session.sliding_expiry_secs` | reads refresh the TTL, at most once per this many seconds; `off` (or `0`) | `off` |
+//! | `SESSION_MAX_MODIFY_ATTEMPTS` | `session.max_modify_attempts` | compare-and-set attempts of `modify` before a conflict, 1-10000 | `64` |
+//! | `MEMORY_CAPACITY` | `memory.capacity` | most sessions the memory store keeps (least recently used evicted); `unbounded` (or `0`) | `unbounded` |
+//!
+//! Booleans accept `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`, in any case.
+//!
+//! # Decisions
+//!
+//! - **`REDIS_URL` wins wholly** over `REDIS_HOST`, `REDIS_PORT`, `REDIS_DB`,
+//!   `REDIS_USERNAME`, `REDIS_PASSWORD` and `REDIS_TLS`, even a password the URL lacks. When
+//!   such a part is set in the same layer as the URL or a later one (say `REDIS_HOST` in the
+//!   environment and `redis.url` in `production.toml`), a warning names the ignored parts
+//!   (never their values); it is logged with `tracing::warn!` and kept in
+//!   [`Settings::warnings`]. Parts from an earlier layer are overridden silently, as any
+//!   setting is. Ignored parts are not validated.
+//! - **URLs**: only `redis://` and `rediss://`; user name and password are percent-decoded;
+//!   the path is the database (`/3`; none or `/` is 0); any number that fits 32 bits is
+//!   accepted (Redis has 16 databases unless configured otherwise). Query strings and
+//!   fragments are refused: each option has its own setting.
+//! - **TLS files** must exist when loaded; certificate and key come together; any of them with
+//!   a plain (`redis://`) target is an error, since it means TLS was intended and would
+//!   silently not happen.
+//! - **Secrets**: a password never appears in `Debug`, `Display`, an error or a log line;
+//!   a malformed `REDIS_URL` is shown as `redis://user:***@host`. Only
+//!   [`RedisTarget::connection_url`] holds it, for the driver.
+//! - **Errors** are [`session_core::Error::Config`] with the key as the user spelled it
+//!   (`REDIS_PORT` from the environment or `.env`, `redis.port` from a file), the value
+//!   (masked when secret) and what was expected, followed by where it was set.
+//! - Cluster nodes, sentinel, compression and encryption come with later versions, as new keys
+//!   in the `[redis]` and `[session]` tables.
+//!
+//! # Features
+//!
+//! - `redis`: the Redis store (without it, `USE_REDIS=true` fails at
+//!   [`Settings::build_store`] with a clear error);
+//! - `tls`: TLS connections to Redis.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod build;
+mod keys;
+mod prefix;
+mod secret;
+mod settings;
+mod sources;
+mod target;
+mod values;
+
+pub use prefix::{InvalidPrefix, KeyPrefix, MAX_PREFIX_LEN};
+pub use secret::Secret;
+pub use settings::{
+    ClientIdentity, ConnectionMode, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_POOL_SIZE, MAX_MODIFY_ATTEMPTS, MAX_POOL_SIZE, MAX_SESSION_BYTES, MIN_SESSION_BYTES,
+    MemorySettings, RedisSettings, SessionSettings, Settings, TlsFiles, Warning,
+};
+pub use sources::{DEFAULT_APP_ENV, Sources};
+pub use target::{DEFAULT_HOST, DEFAULT_PORT, RedisTarget};

@@ -1,0 +1,454 @@
+//! [`Settings`]: every setting, validated, from the layers in [`Sources`].
+
+use std::{fmt, num::NonZeroUsize, path::PathBuf, time::Duration};
+
+use session_core::{DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_SIZE, Error, FallbackPolicy, Result, Ttl};
+
+use crate::{
+    KeyPrefix, RedisTarget, Secret, Sources,
+    keys::{self, Key},
+    sources::{DEFAULT_APP_ENV, Given, Resolved, resolve},
+    target::{DEFAULT_HOST, DEFAULT_PORT, HOST_EXPECTED, mask_url, parse_url, validate_host},
+    values::{self, opt},
+};
+
+/// How long connecting to Redis may take before it counts as unreachable: 2 s.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one Redis command may take before it counts as failed: 1 s.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+/// The pool size when `REDIS_MODE=pool` and `REDIS_POOL_SIZE` is not set: 8.
+pub const DEFAULT_POOL_SIZE: NonZeroUsize = NonZeroUsize::MIN.saturating_add(7);
+/// The largest accepted pool size.
+pub const MAX_POOL_SIZE: usize = 1024;
+/// The smallest accepted `SESSION_MAX_BYTES`.
+pub const MIN_SESSION_BYTES: u64 = 64;
+/// The largest accepted `SESSION_MAX_BYTES`: 512 MiB, Redis' limit for one value.
+pub const MAX_SESSION_BYTES: u64 = 512 * 1024 * 1024;
+/// The largest accepted `SESSION_MAX_MODIFY_ATTEMPTS`.
+pub const MAX_MODIFY_ATTEMPTS: u32 = 10_000;
+
+/// Every setting of the library, validated. Load it with [`Settings::load`] (process
+/// environment, `.env`, `./config`) or [`Settings::load_from`] (explicit [`Sources`]);
+/// [`Settings::default`] is the built-in defaults.
+///
+/// Neither `Debug` nor `Display` shows a password.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Settings {
+    /// The environment whose file was read (`APP_ENV`, default `development`).
+    pub app_env: String,
+    /// Whether sessions live in Redis (`USE_REDIS`); otherwise in memory.
+    pub use_redis: bool,
+    /// What happens when Redis cannot be reached (`SESSION_FALLBACK`).
+    pub fallback: FallbackPolicy,
+    /// Where and how to reach Redis.
+    pub redis: RedisSettings,
+    /// How sessions are kept: TTL, size limit, sliding expiry, retries.
+    pub session: SessionSettings,
+    /// The in-memory store (development, and the fallback).
+    pub memory: MemorySettings,
+    warnings: Vec<Warning>,
+}
+
+/// Where and how to reach Redis.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RedisSettings {
+    /// The server: from `REDIS_URL`, or from `REDIS_HOST`, `REDIS_PORT`, `REDIS_DB`,
+    /// `REDIS_USERNAME`, `REDIS_PASSWORD` and `REDIS_TLS`.
+    pub target: RedisTarget,
+    /// The prefix of every session key (`REDIS_KEY_PREFIX`).
+    pub key_prefix: KeyPrefix,
+    /// One multiplexed connection or a pool (`REDIS_MODE`, `REDIS_POOL_SIZE`).
+    pub mode: ConnectionMode,
+    /// How long connecting may take (`REDIS_CONNECT_TIMEOUT_MS`).
+    pub connect_timeout: Duration,
+    /// How long one command may take (`REDIS_COMMAND_TIMEOUT_MS`).
+    pub command_timeout: Duration,
+    /// CA and client certificate files for TLS.
+    pub tls: TlsFiles,
+}
+
+/// How the Redis store holds its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ConnectionMode {
+    /// One multiplexed connection that every task shares (the default): pipelined, cheap.
+    #[default]
+    Multiplexed,
+    /// A pool of up to `max_size` connections, for blocking or very large commands.
+    Pool {
+        /// The most connections the pool opens.
+        max_size: NonZeroUsize,
+    },
+}
+
+impl fmt::Display for ConnectionMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Multiplexed => f.write_str("multiplexed"),
+            Self::Pool { max_size } => write!(f, "pool of up to {max_size}"),
+        }
+    }
+}
+
+/// Files for TLS connections: a CA bundle to trust, and a client certificate with its key.
+/// They are only accepted with a TLS target (`rediss://` or `REDIS_TLS=true`), and must exist
+/// when the settings are loaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TlsFiles {
+    /// A PEM file of CA certificates to trust instead of the system's
+    /// (`REDIS_TLS_CA_FILE`).
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and key, for servers that require client authentication.
+    pub client: Option<ClientIdentity>,
+}
+
+impl TlsFiles {
+    /// Whether no file is set.
+    pub fn is_empty(&self) -> bool {
+        self.ca_file.is_none() && self.client.is_none()
+    }
+}
+
+/// A client certificate and its private key (both PEM), which only come together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientIdentity {
+    /// The certificate chain (`REDIS_TLS_CERT_FILE`).
+    pub cert_file: PathBuf,
+    /// The private key (`REDIS_TLS_KEY_FILE`).
+    pub key_file: PathBuf,
+}
+
+impl ClientIdentity {
+    /// A certificate and its key.
+    pub fn new(cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>) -> Self {
+        Self {
+            cert_file: cert_file.into(),
+            key_file: key_file.into(),
+        }
+    }
+}
+
+/// How sessions are kept.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SessionSettings {
+    /// The TTL every write sets (`SESSION_TTL`, seconds; default one hour).
+    pub ttl: Ttl,
+    /// The largest encoded session, in bytes (`SESSION_MAX_BYTES`; default 1 MiB).
+    pub max_size: usize,
+    /// Sliding expiry: reads refresh the TTL too, at most once per this interval
+    /// (`SESSION_SLIDING_EXPIRY`, seconds; off by default).
+    pub sliding_expiry: Option<Duration>,
+    /// How many compare-and-set attempts `SessionManager::modify` makes before it reports a
+    /// conflict (`SESSION_MAX_MODIFY_ATTEMPTS`; default 64). Named so that it cannot be
+    /// mistaken for an agent's own `max_attempts`.
+    pub max_modify_attempts: u32,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            ttl: Ttl::DEFAULT,
+            max_size: DEFAULT_MAX_SIZE,
+            sliding_expiry: None,
+            max_modify_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+}
+
+/// The in-memory store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemorySettings {
+    /// The most sessions it keeps; beyond, the least recently used is evicted
+    /// (`MEMORY_CAPACITY`; default unbounded).
+    pub capacity: Option<NonZeroUsize>,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            target: RedisTarget::default(),
+            key_prefix: KeyPrefix::default(),
+            mode: ConnectionMode::default(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            tls: TlsFiles::default(),
+        }
+    }
+}
+
+impl Default for Settings {
+    /// The built-in defaults: what an empty environment and no configuration files give.
+    fn default() -> Self {
+        Self {
+            app_env: DEFAULT_APP_ENV.to_owned(),
+            use_redis: false,
+            fallback: FallbackPolicy::default(),
+            redis: RedisSettings::default(),
+            session: SessionSettings::default(),
+            memory: MemorySettings::default(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// Something in the configuration that is allowed but probably not meant, such as
+/// `REDIS_HOST` set beside a `REDIS_URL` that overrides it. Logged with `tracing::warn!` when
+/// the settings are loaded, and kept in [`Settings::warnings`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    keys: Vec<String>,
+    message: String,
+}
+
+impl Warning {
+    /// The keys concerned, as the user spelled them.
+    pub fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    /// What is wrong, in words (never with a secret).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl Settings {
+    /// Loads the settings of this process: `./config` (or `CONFIG_DIR`), `.env` in the current
+    /// directory and the process environment. See the crate documentation for the layers.
+    ///
+    /// Errors: [`Error::Config`] naming the first invalid setting, its value (secrets masked)
+    /// and what was expected.
+    pub fn load() -> Result<Self> {
+        Self::load_from(&Sources::from_process())
+    }
+
+    /// Loads the settings from explicit sources; nothing else is read.
+    pub fn load_from(sources: &Sources) -> Result<Self> {
+        let resolved = resolve(sources)?;
+        let settings = Self::from_resolved(&resolved)?;
+        for warning in &settings.warnings {
+            tracing::warn!(
+                component = "session",
+                event_type = "config_warning",
+                keys = ?warning.keys,
+                "{}",
+                warning.message
+            );
+        }
+        Ok(settings)
+    }
+
+    /// What looked wrong but was accepted when the settings were loaded.
+    pub fn warnings(&self) -> &[Warning] {
+        &self.warnings
+    }
+
+    fn from_resolved(r: &Resolved) -> Result<Self> {
+        let mut warnings = Vec::new();
+        let use_redis = opt(r, keys::USE_REDIS, values::boolean)?.unwrap_or(false);
+        let fallback = opt(r, keys::FALLBACK, values::fallback)?.unwrap_or_default();
+        let target = redis_target(r, &mut warnings)?;
+        let key_prefix = opt(r, keys::REDIS_KEY_PREFIX, values::key_prefix)?.unwrap_or_default();
+        let pool_size = opt(r, keys::REDIS_POOL_SIZE, |g| {
+            values::integer(g, 1, MAX_POOL_SIZE as u64, "a number of connections")
+                .map(|n| NonZeroUsize::new(n as usize).unwrap_or(DEFAULT_POOL_SIZE))
+        })?
+        .unwrap_or(DEFAULT_POOL_SIZE);
+        let mode = opt(r, keys::REDIS_MODE, |g| values::mode(g, pool_size))?.unwrap_or_default();
+        let connect_timeout = opt(r, keys::REDIS_CONNECT_TIMEOUT, values::timeout)?
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let command_timeout = opt(r, keys::REDIS_COMMAND_TIMEOUT, values::timeout)?
+            .unwrap_or(DEFAULT_COMMAND_TIMEOUT);
+        let tls = tls_files(r, &target)?;
+
+        let session = SessionSettings {
+            ttl: opt(r, keys::SESSION_TTL, values::ttl)?.unwrap_or(Ttl::DEFAULT),
+            max_size: opt(r, keys::SESSION_MAX_BYTES, |g| {
+                values::integer(g, MIN_SESSION_BYTES, MAX_SESSION_BYTES, "a number of bytes")
+            })?
+            .map_or(DEFAULT_MAX_SIZE, |n| n as usize),
+            sliding_expiry: opt(r, keys::SESSION_SLIDING_EXPIRY, values::sliding_expiry)?.flatten(),
+            max_modify_attempts: opt(r, keys::SESSION_MAX_MODIFY_ATTEMPTS, |g| {
+                values::integer(g, 1, u64::from(MAX_MODIFY_ATTEMPTS), "a number of attempts")
+            })?
+            .map_or(DEFAULT_MAX_ATTEMPTS, |n| n as u32),
+        };
+        let memory = MemorySettings {
+            capacity: opt(r, keys::MEMORY_CAPACITY, values::capacity)?.flatten(),
+        };
+        Ok(Self {
+            app_env: r.app_env.clone(),
+            use_redis,
+            fallback,
+            redis: RedisSettings {
+                target,
+                key_prefix,
+                mode,
+                connect_timeout,
+                command_timeout,
+                tls,
+            },
+            session,
+            memory,
+            warnings,
+        })
+    }
+}
+
+/// A value that is set and not empty (an empty TOML string clears an optional setting).
+fn non_empty(r: &Resolved, key: Key) -> Option<&Given> {
+    r.get(key).filter(|g| !g.text.is_empty())
+}
+
+/// `REDIS_URL` when set (it wins wholly), else the parts.
+fn redis_target(r: &Resolved, warnings: &mut Vec<Warning>) -> Result<RedisTarget> {
+    if let Some(url) = non_empty(r, keys::REDIS_URL) {
+        let target = parse_url(&url.text).map_err(|e| url.error(mask_url(&url.text), e))?;
+        // Parts from a lower layer are overridden as layers always are; parts from the same
+        // layer or a later one were probably meant to count, so say that they do not.
+        let ignored: Vec<&Given> = keys::REDIS_PARTS
+            .iter()
+            .filter_map(|&key| non_empty(r, key))
+            .filter(|part| part.layer >= url.layer)
+            .collect();
+        if !ignored.is_empty() {
+            let names: Vec<String> = ignored
+                .iter()
+                .map(|part| format!("{} (set in {})", part.spelled, part.origin))
+                .collect();
+            warnings.push(Warning {
+                keys: ignored.iter().map(|p| p.spelled.to_owned()).collect(),
+                message: format!(
+                    "{} (set in {}) wins over the separate Redis settings; ignored: {}",
+                    url.spelled,
+                    url.origin,
+                    names.join(", ")
+                ),
+            });
+        }
+        return Ok(target);
+    }
+    let host = match r.get(keys::REDIS_HOST) {
+        Some(g) => validate_host(&g.text).ok_or_else(|| g.invalid(HOST_EXPECTED))?,
+        None => DEFAULT_HOST.to_owned(),
+    };
+    let port = opt(r, keys::REDIS_PORT, values::port)?.unwrap_or(DEFAULT_PORT);
+    let db = opt(r, keys::REDIS_DB, values::db)?.unwrap_or(0);
+    let tls = opt(r, keys::REDIS_TLS, values::boolean)?.unwrap_or(false);
+    let username = non_empty(r, keys::REDIS_USERNAME).map(|g| g.text.clone());
+    let password = non_empty(r, keys::REDIS_PASSWORD).map(|g| Secret::new(g.text.clone()));
+    Ok(RedisTarget::new(&host, port)?
+        .with_db(db)
+        .with_tls(tls)
+        .with_username(username)
+        .with_password(password))
+}
+
+/// The TLS files: each must exist, certificate and key come together, and only with TLS.
+fn tls_files(r: &Resolved, target: &RedisTarget) -> Result<TlsFiles> {
+    let file = |key| {
+        non_empty(r, key)
+            .map(|g| values::file(g).map(|p| (g, p)))
+            .transpose()
+    };
+    let ca = file(keys::REDIS_TLS_CA_FILE)?;
+    let cert = file(keys::REDIS_TLS_CERT_FILE)?;
+    let key = file(keys::REDIS_TLS_KEY_FILE)?;
+    let client = match (cert, key) {
+        (Some((_, cert)), Some((_, key))) => Some(ClientIdentity::new(cert, key)),
+        (None, None) => None,
+        (Some((given, _)), None) => return Err(missing_pair(given, keys::REDIS_TLS_KEY_FILE)),
+        (None, Some((given, _))) => return Err(missing_pair(given, keys::REDIS_TLS_CERT_FILE)),
+    };
+    if !target.tls() {
+        let first = [
+            keys::REDIS_TLS_CA_FILE,
+            keys::REDIS_TLS_CERT_FILE,
+            keys::REDIS_TLS_KEY_FILE,
+        ]
+        .into_iter()
+        .find_map(|key| non_empty(r, key));
+        if let Some(given) = first {
+            return Err(given.invalid(format!(
+                "no TLS file for a plain connection ({target}): use a rediss:// URL or set \
+                 REDIS_TLS=true (redis.tls.enabled), or remove {}",
+                given.spelled
+            )));
+        }
+    }
+    Ok(TlsFiles {
+        ca_file: ca.map(|(_, path)| path),
+        client,
+    })
+}
+
+/// The error for a certificate without its key or a key without its certificate.
+fn missing_pair(given: &Given, missing: Key) -> Error {
+    let missing_name = if given.spelled.contains('.') {
+        missing.toml
+    } else {
+        missing.env
+    };
+    Error::config(
+        missing_name,
+        "(not set)",
+        format!(
+            "a file, since {} is set in {}: a client certificate and its key come together",
+            given.spelled, given.origin
+        ),
+    )
+}
+
+impl fmt::Display for Settings {
+    /// One `key = value` line per setting, the password masked; what `sessionctl doctor`
+    /// shows.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map_or_else(|| "-".to_owned(), |p| p.display().to_string())
+        };
+        let redis = &self.redis;
+        writeln!(f, "app_env = {}", self.app_env)?;
+        writeln!(f, "use_redis = {}", self.use_redis)?;
+        writeln!(f, "fallback = {}", self.fallback)?;
+        writeln!(f, "redis.target = {}", redis.target)?;
+        writeln!(f, "redis.key_prefix = {}", redis.key_prefix)?;
+        writeln!(f, "redis.mode = {}", redis.mode)?;
+        writeln!(f, "redis.connect_timeout = {:?}", redis.connect_timeout)?;
+        writeln!(f, "redis.command_timeout = {:?}", redis.command_timeout)?;
+        writeln!(f, "redis.tls.ca_file = {}", path(&redis.tls.ca_file))?;
+        let (cert, key) = match &redis.tls.client {
+            Some(c) => (Some(c.cert_file.clone()), Some(c.key_file.clone())),
+            None => (None, None),
+        };
+        writeln!(f, "redis.tls.cert_file = {}", path(&cert))?;
+        writeln!(f, "redis.tls.key_file = {}", path(&key))?;
+        writeln!(f, "session.ttl = {}", self.session.ttl)?;
+        writeln!(f, "session.max_bytes = {}", self.session.max_size)?;
+        match self.session.sliding_expiry {
+            Some(d) => writeln!(f, "session.sliding_expiry = {d:?}")?,
+            None => writeln!(f, "session.sliding_expiry = off")?,
+        }
+        writeln!(
+            f,
+            "session.max_modify_attempts = {}",
+            self.session.max_modify_attempts
+        )?;
+        match self.memory.capacity {
+            Some(n) => write!(f, "memory.capacity = {n}"),
+            None => write!(f, "memory.capacity = unbounded"),
+        }
+    }
+}
