@@ -77,7 +77,9 @@ impl Sources {
     }
 
     /// Reads `KEY=value` lines from `path` when that file exists (a missing file is not an
-    /// error).
+    /// error). Quotes, comments and `export` are understood as `dotenvy` does; a `${NAME}`
+    /// substitution sees earlier lines of the file and the process environment (it only
+    /// reads it).
     #[must_use]
     pub fn dotenv(mut self, path: impl Into<PathBuf>) -> Self {
         self.dotenv = Some(path.into());

@@ -315,19 +315,18 @@ fn decode_userinfo(encoded: &str) -> Option<String> {
 
 /// A valid host, normalised (IPv6 without brackets), or `None`.
 pub(crate) fn validate_host(host: &str) -> Option<String> {
-    let bare = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if let Ok(ip) = bare.parse::<Ipv6Addr>() {
+    // Brackets are for IPv6 addresses only.
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    if let Ok(ip) = bare.unwrap_or(host).parse::<Ipv6Addr>() {
         return Some(ip.to_string());
     }
-    let ok = !bare.is_empty()
-        && bare.len() <= 253
-        && bare
+    let ok = bare.is_none()
+        && !host.is_empty()
+        && host.len() <= 253
+        && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
-    ok.then(|| bare.to_owned())
+    ok.then(|| host.to_owned())
 }
 
 /// `text` with whatever could be a password masked, for error messages about a URL that may
@@ -373,4 +372,62 @@ pub(crate) fn quote(value: &str) -> String {
     }
     out.push('"');
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_url_hides_whatever_could_be_a_password() {
+        for (input, shown) in [
+            ("redis://u:pw@h:1/0", "redis://u:***@h:1/0"),
+            ("redis://:pw@h", "redis://:***@h"),
+            ("redis://u@h", "redis://u@h"),
+            ("redis://h:6379/0", "redis://h:6379/0"),
+            ("redis://u:p@w/x@h", "redis://u:***@h"),
+            ("u:pw@h:6379", "u:***@h:6379"),
+            ("redis://h/0?password=pw", "redis://h/0?***"),
+            ("redis://h/0#pw", "redis://h/0#***"),
+            ("redis://u:p?w#x@h", "redis://u:***@h"),
+        ] {
+            assert_eq!(mask_url(input), format!("{shown:?}"), "{input}");
+        }
+    }
+
+    #[test]
+    fn quote_escapes_and_shortens() {
+        assert_eq!(quote("a\nb\"c"), r#""a\nb\"c""#);
+        assert_eq!(
+            quote(&"x".repeat(150)),
+            format!("\"{}\"...", "x".repeat(100))
+        );
+    }
+
+    #[test]
+    fn hosts_are_names_or_addresses() {
+        assert_eq!(validate_host("[::1]").as_deref(), Some("::1"));
+        assert_eq!(validate_host("0:0::1").as_deref(), Some("::1"));
+        assert_eq!(
+            validate_host("redis_1.local").as_deref(),
+            Some("redis_1.local")
+        );
+        for bad in ["", "a b", "a/b", "a@b", "h:6379", "[h]"] {
+            assert_eq!(validate_host(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn parts_build_a_target() {
+        let t = RedisTarget::new("cache", 1)
+            .unwrap()
+            .with_db(2)
+            .with_tls(true)
+            .with_username(Some(String::new()))
+            .with_password(Some(Secret::new("")));
+        assert_eq!(t.connection_url(), "rediss://cache:1/2");
+        assert!(RedisTarget::new("cache", 0).is_err());
+        assert!(RedisTarget::new("ca che", 1).is_err());
+    }
 }

@@ -61,6 +61,29 @@ fn shipped_default_toml_says_what_the_built_in_defaults_say() {
 }
 
 #[test]
+fn the_defaults_commented_out_in_default_toml_are_the_built_in_ones() {
+    let dir = TempDir::new();
+    let text = std::fs::read_to_string(shipped_config_dir().join("default.toml")).unwrap();
+    let mut uncommented = 0;
+    let text: String = text
+        .lines()
+        .map(|line| {
+            for key in ["host", "port", "db", "enabled"] {
+                if let Some(rest) = line.strip_prefix(&format!("# {key} = ")) {
+                    uncommented += 1;
+                    return format!("{key} = {rest}\n");
+                }
+            }
+            format!("{line}\n")
+        })
+        .collect();
+    assert_eq!(uncommented, 4);
+    dir.write("default.toml", &text);
+    let settings = Settings::load_from(&Sources::new().config_dir(dir.path())).unwrap();
+    assert_eq!(settings, Settings::default());
+}
+
+#[test]
 fn shipped_environment_files_load() {
     let load = |app_env: &str| {
         Settings::load_from(

@@ -120,6 +120,20 @@ fn parts_in_a_later_layer_than_the_url_are_ignored_with_a_warning() {
 }
 
 #[test]
+fn a_url_uncommented_in_the_shipped_default_toml_gives_no_warning() {
+    let dir = TempDir::new();
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/default.toml"),
+    )
+    .unwrap();
+    let text = shipped.replace("# url = ", "url = ");
+    assert_ne!(text, shipped);
+    dir.write("default.toml", &text);
+    let settings = Settings::load_from(&Sources::new().config_dir(dir.path())).unwrap();
+    assert!(settings.warnings().is_empty(), "{:?}", settings.warnings());
+}
+
+#[test]
 fn ignored_parts_are_not_validated() {
     let settings = Settings::load_from(
         &Sources::new()
