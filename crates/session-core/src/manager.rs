@@ -544,10 +544,11 @@ where
             .recent_touches
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(last) = recent.get(id) {
-            if now.duration_since(*last) < min_interval {
-                return false;
-            }
+        if recent
+            .get(id)
+            .is_some_and(|last| now.duration_since(*last) < min_interval)
+        {
+            return false;
         }
         if recent.len() >= TOUCH_MEMORY {
             recent.retain(|_, last| now.duration_since(*last) < min_interval);
