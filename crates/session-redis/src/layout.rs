@@ -302,7 +302,7 @@ mod tests {
     fn hmget(d: Option<&[u8]>, m: Option<Vec<u8>>, v: Option<&[u8]>, c: Option<&[u8]>) -> Value {
         Value::Array(vec![
             d.map_or(Value::Nil, bulk),
-            m.map_or(Value::Nil, |m| Value::BulkString(m)),
+            m.map_or(Value::Nil, Value::BulkString),
             v.map_or(Value::Nil, bulk),
             c.map_or(Value::Nil, bulk),
         ])

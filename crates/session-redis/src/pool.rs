@@ -100,11 +100,11 @@ impl RedisPool {
     pub(crate) async fn run(&self, request: &Request<'_>) -> Result<redis::Value, Failure> {
         let mut conn = self.pool.get().await.map_err(pool_failure)?;
         let result = request.run(&mut *conn).await;
-        if let Err(e) = &result {
-            if e.is_unrecoverable_error() || e.is_io_error() {
-                // Do not hand a broken connection to the next caller.
-                drop(Object::take(conn));
-            }
+        if let Err(e) = &result
+            && (e.is_unrecoverable_error() || e.is_io_error())
+        {
+            // Do not hand a broken connection to the next caller.
+            drop(Object::take(conn));
         }
         result.map_err(Failure::Redis)
     }

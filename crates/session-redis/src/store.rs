@@ -276,10 +276,10 @@ impl SessionStore for RedisStore {
             position.scan = next;
             let mut seen = HashSet::new();
             for key in keys {
-                if let Some(id) = self.id_of_key(&key) {
-                    if seen.insert(id.clone()) {
-                        position.pending.push(id);
-                    }
+                if let Some(id) = self.id_of_key(&key)
+                    && seen.insert(id.clone())
+                {
+                    position.pending.push(id);
                 }
             }
         }

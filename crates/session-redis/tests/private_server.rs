@@ -1,0 +1,408 @@
+//! Tests on a redis-server of their own (started through redis-harness): command counts from
+//! `INFO commandstats`, recovery after a server restart, credentials.
+
+mod common;
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use bytes::Bytes;
+use redis_harness::{RedisServer, ServerOptions};
+use session_core::{
+    Condition, Error, SessionId, SessionManager, SessionStore, Summary, Ttl, Write,
+};
+use session_redis::{ConnectionMode, RedisOptions, RedisStore};
+
+fn server(test: &str, options: ServerOptions) -> Option<RedisServer> {
+    let binary = redis_harness::env::server_binary(test)?;
+    Some(
+        RedisServer::start(ServerOptions {
+            binary: Some(binary),
+            ..options
+        })
+        .unwrap_or_else(|e| panic!("{test}: cannot start redis-server: {e}")),
+    )
+}
+
+fn id(s: &str) -> SessionId {
+    SessionId::new(s).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn write(payload: &'static [u8], condition: Condition) -> Write {
+    Write {
+        payload: Bytes::from_static(payload),
+        summary: Summary::new().with("state", "new_problem"),
+        condition,
+        ttl: Ttl::DEFAULT,
+    }
+}
+
+/// `cmdstat_<name>` calls since the last reset, without the harness' own INFO/CONFIG calls.
+fn commandstats(server: &RedisServer) -> BTreeMap<String, u64> {
+    let info = server
+        .command(&["INFO", "commandstats"])
+        .unwrap_or_else(|e| panic!("INFO: {e}"));
+    info.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("cmdstat_")?;
+            let (name, stats) = rest.split_once(':')?;
+            let calls = stats
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .filter(|(name, _)| name != "info" && !name.starts_with("config"))
+        .collect()
+}
+
+fn reset_stats(server: &RedisServer) {
+    server
+        .command(&["CONFIG", "RESETSTAT"])
+        .unwrap_or_else(|e| panic!("CONFIG RESETSTAT: {e}"));
+}
+
+fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+}
+
+async fn measure<F, Fut>(server: &RedisServer, what: &str, op: F) -> BTreeMap<String, u64>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    reset_stats(server);
+    op().await;
+    let stats = commandstats(server);
+    eprintln!("commands for {what}: {stats:?}");
+    stats
+}
+
+/// Commands per operation. The script's own calls (`hget`, `hset`, `pexpire`, `exists`) run
+/// inside the one `evalsha` round trip; everything else is what the client sends.
+async fn check_command_counts(mode: ConnectionMode, test: &str) {
+    let Some(server) = server(test, ServerOptions::default()) else {
+        return;
+    };
+    let options = RedisOptions::from_url(&server.url())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .with_mode(mode);
+    let store = RedisStore::connect(options)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let s = id("counted");
+
+    let first = measure(
+        &server,
+        "first save (creates; script not yet loaded)",
+        || async {
+            store
+                .save(&s, write(b"a", Condition::Any))
+                .await
+                .map(drop)
+                .unwrap_or_else(|e| panic!("{e}"))
+        },
+    )
+    .await;
+    assert_eq!(
+        first,
+        counts(&[
+            ("evalsha", 2),
+            ("script|load", 1),
+            ("hget", 1),
+            ("exists", 1),
+            ("hset", 1),
+            ("pexpire", 1)
+        ])
+    );
+
+    let save = measure(&server, "save (update)", || async {
+        store
+            .save(&s, write(b"b", Condition::IfVersion(1)))
+            .await
+            .map(drop)
+            .unwrap_or_else(|e| panic!("{e}"))
+    })
+    .await;
+    assert_eq!(
+        save,
+        counts(&[("evalsha", 1), ("hget", 1), ("hset", 1), ("pexpire", 1)])
+    );
+
+    let load = measure(&server, "load", || async {
+        assert!(
+            store
+                .load(&s)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .is_some()
+        );
+    })
+    .await;
+    assert_eq!(load, counts(&[("hmget", 1), ("pttl", 1)]));
+
+    let manager = SessionManager::<u64>::new(Arc::new(store.clone()) as Arc<dyn SessionStore>);
+    let c = id("counter");
+    manager
+        .get_or_create(&c, || 0)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let modify = measure(&server, "SessionManager::modify", || async {
+        manager
+            .modify(&c, |n| *n += 1)
+            .await
+            .map(drop)
+            .unwrap_or_else(|e| panic!("{e}"))
+    })
+    .await;
+    assert_eq!(
+        modify,
+        counts(&[
+            ("hmget", 1),
+            ("pttl", 1),
+            ("evalsha", 1),
+            ("hget", 1),
+            ("hset", 1),
+            ("pexpire", 1)
+        ])
+    );
+
+    for (op, expected) in [
+        ("exists", "exists"),
+        ("touch", "pexpire"),
+        ("delete", "unlink"),
+    ] {
+        let stats = measure(&server, op, || async {
+            let r = match op {
+                "exists" => store.exists(&c).await,
+                "touch" => store.touch(&c, Ttl::DEFAULT).await,
+                _ => store.delete(&c).await,
+            };
+            assert!(r.unwrap_or_else(|e| panic!("{op}: {e}")));
+        })
+        .await;
+        assert_eq!(stats, counts(&[(expected, 1)]), "{op}");
+    }
+    store.delete(&s).await.unwrap_or_else(|e| panic!("{e}"));
+
+    for n in 0..100 {
+        store
+            .save(&id(&format!("listed-{n:03}")), write(b"x", Condition::Any))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut pages = 0;
+    let list = measure(
+        &server,
+        "listing 100 sessions with list_page(limit 100)",
+        || async {
+            let mut cursor = None;
+            let mut seen = 0;
+            loop {
+                let page = store
+                    .list_page(cursor.as_ref(), 100)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                pages += 1;
+                seen += page.sessions.len();
+                match page.next {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+            assert_eq!(seen, 100);
+        },
+    )
+    .await;
+    eprintln!("listing 100 sessions took {pages} page(s)");
+    assert_eq!(list.get("hmget"), Some(&100));
+    assert_eq!(list.get("pttl"), Some(&100));
+    let scans = list.get("scan").copied().unwrap_or(0);
+    assert!(
+        (1..=pages).contains(&scans),
+        "{scans} SCANs for {pages} pages"
+    );
+    assert_eq!(list.len(), 3, "only SCAN, HMGET and PTTL: {list:?}");
+    let count = measure(&server, "count of 100", || async {
+        assert_eq!(store.count().await.unwrap_or_else(|e| panic!("{e}")), 100);
+    })
+    .await;
+    assert_eq!(count, counts(&[("scan", 1)]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multiplexed_operations_send_the_documented_commands() {
+    check_command_counts(
+        ConnectionMode::Multiplexed,
+        "multiplexed_operations_send_the_documented_commands",
+    )
+    .await;
+}
+
+/// deadpool-redis' own recycle would add UNWATCH + PING to every checkout; ours adds nothing.
+#[cfg(feature = "pool")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_operations_send_the_documented_commands_and_no_recycle_ping() {
+    check_command_counts(
+        ConnectionMode::Pool { max_size: 2 },
+        "pooled_operations_send_the_documented_commands_and_no_recycle_ping",
+    )
+    .await;
+}
+
+async fn check_restart_recovery(mode: ConnectionMode, test: &str) {
+    let Some(mut server) = server(
+        test,
+        ServerOptions {
+            appendonly: true,
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    let options = RedisOptions::from_url(&server.url())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .with_mode(mode);
+    let store = RedisStore::connect(options)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let s = id("survivor");
+    store
+        .save(&s, write(b"kept", Condition::Any))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    server.restart().unwrap_or_else(|e| panic!("restart: {e}"));
+    // The connection the store holds died with the server: the read is retried once on a new
+    // connection and succeeds on the first call.
+    let rec = store
+        .load(&s)
+        .await
+        .unwrap_or_else(|e| panic!("load right after a restart: {e}"))
+        .unwrap_or_else(|| panic!("the session did not survive the restart (AOF)"));
+    assert_eq!(&rec.payload[..], b"kept");
+    store
+        .save(&s, write(b"again", Condition::IfVersion(1)))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multiplexed_reads_recover_on_the_first_call_after_a_server_restart() {
+    check_restart_recovery(
+        ConnectionMode::Multiplexed,
+        "multiplexed_reads_recover_on_the_first_call_after_a_server_restart",
+    )
+    .await;
+}
+
+#[cfg(feature = "pool")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_reads_recover_on_the_first_call_after_a_server_restart() {
+    check_restart_recovery(
+        ConnectionMode::Pool { max_size: 2 },
+        "pooled_reads_recover_on_the_first_call_after_a_server_restart",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_server_is_unavailable_and_the_error_hides_the_password() {
+    let Some(mut server) = server(
+        "a_stopped_server_is_unavailable_and_the_error_hides_the_password",
+        ServerOptions {
+            password: Some("pw-not-for-logs".into()),
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    let url = server.url();
+    let store = RedisStore::connect(RedisOptions::from_url(&url).unwrap_or_else(|e| panic!("{e}")))
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    server.stop().unwrap_or_else(|e| panic!("stop: {e}"));
+    for result in [
+        store.load(&id("x")).await.map(drop),
+        store.ping().await,
+        RedisStore::connect(RedisOptions::from_url(&url).unwrap_or_else(|e| panic!("{e}")))
+            .await
+            .map(drop),
+    ] {
+        match result {
+            Err(e @ Error::Unavailable { .. }) => {
+                let text = format!("{e} {e:?}");
+                assert!(!text.contains("pw-not-for-logs"), "{text}");
+                assert!(
+                    text.contains("127.0.0.1"),
+                    "the error names the server: {text}"
+                );
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_are_auth_errors() {
+    let Some(server) = server(
+        "refused_credentials_are_auth_errors",
+        ServerOptions {
+            password: Some("right-pw".into()),
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    let port = server.port();
+    for (url, what) in [
+        (
+            format!("redis://:wrong-pw@127.0.0.1:{port}"),
+            "wrong password",
+        ),
+        (format!("redis://127.0.0.1:{port}"), "no password (NOAUTH)"),
+        (
+            format!("redis://nobody:wrong-pw@127.0.0.1:{port}"),
+            "unknown ACL user",
+        ),
+    ] {
+        match RedisStore::connect(RedisOptions::from_url(&url).unwrap_or_else(|e| panic!("{e}")))
+            .await
+        {
+            Err(e @ Error::Auth { .. }) => {
+                assert!(!e.to_string().contains("wrong-pw"), "{what}: {e}");
+            }
+            other => panic!("{what}: expected Auth, got {other:?}"),
+        }
+    }
+    // An ACL user without the right to run scripts: NOPERM on save is Auth too.
+    server
+        .command(&[
+            "ACL",
+            "SETUSER",
+            "reader",
+            "on",
+            ">reader-pw",
+            "~*",
+            "+@read",
+            "+ping",
+            "+client",
+        ])
+        .unwrap_or_else(|e| panic!("ACL SETUSER: {e}"));
+    let reader = RedisStore::connect(
+        RedisOptions::from_url(&format!("redis://reader:reader-pw@127.0.0.1:{port}"))
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("reader connect: {e}"));
+    assert!(
+        reader
+            .load(&id("x"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_none()
+    );
+    match reader.save(&id("x"), write(b"a", Condition::Any)).await {
+        Err(Error::Auth { .. }) => {}
+        other => panic!("save without write rights: expected Auth, got {other:?}"),
+    }
+}
