@@ -60,3 +60,20 @@ async fn tls_store_with_a_client_certificate_passes_the_conformance_suite() {
     let options = options.with_mode(session_redis::ConnectionMode::Multiplexed);
     common::conformance(options, "conf-mtls").await;
 }
+
+/// Without the CA, the test server's certificate is not trusted: connecting fails (rustls
+/// refuses the handshake) instead of talking to an unverified server.
+#[cfg(feature = "tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_refuses_a_server_certificate_it_does_not_trust() {
+    let Some(tls) = redis_harness::env::tls("tls_refuses_a_server_certificate_it_does_not_trust")
+    else {
+        return;
+    };
+    match session_redis::RedisStore::connect(common::options(&tls.url, 0, "tls-untrusted")).await {
+        Err(e @ session_core::Error::Unavailable { .. }) => {
+            eprintln!("untrusted certificate: {e}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
