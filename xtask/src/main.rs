@@ -1,6 +1,6 @@
 //! `cargo xtask`: the project's developer chores in Rust, so they run wherever cargo runs.
 //!
-//! - `cargo xtask test [-- ARGS]`: the test suite with a real Redis (see [`test`]);
+//! - `cargo xtask test [-- ARGS]`: the test suite with a real Redis (see [`mod@test`]);
 //! - `cargo xtask redis start|stop|status`: a long-lived Redis for development (see [`redis`]);
 //! - `cargo xtask ci`: what CI runs: fmt, clippy, the tests, docs (see [`ci`]).
 #![forbid(unsafe_code)]
