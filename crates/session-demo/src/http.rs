@@ -1,0 +1,470 @@
+//! The routes: the chat endpoint, the session listing, health, metrics and the dashboard.
+//!
+//! Every error is a JSON body `{"error": kind, "message": text, "session_id"?: id}`
+//! ([`session_axum::ApiError`]).
+
+use std::time::{Duration, Instant};
+
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, FromRef, MatchedPath, Request, State, rejection::JsonRejection},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    middleware::{self, Next},
+    response::{Html, IntoResponse, Response},
+    routing::get,
+};
+use metrics_exporter_prometheus::PrometheusHandle;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::{Deserialize, Serialize};
+use session_axum::{
+    ApiError, IdSource, IdSources, ListParams, ResolvedId, Sessions, admin_router, ttl_secs,
+};
+use session_core::{Error, SessionManager, SummaryValue};
+
+use crate::agent::{Agent, Message};
+
+/// Longest message accepted, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 4096;
+/// Largest request body accepted, in bytes (a message of [`MAX_MESSAGE_CHARS`] fits easily).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// How long `/healthz` waits for the store to answer.
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// The header carrying the cursor of the next page of `GET /sessions`.
+pub const NEXT_CURSOR_HEADER: &str = "x-next-cursor";
+
+/// Gauge: 1 while sessions are kept in memory although Redis is configured.
+pub const FALLBACK_GAUGE: &str = "session_fallback_active";
+/// Counter: HTTP requests, labelled `method`, `route`, `status`.
+pub const HTTP_REQUESTS: &str = "http_requests_total";
+/// Histogram: HTTP request latency in seconds, labelled `method`, `route`.
+pub const HTTP_DURATION: &str = "http_request_duration_seconds";
+
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// Which store serves the sessions, as `/healthz` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BackendInfo {
+    /// Whether Redis is configured (`USE_REDIS`).
+    pub redis_configured: bool,
+    /// Whether sessions are kept in memory although Redis is configured (the fallback).
+    pub fallback_active: bool,
+}
+
+/// Everything the routes share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    agents: Sessions<Agent>,
+    backend: BackendInfo,
+    metrics: Option<PrometheusHandle>,
+}
+
+impl AppState {
+    /// The state on `manager` (whose summary should be [`Agent`]'s: build it with
+    /// [`agent_manager`](crate::agent_manager) or `.summarize(Agent::summary)`).
+    pub fn new(manager: SessionManager<Agent>, backend: BackendInfo) -> Self {
+        let agents = Sessions::new(manager)
+            .id_sources(IdSources::only(IdSource::Path("id".into())))
+            .create_with(Agent::new);
+        Self {
+            agents,
+            backend,
+            metrics: None,
+        }
+    }
+
+    /// Serves `GET /metrics` from this Prometheus recorder.
+    #[must_use]
+    pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
+    }
+
+    /// The session manager.
+    pub fn manager(&self) -> &SessionManager<Agent> {
+        self.agents.manager()
+    }
+
+    /// Which store serves the sessions.
+    pub fn backend(&self) -> BackendInfo {
+        self.backend
+    }
+}
+
+impl FromRef<AppState> for Sessions<Agent> {
+    fn from_ref(state: &AppState) -> Self {
+        state.agents.clone()
+    }
+}
+
+impl FromRef<AppState> for IdSources {
+    fn from_ref(state: &AppState) -> Self {
+        state.agents.sources().clone()
+    }
+}
+
+/// The service's router:
+///
+/// | route | what |
+/// |---|---|
+/// | `GET /` | the dashboard |
+/// | `POST /sessions/{id}/messages` | talk to the agent of session `id` (created on first use) |
+/// | `GET /sessions?cursor=&limit=` | a page of sessions, as an array; next cursor in `x-next-cursor` and `Link` |
+/// | `GET /sessions/{id}` | the whole agent state, with `session_id`, `version`, `ttl` |
+/// | `DELETE /sessions/{id}` | 204, or 404 |
+/// | `GET /healthz` | backend, fallback, Redis reachability |
+/// | `GET /metrics` | Prometheus text |
+/// | `/admin/sessions...` | session-axum's generic admin router |
+pub fn app(state: AppState) -> Router {
+    let admin = admin_router(state.manager().clone());
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .route("/sessions", get(list_sessions))
+        .route("/sessions/{id}", get(show_session).delete(delete_session))
+        .route("/sessions/{id}/messages", axum::routing::post(post_message))
+        .nest("/admin", admin)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(observe_request))
+        .with_state(state)
+}
+
+/// The body of `POST /sessions/{id}/messages`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MessageRequest {
+    /// What the user says (1 to [`MAX_MESSAGE_CHARS`] characters).
+    pub message: String,
+    /// Sets the agent's `use_rag` when given.
+    #[serde(default)]
+    pub use_rag: Option<bool>,
+    /// Sets the agent's `use_web_search` when given.
+    #[serde(default)]
+    pub use_web_search: Option<bool>,
+}
+
+/// The answer to `POST /sessions/{id}/messages`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageResponse {
+    /// The session.
+    pub session_id: String,
+    /// The agent's reply.
+    pub reply: String,
+    /// The state after the message.
+    pub state: String,
+    /// The attempt after the message.
+    pub current_attempt: u32,
+}
+
+async fn post_message(
+    ResolvedId(id): ResolvedId,
+    State(state): State<AppState>,
+    body: Result<Json<MessageRequest>, JsonRejection>,
+) -> Result<Json<MessageResponse>, ApiError> {
+    let Json(request) = body?;
+    let chars = request.message.chars().count();
+    if chars > MAX_MESSAGE_CHARS {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "message_too_large",
+            format!(
+                "the message is {chars} characters long; at most {MAX_MESSAGE_CHARS} are accepted"
+            ),
+        )
+        .with_session_id(id));
+    }
+    if request.message.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "empty_message",
+            "the message is empty",
+        )
+        .with_session_id(id));
+    }
+    let message = Message {
+        text: &request.message,
+        use_rag: request.use_rag,
+        use_web_search: request.use_web_search,
+    };
+    // One compare-and-set: two instances answering the same session never lose a message.
+    let (agent, reply) = state
+        .manager()
+        .modify_or_create(&id, Agent::new, |agent| agent.handle(message))
+        .await?;
+    tracing::info!(
+        component = "agent",
+        session_id = %id,
+        event_type = "message_handled",
+        state = %agent.state,
+        current_attempt = agent.current_attempt,
+        version = agent.version(),
+        "agent replied"
+    );
+    Ok(Json(MessageResponse {
+        session_id: id.to_string(),
+        reply,
+        state: agent.state.to_string(),
+        current_attempt: agent.current_attempt,
+    }))
+}
+
+/// One entry of `GET /sessions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionListItem {
+    /// The session.
+    pub session_id: String,
+    /// The agent's state (`null` if the session has no summary).
+    pub state: Option<String>,
+    /// The agent's attempt.
+    pub current_attempt: Option<i64>,
+    /// The agent's attempt limit.
+    pub max_attempts: Option<i64>,
+    /// Seconds before the session expires (rounded up; `null`: never).
+    pub ttl: Option<u64>,
+    /// When it was last written, RFC 3339.
+    pub updated_at: String,
+    /// Its version.
+    pub version: u64,
+}
+
+async fn list_sessions(
+    State(state): State<AppState>,
+    params: ListParams,
+) -> Result<Response, ApiError> {
+    let page = state
+        .manager()
+        .list_page(params.cursor.as_ref(), params.limit)
+        .await?;
+    let items: Vec<SessionListItem> = page
+        .sessions
+        .iter()
+        .map(|info| {
+            let summary = &info.meta.summary;
+            let int = |key| summary.get(key).and_then(SummaryValue::as_i64);
+            SessionListItem {
+                session_id: info.id.to_string(),
+                state: summary
+                    .get("state")
+                    .and_then(SummaryValue::as_str)
+                    .map(str::to_owned),
+                current_attempt: int("current_attempt"),
+                max_attempts: int("max_attempts"),
+                ttl: ttl_secs(info.ttl),
+                updated_at: info.meta.updated_at.to_string(),
+                version: info.version,
+            }
+        })
+        .collect();
+    let mut headers = HeaderMap::new();
+    if let Some(next) = page.next {
+        if let Ok(value) = HeaderValue::from_str(next.as_str()) {
+            headers.insert(NEXT_CURSOR_HEADER, value);
+        }
+        let link = format!(
+            "</sessions?cursor={}&limit={}>; rel=\"next\"",
+            utf8_percent_encode(next.as_str(), QUERY_VALUE),
+            params.limit
+        );
+        if let Ok(value) = HeaderValue::from_str(&link) {
+            headers.insert(header::LINK, value);
+        }
+    }
+    Ok((headers, Json(items)).into_response())
+}
+
+/// What a query value must escape: everything but the unreserved characters.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// `GET /sessions/{id}`: the whole agent with the session's identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionView {
+    /// The session.
+    pub session_id: String,
+    /// Its version.
+    pub version: u64,
+    /// Seconds before it expires (rounded up; `null`: never).
+    pub ttl: Option<u64>,
+    /// The agent.
+    #[serde(flatten)]
+    pub agent: Agent,
+}
+
+async fn show_session(
+    ResolvedId(id): ResolvedId,
+    State(state): State<AppState>,
+) -> Result<Json<SessionView>, ApiError> {
+    let Some(session) = state.manager().get(&id).await? else {
+        return Err(Error::NotFound { id }.into());
+    };
+    Ok(Json(SessionView {
+        session_id: id.to_string(),
+        version: session.version(),
+        ttl: ttl_secs(session.ttl()),
+        agent: session.into_value(),
+    }))
+}
+
+async fn delete_session(
+    ResolvedId(id): ResolvedId,
+    State(state): State<AppState>,
+) -> Result<StatusCode, ApiError> {
+    if state.manager().delete(&id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Error::NotFound { id }.into())
+    }
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthReport {
+    /// `ok`; `degraded` while the fallback serves; `unavailable` when the store in use does
+    /// not answer (then with status 503).
+    pub status: String,
+    /// The store in use: `memory` or `redis`.
+    pub backend: String,
+    /// Whether sessions are kept in memory although Redis is configured.
+    pub fallback_active: bool,
+    /// The TTL every write sets, in seconds (the dashboard's TTL bar is relative to it).
+    pub session_ttl: u64,
+    /// Redis as seen from here.
+    pub redis: RedisHealth,
+    /// Why the store failed its check, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The `redis` part of [`HealthReport`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RedisHealth {
+    /// Whether Redis is configured (`USE_REDIS`).
+    pub configured: bool,
+    /// Whether it answered a ping just now; `null` when it is not in use (not configured, or
+    /// the fallback decided at startup serves instead).
+    pub reachable: Option<bool>,
+    /// How long the ping took, in milliseconds.
+    pub latency_ms: Option<f64>,
+}
+
+async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<HealthReport>) {
+    let store = state.manager().store();
+    let backend = store.backend();
+    let check = match tokio::time::timeout(HEALTH_TIMEOUT, store.health()).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Unavailable {
+            backend,
+            reason: format!("no answer within {} s", HEALTH_TIMEOUT.as_secs()),
+            source: None,
+        }),
+    };
+    let fallback = state.backend.fallback_active;
+    metrics::gauge!(FALLBACK_GAUGE).set(if fallback { 1.0 } else { 0.0 });
+    let using_redis = backend == "redis";
+    let latency_ms = match &check {
+        Ok(health) if using_redis => Some((health.latency.as_secs_f64() * 1e6).round() / 1e3),
+        _ => None,
+    };
+    let (status, code, error) = match &check {
+        Err(e) => (
+            "unavailable",
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(e.to_string()),
+        ),
+        Ok(_) if fallback => ("degraded", StatusCode::OK, None),
+        Ok(_) => ("ok", StatusCode::OK, None),
+    };
+    let report = HealthReport {
+        status: status.to_owned(),
+        backend: backend.to_owned(),
+        fallback_active: fallback,
+        session_ttl: state.manager().ttl().as_duration().as_secs(),
+        redis: RedisHealth {
+            configured: state.backend.redis_configured,
+            reachable: using_redis.then_some(check.is_ok()),
+            latency_ms,
+        },
+        error,
+    };
+    (code, Json(report))
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let Some(handle) = &state.metrics else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "metrics_disabled",
+            "no metrics recorder is installed in this process",
+        ));
+    };
+    metrics::gauge!(FALLBACK_GAUGE).set(if state.backend.fallback_active {
+        1.0
+    } else {
+        0.0
+    });
+    let body = handle.render();
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+async fn dashboard() -> Html<&'static str> {
+    Html(DASHBOARD)
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        format!("no route for {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// Counts requests and their latency per route, and logs each at debug level.
+async fn observe_request(request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let elapsed = start.elapsed();
+    metrics::counter!(
+        HTTP_REQUESTS,
+        "method" => method.to_string(),
+        "route" => route.clone(),
+        "status" => status.clone()
+    )
+    .increment(1);
+    metrics::histogram!(HTTP_DURATION, "method" => method.to_string(), "route" => route.clone())
+        .record(elapsed.as_secs_f64());
+    tracing::debug!(
+        component = "http",
+        event_type = "http_request",
+        method = %method,
+        route,
+        status,
+        latency_ms = elapsed.as_secs_f64() * 1e3,
+        "request served"
+    );
+    response
+}
