@@ -93,7 +93,7 @@ pub async fn connect(options: RedisOptions) -> RedisStore {
 }
 
 /// The port and database of a `redis://` URL.
-pub fn port_and_db(url: &str) -> (u16, i64) {
+pub fn port_and_db(url: &str) -> (u16, u32) {
     let target = RedisTarget::parse(url).unwrap_or_else(|e| panic!("{e}"));
     (target.port(), target.db())
 }
@@ -117,7 +117,7 @@ pub fn redis_cli(test: &str) -> Option<PathBuf> {
 }
 
 /// Runs `redis-cli -h 127.0.0.1 -p PORT -n DB ARGS...` and returns its trimmed output.
-pub fn run_redis_cli(cli: &PathBuf, port: u16, db: i64, args: &[&str]) -> String {
+pub fn run_redis_cli(cli: &PathBuf, port: u16, db: u32, args: &[&str]) -> String {
     let output = Command::new(cli)
         .args([
             "-h",

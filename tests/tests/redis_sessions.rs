@@ -272,7 +272,9 @@ async fn a_wrong_password_is_an_auth_error_not_unavailable() {
         other => panic!("expected Error::Auth, got {other:?}"),
     }
     // The right password, given as parts instead of a URL, works.
-    let target = RedisTarget::new("127.0.0.1", server.port()).with_password("correct horse");
+    let target = RedisTarget::new("127.0.0.1", server.port())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .with_password("correct horse");
     let store = connect(RedisOptions::new(target)).await;
     store.ping().await.unwrap_or_else(|e| panic!("{e}"));
 }
@@ -319,6 +321,7 @@ async fn an_acl_user_with_only_the_commands_the_store_needs_works() {
     let via_url =
         agents(connect(RedisOptions::from_url(&url).unwrap_or_else(|e| panic!("{e}"))).await);
     let target = RedisTarget::new("127.0.0.1", port)
+        .unwrap_or_else(|e| panic!("{e}"))
         .with_username("sessions")
         .with_password("app-secret");
     let via_parts = agents(connect(RedisOptions::new(target)).await);

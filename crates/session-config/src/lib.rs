@@ -118,19 +118,20 @@
 
 mod build;
 mod keys;
-mod prefix;
-mod secret;
 mod settings;
 mod sources;
-mod target;
 mod values;
 
-pub use prefix::{InvalidPrefix, KeyPrefix, MAX_PREFIX_LEN};
-pub use secret::Secret;
+/// The Redis target types, defined once in session-redis (which compiles them without its
+/// driver) and re-exported here so that configuration code needs one import.
+pub use session_redis::{
+    ClientIdentity, ConnectionMode, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOST,
+    DEFAULT_PORT, InvalidPrefix, KeyPrefix, MAX_PREFIX_LEN, RedisTarget, Secret, TlsFiles,
+};
+#[cfg(feature = "redis")]
+pub use session_redis::{RedisOptions, RedisStore};
 pub use settings::{
-    ClientIdentity, ConnectionMode, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_POOL_SIZE, MAX_MODIFY_ATTEMPTS, MAX_POOL_SIZE, MAX_SESSION_BYTES, MIN_SESSION_BYTES,
-    MemorySettings, RedisSettings, SessionSettings, Settings, TlsFiles, Warning,
+    MemorySettings, RedisSettings, SessionSettings, Settings, Warning,
 };
 pub use sources::{DEFAULT_APP_ENV, Sources};
-pub use target::{DEFAULT_HOST, DEFAULT_PORT, RedisTarget};

@@ -5,17 +5,12 @@ use std::{fmt, num::NonZeroUsize, path::PathBuf, time::Duration};
 use session_core::{DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_SIZE, Error, FallbackPolicy, Result, Ttl};
 
 use crate::{
-    KeyPrefix, RedisTarget, Secret, Sources,
+    ClientIdentity, ConnectionMode, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOST,
+    DEFAULT_PORT, KeyPrefix, RedisTarget, Sources, TlsFiles,
     keys::{self, Key},
     sources::{DEFAULT_APP_ENV, Given, Resolved, resolve},
-    target::{DEFAULT_HOST, DEFAULT_PORT, HOST_EXPECTED, mask_url, parse_url, validate_host},
     values::{self, opt},
 };
-
-/// How long connecting to Redis may take before it counts as unreachable: 2 s.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long one Redis command may take before it counts as failed: 1 s.
-pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 /// The pool size when `REDIS_MODE=pool` and `REDIS_POOL_SIZE` is not set: 8.
 pub const DEFAULT_POOL_SIZE: NonZeroUsize = NonZeroUsize::MIN.saturating_add(7);
 /// The largest accepted pool size.
@@ -65,71 +60,9 @@ pub struct RedisSettings {
     pub connect_timeout: Duration,
     /// How long one command may take (`REDIS_COMMAND_TIMEOUT_MS`).
     pub command_timeout: Duration,
-    /// CA and client certificate files for TLS.
+    /// CA and client certificate files for TLS. They are only accepted with a TLS target
+    /// (`rediss://` or `REDIS_TLS=true`), and must exist when the settings are loaded.
     pub tls: TlsFiles,
-}
-
-/// How the Redis store holds its connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum ConnectionMode {
-    /// One multiplexed connection that every task shares (the default): pipelined, cheap.
-    #[default]
-    Multiplexed,
-    /// A pool of up to `max_size` connections, for blocking or very large commands.
-    Pool {
-        /// The most connections the pool opens.
-        max_size: NonZeroUsize,
-    },
-}
-
-impl fmt::Display for ConnectionMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Multiplexed => f.write_str("multiplexed"),
-            Self::Pool { max_size } => write!(f, "pool of up to {max_size}"),
-        }
-    }
-}
-
-/// Files for TLS connections: a CA bundle to trust, and a client certificate with its key.
-/// They are only accepted with a TLS target (`rediss://` or `REDIS_TLS=true`), and must exist
-/// when the settings are loaded.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct TlsFiles {
-    /// A PEM file of CA certificates to trust instead of the system's
-    /// (`REDIS_TLS_CA_FILE`).
-    pub ca_file: Option<PathBuf>,
-    /// A client certificate and key, for servers that require client authentication.
-    pub client: Option<ClientIdentity>,
-}
-
-impl TlsFiles {
-    /// Whether no file is set.
-    pub fn is_empty(&self) -> bool {
-        self.ca_file.is_none() && self.client.is_none()
-    }
-}
-
-/// A client certificate and its private key (both PEM), which only come together.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ClientIdentity {
-    /// The certificate chain (`REDIS_TLS_CERT_FILE`).
-    pub cert_file: PathBuf,
-    /// The private key (`REDIS_TLS_KEY_FILE`).
-    pub key_file: PathBuf,
-}
-
-impl ClientIdentity {
-    /// A certificate and its key.
-    pub fn new(cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>) -> Self {
-        Self {
-            cert_file: cert_file.into(),
-            key_file: key_file.into(),
-        }
-    }
 }
 
 /// How sessions are kept.
@@ -315,7 +248,7 @@ fn non_empty(r: &Resolved, key: Key) -> Option<&Given> {
 /// `REDIS_URL` when set (it wins wholly), else the parts.
 fn redis_target(r: &Resolved, warnings: &mut Vec<Warning>) -> Result<RedisTarget> {
     if let Some(url) = non_empty(r, keys::REDIS_URL) {
-        let target = parse_url(&url.text).map_err(|e| url.error(mask_url(&url.text), e))?;
+        let target = RedisTarget::parse(&url.text).map_err(|e| url.rekey(e))?;
         // Parts from a lower layer are overridden as layers always are; parts from the same
         // layer or a later one were probably meant to count, so say that they do not.
         let ignored: Vec<&Given> = keys::REDIS_PARTS
@@ -340,20 +273,25 @@ fn redis_target(r: &Resolved, warnings: &mut Vec<Warning>) -> Result<RedisTarget
         }
         return Ok(target);
     }
-    let host = match r.get(keys::REDIS_HOST) {
-        Some(g) => validate_host(&g.text).ok_or_else(|| g.invalid(HOST_EXPECTED))?,
-        None => DEFAULT_HOST.to_owned(),
-    };
+    let host = r.get(keys::REDIS_HOST);
     let port = opt(r, keys::REDIS_PORT, values::port)?.unwrap_or(DEFAULT_PORT);
     let db = opt(r, keys::REDIS_DB, values::db)?.unwrap_or(0);
     let tls = opt(r, keys::REDIS_TLS, values::boolean)?.unwrap_or(false);
-    let username = non_empty(r, keys::REDIS_USERNAME).map(|g| g.text.clone());
-    let password = non_empty(r, keys::REDIS_PASSWORD).map(|g| Secret::new(g.text.clone()));
-    Ok(RedisTarget::new(&host, port)?
+    // The port is valid here, so an error can only be about the host.
+    let mut target = RedisTarget::new(host.map_or(DEFAULT_HOST, |g| g.text.as_str()), port)
+        .map_err(|e| match host {
+            Some(given) => given.rekey(e),
+            None => e,
+        })?
         .with_db(db)
-        .with_tls(tls)
-        .with_username(username)
-        .with_password(password))
+        .with_tls(tls);
+    if let Some(username) = non_empty(r, keys::REDIS_USERNAME) {
+        target = target.with_username(username.text.clone());
+    }
+    if let Some(password) = non_empty(r, keys::REDIS_PASSWORD) {
+        target = target.with_password(password.text.clone());
+    }
+    Ok(target)
 }
 
 /// The TLS files: each must exist, certificate and key come together, and only with TLS.
@@ -388,10 +326,10 @@ fn tls_files(r: &Resolved, target: &RedisTarget) -> Result<TlsFiles> {
             )));
         }
     }
-    Ok(TlsFiles {
-        ca_file: ca.map(|(_, path)| path),
-        client,
-    })
+    let mut files = TlsFiles::new();
+    files.ca_file = ca.map(|(_, path)| path);
+    files.client = client;
+    Ok(files)
 }
 
 /// The error for a certificate without its key or a key without its certificate.

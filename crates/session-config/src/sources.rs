@@ -10,10 +10,7 @@ use std::{
 use config::{FileFormat, Source, Value, ValueKind};
 use session_core::Error;
 
-use crate::{
-    keys::{self, Key},
-    target::quote,
-};
+use crate::keys::{self, Key};
 
 /// The environment in which no `APP_ENV` is set.
 pub const DEFAULT_APP_ENV: &str = "development";
@@ -151,6 +148,18 @@ impl Given {
     /// A configuration error showing the value quoted.
     pub(crate) fn invalid(&self, expected: impl fmt::Display) -> Error {
         self.error(quote(&self.text), expected)
+    }
+
+    /// `e` about this value, keyed as the user spelled it and saying where it was set: for
+    /// the errors of session-redis' parsers, which key by the environment variable. Other
+    /// errors pass unchanged.
+    pub(crate) fn rekey(&self, e: Error) -> Error {
+        match e {
+            Error::Config {
+                value, expected, ..
+            } => self.error(value, expected),
+            other => other,
+        }
     }
 }
 
@@ -436,6 +445,26 @@ fn toml_layer(path: &Path) -> Result<Layer, Error> {
         entries.push((key.toml, key, text));
     }
     Ok((Origin::File(path.to_path_buf()), entries))
+}
+
+/// `value` quoted for an error message: control and non-ASCII characters escaped, at most 100
+/// characters.
+pub(crate) fn quote(value: &str) -> String {
+    const MAX: usize = 100;
+    let mut out = String::from("\"");
+    for (n, c) in value.chars().enumerate() {
+        if n == MAX {
+            out.push_str("\"...");
+            return out;
+        }
+        if c == ' ' || (c.is_ascii_graphic() && c != '"' && c != '\\') {
+            out.push(c);
+        } else {
+            out.extend(c.escape_default());
+        }
+    }
+    out.push('"');
+    out
 }
 
 fn unknown_key(file: &str, path_key: &str, section: &str) -> Error {

@@ -7,11 +7,16 @@ use session_core::{Error, FallbackPolicy, Ttl};
 
 use crate::{
     ConnectionMode, KeyPrefix,
-    prefix::PREFIX_EXPECTED,
     sources::{Given, Resolved},
 };
 
 use crate::keys::Key;
+
+/// What a port accepts, for error messages.
+const PORT_EXPECTED: &str = "a port number from 1 to 65535";
+/// What a database index accepts, for error messages.
+const DB_EXPECTED: &str = "a database number from 0 to 4294967295 (Redis has 0-15 unless \
+     `databases` is raised)";
 
 /// The accepted spellings of booleans.
 pub(crate) const BOOL_EXPECTED: &str = "true or false (also 1/0, yes/no, on/off)";
@@ -40,14 +45,14 @@ pub(crate) fn port(given: &Given) -> Result<u16, Error> {
         .parse::<u16>()
         .ok()
         .filter(|&p| p != 0)
-        .ok_or_else(|| given.invalid(crate::target::PORT_EXPECTED))
+        .ok_or_else(|| given.invalid(PORT_EXPECTED))
 }
 
 pub(crate) fn db(given: &Given) -> Result<u32, Error> {
     given
         .text
         .parse::<u32>()
-        .map_err(|_| given.invalid(crate::target::DB_EXPECTED))
+        .map_err(|_| given.invalid(DB_EXPECTED))
 }
 
 pub(crate) fn ttl(given: &Given) -> Result<Ttl, Error> {
@@ -103,7 +108,7 @@ pub(crate) fn fallback(given: &Given) -> Result<FallbackPolicy, Error> {
 }
 
 pub(crate) fn key_prefix(given: &Given) -> Result<KeyPrefix, Error> {
-    KeyPrefix::new(given.text.clone()).map_err(|_| given.invalid(PREFIX_EXPECTED))
+    KeyPrefix::new(given.text.clone()).map_err(|_| given.invalid(KeyPrefix::EXPECTED))
 }
 
 /// `multiplexed` or `pool`; the pool size comes separately.

@@ -100,7 +100,7 @@ proptest! {
         }
         let target = RedisTarget::new("cache", 6379)
             .unwrap()
-            .with_password(Some(pw.clone().into()));
+            .with_password(pw.clone());
         let shown = format!("{target} {target:?}");
         prop_assert!(!shown.contains(&pw));
     }

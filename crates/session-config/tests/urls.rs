@@ -1,4 +1,5 @@
-//! `REDIS_URL` or the parts: one validated target, the precedence, and the warning.
+//! `REDIS_URL` or the parts: one validated target, the precedence, and the warning. The URL
+//! parser itself (session-redis' `RedisTarget`) has its own property tests in session-redis.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -193,27 +194,6 @@ fn url(
 
 proptest! {
     #[test]
-    fn generated_urls_parse_into_their_parts(
-        tls in any::<bool>(),
-        host in host(),
-        port in prop::option::of(1u16..),
-        db in prop::option::of(any::<u32>()),
-        user in credential(),
-        password in credential(),
-    ) {
-        let text = url(tls, &host, port, db, user.as_deref(), password.as_deref());
-        let t = RedisTarget::parse(&text).unwrap();
-        prop_assert_eq!(t.tls(), tls);
-        prop_assert_eq!(t.host(), host.as_str());
-        prop_assert_eq!(t.port(), port.unwrap_or(6379));
-        prop_assert_eq!(t.db(), db.unwrap_or(0));
-        prop_assert_eq!(t.username(), user.as_deref());
-        prop_assert_eq!(t.password().map(|p| p.expose()), password.as_deref());
-        // The driver's URL reads back into the same target.
-        prop_assert_eq!(&RedisTarget::parse(&t.connection_url()).unwrap(), &t);
-    }
-
-    #[test]
     fn parts_give_the_same_target_as_the_equivalent_url(
         tls in any::<bool>(),
         host in host(),
@@ -242,12 +222,4 @@ proptest! {
         prop_assert_eq!(from_parts, from_url);
     }
 
-    #[test]
-    fn any_string_either_parses_or_fails_with_a_config_error(text in "\\PC{0,40}") {
-        match RedisTarget::parse(&text) {
-            Ok(t) => prop_assert!(t.port() != 0),
-            Err(session_core::Error::Config { key, .. }) => prop_assert_eq!(key, "REDIS_URL"),
-            Err(other) => prop_assert!(false, "unexpected error {:?}", other),
-        }
-    }
 }

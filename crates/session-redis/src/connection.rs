@@ -222,7 +222,7 @@ fn client(options: &RedisOptions) -> Result<Client> {
     } else {
         ConnectionAddr::Tcp(target.host().to_owned(), target.port())
     };
-    let mut redis_info = RedisConnectionInfo::default().set_db(target.db());
+    let mut redis_info = RedisConnectionInfo::default().set_db(i64::from(target.db()));
     if let Some(user) = target.username() {
         redis_info = redis_info.set_username(user);
     }

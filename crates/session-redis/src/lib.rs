@@ -1,11 +1,13 @@
-//! Durable session state in Redis: [`RedisStore`], a [`session_core::SessionStore`].
+//! Durable session state in Redis: `RedisStore`, a [`session_core::SessionStore`], and the
+//! types that say where Redis is ([`RedisTarget`], [`RedisOptions`] ...).
 //!
 //! ```no_run
+//! # #[cfg(feature = "driver")]
+//! # async fn run() -> session_core::Result<()> {
 //! use std::sync::Arc;
 //! use session_core::{SessionId, SessionManager, SessionStore};
 //! use session_redis::{RedisOptions, RedisStore};
 //!
-//! # async fn run() -> session_core::Result<()> {
 //! let options = RedisOptions::from_url("redis://127.0.0.1:6379/0")?;
 //! let store: Arc<dyn SessionStore> = Arc::new(RedisStore::connect(options).await?);
 //! let counters = SessionManager::<u64>::new(store);
@@ -77,17 +79,23 @@
 //!
 //! # Features
 //!
-//! - `pool`: [`ConnectionMode::Pool`] through deadpool-redis. deadpool-redis 0.23 recycles a
+//! - `driver` (default): the store itself, `RedisStore`, on redis-rs. Without it the crate
+//!   holds only the pure types that describe a Redis server and how to use it: [`RedisTarget`]
+//!   (the one `redis://` / `rediss://` URL parser of the project), [`Secret`], [`KeyPrefix`],
+//!   [`ConnectionMode`], [`TlsFiles`] with [`ClientIdentity`], and [`RedisOptions`]; its only
+//!   dependencies are then session-core, `url` and `percent-encoding`. session-config depends
+//!   on it that way, so that a memory-only build compiles no Redis client.
+//! - `pool` (implies `driver`): [`ConnectionMode::Pool`] through deadpool-redis. deadpool-redis 0.23 recycles a
 //!   connection with `UNWATCH` + `PING` (one extra round trip per checkout) and offers no
 //!   cheaper method; this crate plugs its own recycle into the pool: none for connections used
 //!   within the last 30 s (nothing to reset: no `WATCH`/`MULTI`/`SELECT` is ever sent), a
 //!   `PING` for longer-idle ones, and connections that fail with an I/O error are dropped
 //!   from the pool.
-//! - `tls`: `rediss://` through rustls with the **ring** provider only, trusting
+//! - `tls` (implies `driver`): `rediss://` through rustls with the **ring** provider only, trusting
 //!   [`TlsFiles::ca_file`] (or the system store) and presenting an optional client
 //!   certificate.
 //!
-//! Without a feature, asking for what it provides fails at connect with
+//! Without `pool` or `tls`, asking for what it provides fails at connect with
 //! [`session_core::Error::Config`] (the option types themselves are always there, so that
 //! configuration code needs no `cfg`).
 //!
@@ -97,23 +105,40 @@
 //! warning for corrupt entries met while listing. No credentials.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-mod connection;
-mod cursor;
-mod errors;
-mod layout;
+// The pure types: no driver, no I/O.
 mod options;
+mod prefix;
+mod secret;
+mod target;
+
+// The store (feature `driver`).
+#[cfg(feature = "driver")]
+mod connection;
+#[cfg(feature = "driver")]
+mod cursor;
+#[cfg(feature = "driver")]
+mod errors;
+#[cfg(feature = "driver")]
+mod layout;
 #[cfg(feature = "pool")]
 mod pool;
+#[cfg(feature = "driver")]
 mod scripts;
+#[cfg(feature = "driver")]
 mod store;
 #[cfg(feature = "tls")]
 mod tls;
 
 pub use options::{
-    ConnectionMode, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX,
-    DEFAULT_PORT, MAX_PREFIX_LEN, RedisOptions, RedisTarget, Secret, TlsFiles,
+    ClientIdentity, ConnectionMode, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_KEY_PREFIX, RedisOptions, TlsFiles,
 };
 #[cfg(feature = "pool")]
 pub use pool::VERIFY_AFTER_IDLE;
+pub use prefix::{InvalidPrefix, KeyPrefix, MAX_PREFIX_LEN};
+pub use secret::Secret;
+#[cfg(feature = "driver")]
 pub use store::{MAX_PAGE, RedisStore};
+pub use target::{DEFAULT_HOST, DEFAULT_PORT, RedisTarget};

@@ -13,7 +13,7 @@
 //! A connection whose request fails with a dropped-connection or protocol error is taken out of
 //! the pool instead of being returned, so the next checkout gets a fresh one.
 
-use std::time::Duration;
+use std::{num::NonZeroUsize, time::Duration};
 
 use deadpool::managed::{self, Metrics, Object, Pool, RecycleError, RecycleResult, Timeouts};
 use redis::{AsyncConnectionConfig, ConnectionInfo, RedisError, aio::MultiplexedConnection};
@@ -67,7 +67,7 @@ impl RedisPool {
     pub(crate) fn new(
         info: ConnectionInfo,
         driver_config: AsyncConnectionConfig,
-        max_size: usize,
+        max_size: NonZeroUsize,
         options: &RedisOptions,
     ) -> Result<Self> {
         let inner = deadpool_redis::Manager::new_with_config(info, driver_config).map_err(|e| {
@@ -78,7 +78,7 @@ impl RedisPool {
             )
         })?;
         let pool = Pool::builder(FastRecycle { inner })
-            .max_size(max_size)
+            .max_size(max_size.get())
             .runtime(deadpool::Runtime::Tokio1)
             .timeouts(Timeouts {
                 // Waiting for a free connection when all are busy.

@@ -17,12 +17,12 @@ pub(crate) fn client(options: &RedisOptions, info: ConnectionInfo) -> Result<Cli
         .as_deref()
         .map(|p| read("REDIS_TLS_CA_FILE", p))
         .transpose()?;
-    let client_tls = match (&files.client_cert, &files.client_key) {
-        (Some(cert), Some(key)) => Some(ClientTlsConfig {
-            client_cert: read("REDIS_TLS_CLIENT_CERT", cert)?,
-            client_key: read("REDIS_TLS_CLIENT_KEY", key)?,
+    let client_tls = match &files.client {
+        Some(identity) => Some(ClientTlsConfig {
+            client_cert: read("REDIS_TLS_CERT_FILE", &identity.cert_file)?,
+            client_key: read("REDIS_TLS_KEY_FILE", &identity.key_file)?,
         }),
-        _ => None,
+        None => None,
     };
     Client::build_with_tls(
         info,

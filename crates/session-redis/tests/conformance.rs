@@ -2,6 +2,7 @@
 //!
 //! Each flavour uses its own database of the shared test server, so that one flavour's writes
 //! never rehash the keyspace another is scanning.
+#![cfg(feature = "driver")]
 
 mod common;
 
@@ -21,8 +22,7 @@ async fn pooled_store_passes_the_conformance_suite() {
     else {
         return;
     };
-    let options = common::options(&url, 2, "conf-pool")
-        .with_mode(session_redis::ConnectionMode::Pool { max_size: 4 });
+    let options = common::options(&url, 2, "conf-pool").with_mode(common::pool(4));
     common::conformance(options, "conf-pool").await;
 }
 
@@ -33,11 +33,8 @@ async fn tls_store_with_a_ca_passes_the_conformance_suite() {
     else {
         return;
     };
-    let options =
-        common::options(&tls.url, 3, "conf-tls").with_tls_files(session_redis::TlsFiles {
-            ca_file: Some(tls.ca),
-            ..Default::default()
-        });
+    let options = common::options(&tls.url, 3, "conf-tls")
+        .with_tls_files(session_redis::TlsFiles::new().with_ca_file(tls.ca));
     common::conformance(options, "conf-tls").await;
 }
 
@@ -50,12 +47,15 @@ async fn tls_store_with_a_client_certificate_passes_the_conformance_suite() {
         return;
     };
     let options = common::options(&tls.url, 4, "conf-mtls")
-        .with_tls_files(session_redis::TlsFiles {
-            ca_file: Some(tls.ca),
-            client_cert: Some(tls.client_cert),
-            client_key: Some(tls.client_key),
-        })
-        .with_mode(session_redis::ConnectionMode::Pool { max_size: 2 });
+        .with_tls_files(
+            session_redis::TlsFiles::new()
+                .with_ca_file(tls.ca)
+                .with_client(session_redis::ClientIdentity::new(
+                    tls.client_cert,
+                    tls.client_key,
+                )),
+        )
+        .with_mode(common::pool(2));
     #[cfg(not(feature = "pool"))]
     let options = options.with_mode(session_redis::ConnectionMode::Multiplexed);
     common::conformance(options, "conf-mtls").await;

@@ -1,5 +1,6 @@
 //! Tests on a redis-server of their own (started through redis-harness): command counts from
 //! `INFO commandstats`, recovery after a server restart, credentials.
+#![cfg(feature = "driver")]
 
 mod common;
 
@@ -244,7 +245,7 @@ async fn multiplexed_operations_send_the_documented_commands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_operations_send_the_documented_commands_and_no_recycle_ping() {
     check_command_counts(
-        ConnectionMode::Pool { max_size: 2 },
+        common::pool(2),
         "pooled_operations_send_the_documented_commands_and_no_recycle_ping",
     )
     .await;
@@ -299,7 +300,7 @@ async fn multiplexed_reads_recover_on_the_first_call_after_a_server_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_reads_recover_on_the_first_call_after_a_server_restart() {
     check_restart_recovery(
-        ConnectionMode::Pool { max_size: 2 },
+        common::pool(2),
         "pooled_reads_recover_on_the_first_call_after_a_server_restart",
     )
     .await;

@@ -1,7 +1,9 @@
 //! Helpers shared by the Redis tests: unique key prefixes, stores on the shared test server.
 #![allow(dead_code, unreachable_pub)]
+#![cfg(feature = "driver")]
 
 use std::{
+    num::NonZeroUsize,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -10,7 +12,7 @@ use std::{
 };
 
 use session_core::SessionStore;
-use session_redis::{RedisOptions, RedisStore, RedisTarget};
+use session_redis::{ConnectionMode, RedisOptions, RedisStore, RedisTarget};
 
 /// A key prefix no other test (or earlier run) uses: `test:<tag>:<pid>.<time>.<n>:`.
 pub fn unique_prefix(tag: &str) -> String {
@@ -26,11 +28,18 @@ pub fn unique_prefix(tag: &str) -> String {
 }
 
 /// Options for `url` on database `db` with a fresh prefix.
-pub fn options(url: &str, db: i64, tag: &str) -> RedisOptions {
+pub fn options(url: &str, db: u32, tag: &str) -> RedisOptions {
     let target = RedisTarget::parse(url).unwrap_or_else(|e| panic!("test URL: {e}"));
     RedisOptions::new(target.with_db(db))
         .with_key_prefix(unique_prefix(tag))
         .unwrap_or_else(|e| panic!("prefix: {e}"))
+}
+
+/// A pool of up to `n` connections.
+pub fn pool(n: usize) -> ConnectionMode {
+    ConnectionMode::Pool {
+        max_size: NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN),
+    }
 }
 
 /// Deletes every session of `store` (through the store: SCAN + UNLINK, never FLUSHDB).

@@ -1,4 +1,5 @@
-//! [`RedisTarget`]: one validated Redis server address, from a URL or from parts.
+//! [`RedisTarget`]: one validated Redis server address, from a URL or from parts. The only URL
+//! parser of the project: session-config builds its targets here too.
 
 use std::{fmt, net::Ipv6Addr, str::FromStr};
 
@@ -21,26 +22,30 @@ const USERINFO: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// What `REDIS_URL` accepts, for error messages.
-pub(crate) const URL_EXPECTED: &str =
+const URL_EXPECTED: &str =
     "a URL like redis://[user][:password@]host[:port][/db] (rediss:// for TLS)";
 /// What a host accepts, for error messages.
-pub(crate) const HOST_EXPECTED: &str =
+const HOST_EXPECTED: &str =
     "a host name (letters, digits, '.', '-', '_'), an IPv4 address or an IPv6 address";
 /// What a port accepts, for error messages.
-pub(crate) const PORT_EXPECTED: &str = "a port number from 1 to 65535";
+const PORT_EXPECTED: &str = "a port number from 1 to 65535";
 /// What a database index accepts, for error messages.
-pub(crate) const DB_EXPECTED: &str = "a database number from 0 to 4294967295 (Redis has 0-15 \
-     unless `databases` is raised)";
+const DB_EXPECTED: &str = "a database number from 0 to 4294967295 (Redis has 0-15 unless \
+     `databases` is raised)";
 
 /// Where the sessions live: TLS or not, host, port, database index and credentials.
 ///
 /// Built from a `redis://` / `rediss://` URL ([`RedisTarget::parse`]) or from parts
 /// ([`RedisTarget::new`] and the `with_*` methods), validated either way. `Display` and
-/// `Debug` mask the password (`redis://user:***@host:6379/0`); only
-/// [`connection_url`](Self::connection_url) holds it.
+/// `Debug` mask the password (`redis://user:***@host:6379/0`, also
+/// [`redacted_url`](Self::redacted_url)); only [`connection_url`](Self::connection_url) holds it.
+///
+/// Errors are [`Error::Config`] keyed as the environment spells the setting (`REDIS_URL`,
+/// `REDIS_HOST`, `REDIS_PORT`); session-config re-keys them to the key the user actually set
+/// (`redis.url` in a file, say).
 ///
 /// ```
-/// use session_config::RedisTarget;
+/// use session_redis::RedisTarget;
 ///
 /// let target = RedisTarget::parse("rediss://app:s%40cret@cache.internal:6380/2")?;
 /// assert!(target.tls());
@@ -49,6 +54,10 @@ pub(crate) const DB_EXPECTED: &str = "a database number from 0 to 4294967295 (Re
 /// assert_eq!(target.password().map(|p| p.expose()), Some("s@cret"));
 /// assert_eq!(target.to_string(), "rediss://app:***@cache.internal:6380/2");
 /// assert_eq!(target.connection_url(), "rediss://app:s%40cret@cache.internal:6380/2");
+///
+/// let parts = RedisTarget::new("localhost", 6379)?.with_db(1).with_password("pw");
+/// assert_eq!(parts.redacted_url(), "redis://:***@localhost:6379/1");
+/// assert!(!format!("{parts:?}").contains("pw"));
 /// # Ok::<(), session_core::Error>(())
 /// ```
 #[derive(Clone, PartialEq, Eq)]
@@ -106,17 +115,18 @@ impl RedisTarget {
         self
     }
 
-    /// With an ACL user name (`None`: the default user).
+    /// Authenticates as this ACL user (`AUTH user password`; an empty name means the default
+    /// user).
     #[must_use]
-    pub fn with_username(mut self, username: Option<String>) -> Self {
-        self.username = username.filter(|u| !u.is_empty());
+    pub fn with_username(mut self, username: impl Into<String>) -> Self {
+        self.username = Some(username.into()).filter(|u| !u.is_empty());
         self
     }
 
-    /// With a password (`None`: no `AUTH`).
+    /// Authenticates with this password (`AUTH password`; an empty password means no `AUTH`).
     #[must_use]
-    pub fn with_password(mut self, password: Option<Secret>) -> Self {
-        self.password = password.filter(|p| !p.expose().is_empty());
+    pub fn with_password(mut self, password: impl Into<Secret>) -> Self {
+        self.password = Some(password.into()).filter(|p| !p.expose().is_empty());
         self
     }
 
@@ -156,9 +166,15 @@ impl RedisTarget {
     }
 
     /// The full URL for the driver, **with the password in clear text** (percent-encoded).
-    /// Never log it; log the target itself (`Display`), which masks the password.
+    /// Never log it; log [`redacted_url`](Self::redacted_url) (or the target's `Display`).
     pub fn connection_url(&self) -> String {
         self.render(false)
+    }
+
+    /// The URL with the password replaced by `***`: safe for logs and errors. Same as
+    /// `Display`.
+    pub fn redacted_url(&self) -> String {
+        self.render(true)
     }
 
     /// The URL, the password masked or not.
@@ -226,7 +242,7 @@ impl FromStr for RedisTarget {
 }
 
 /// Parses a URL; the error is what was expected instead.
-pub(crate) fn parse_url(text: &str) -> Result<RedisTarget, String> {
+fn parse_url(text: &str) -> Result<RedisTarget, String> {
     let text = text.trim();
     if !text.contains("://") {
         // `host:port` would parse as a URL of scheme `host`.
@@ -314,7 +330,7 @@ fn decode_userinfo(encoded: &str) -> Option<String> {
 }
 
 /// A valid host, normalised (IPv6 without brackets), or `None`.
-pub(crate) fn validate_host(host: &str) -> Option<String> {
+fn validate_host(host: &str) -> Option<String> {
     // Brackets are for IPv6 addresses only.
     let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
     if let Ok(ip) = bare.unwrap_or(host).parse::<Ipv6Addr>() {
@@ -331,8 +347,8 @@ pub(crate) fn validate_host(host: &str) -> Option<String> {
 
 /// `text` with whatever could be a password masked, for error messages about a URL that may
 /// not even parse: the part between the first `:` of the user info and the last `@` becomes
-/// `***`, and so does everything after a `?` or `#`.
-pub(crate) fn mask_url(text: &str) -> String {
+/// `***`, and so does everything after a `?` or `#` (a `?password=` or redis-rs' `#insecure`).
+fn mask_url(text: &str) -> String {
     let (scheme, rest) = match text.find("://") {
         Some(i) => text.split_at(i + 3),
         None => ("", text),
@@ -356,7 +372,7 @@ pub(crate) fn mask_url(text: &str) -> String {
 
 /// `value` quoted for an error message: control and non-ASCII characters escaped, at most 100
 /// characters.
-pub(crate) fn quote(value: &str) -> String {
+fn quote(value: &str) -> String {
     const MAX: usize = 100;
     let mut out = String::from("\"");
     for (n, c) in value.chars().enumerate() {
@@ -424,8 +440,8 @@ mod tests {
             .unwrap()
             .with_db(2)
             .with_tls(true)
-            .with_username(Some(String::new()))
-            .with_password(Some(Secret::new("")));
+            .with_username("")
+            .with_password("");
         assert_eq!(t.connection_url(), "rediss://cache:1/2");
         assert!(RedisTarget::new("cache", 0).is_err());
         assert!(RedisTarget::new("ca che", 1).is_err());

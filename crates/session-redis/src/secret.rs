@@ -6,7 +6,7 @@ use std::fmt;
 /// reachable through [`Secret::expose`], so that every place that uses it is easy to find.
 ///
 /// ```
-/// use session_config::Secret;
+/// use session_redis::Secret;
 ///
 /// let password = Secret::new("hunter2");
 /// assert_eq!(format!("{password} {password:?}"), "*** ***");

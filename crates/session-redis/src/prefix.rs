@@ -12,7 +12,7 @@ pub const MAX_PREFIX_LEN: usize = 64;
 /// It may not be empty: an empty prefix would make listings walk every key of the database.
 ///
 /// ```
-/// use session_config::KeyPrefix;
+/// use session_redis::KeyPrefix;
 ///
 /// assert_eq!(KeyPrefix::default().as_str(), "cql:session:");
 /// assert_eq!("myapp:s:".parse::<KeyPrefix>().map(|p| p.to_string()), Ok("myapp:s:".into()));
@@ -26,6 +26,10 @@ pub struct KeyPrefix(String);
 impl KeyPrefix {
     /// The default, the seed's `cql:session:`.
     pub const DEFAULT: &'static str = "cql:session:";
+
+    /// What a valid prefix looks like, in words: the `expected` part of configuration errors.
+    pub const EXPECTED: &'static str = "1 to 64 printable ASCII characters without whitespace \
+         and without the Redis glob characters * ? [ ] \\ (e.g. cql:session:)";
 
     /// Validates `prefix`. The error says what is wrong with it.
     pub fn new(prefix: impl Into<String>) -> Result<Self, InvalidPrefix> {
@@ -113,7 +117,3 @@ impl fmt::Display for InvalidPrefix {
 }
 
 impl std::error::Error for InvalidPrefix {}
-
-/// What [`KeyPrefix`] accepts, for configuration errors.
-pub(crate) const PREFIX_EXPECTED: &str = "1 to 64 printable ASCII characters without whitespace \
-     and without the Redis glob characters * ? [ ] \\ (e.g. cql:session:)";
