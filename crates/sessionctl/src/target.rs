@@ -1,0 +1,149 @@
+//! Which Redis sessionctl talks to: the library's settings with the command line's overrides,
+//! and the connections to it (the store, and a plain connection for what the store does not
+//! offer).
+
+use std::path::Path;
+
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
+    RedisConnectionInfo, aio::MultiplexedConnection,
+};
+use session_config::{Settings, Sources};
+use session_core::Error;
+use session_redis::{ConnectionMode, RedisOptions, RedisStore};
+
+use crate::{
+    cli::Global,
+    error::{CliError, CliResult},
+};
+
+/// Loads the settings as a service would (`./config` or `CONFIG_DIR`, `.env`, the process
+/// environment), with `--config-dir` and `--env` taking the place of `CONFIG_DIR` and
+/// `APP_ENV`.
+pub(crate) fn load_settings(global: &Global) -> CliResult<Settings> {
+    let mut sources = Sources::from_process();
+    if let Some(dir) = &global.config_dir {
+        if !dir.is_dir() {
+            return Err(CliError::usage(format!(
+                "--config-dir {}: not a directory",
+                dir.display()
+            )));
+        }
+        sources = sources.env("CONFIG_DIR", path_text(dir)?);
+    }
+    if let Some(env) = &global.app_env {
+        sources = sources.env("APP_ENV", env.clone());
+    }
+    Settings::load_from(&sources).map_err(|e| {
+        CliError::failure(format!("cannot load the configuration: {e}"))
+            .hint("fix the setting, or point --config-dir / --env elsewhere")
+    })
+}
+
+fn path_text(path: &Path) -> CliResult<String> {
+    path.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| CliError::usage(format!("--config-dir {}: not UTF-8", path.display())))
+}
+
+/// The Redis options: the settings' target, prefix, timeouts and TLS files, then `--url` and
+/// `--prefix`. Always one multiplexed connection: a command line needs no pool.
+pub(crate) fn options(settings: &Settings, global: &Global) -> CliResult<RedisOptions> {
+    let configured = options_from_settings(settings)
+        .map_err(|e| CliError::failure(format!("invalid Redis settings: {e}")))?;
+    let mut options = match &global.url {
+        Some(url) => RedisOptions::from_url(url)
+            .map_err(|e| CliError::usage(format!("invalid --url: {e}")))?
+            .with_key_prefix(configured.key_prefix())
+            .map_err(|e| CliError::failure(e.to_string()))?
+            .with_connect_timeout(configured.connect_timeout())
+            .with_command_timeout(configured.command_timeout())
+            .with_tls_files(configured.tls_files().clone()),
+        None => configured,
+    };
+    if let Some(prefix) = &global.prefix {
+        options = options
+            .with_key_prefix(prefix.as_str())
+            .map_err(|e| CliError::usage(format!("invalid --prefix: {e}")))?;
+    }
+    Ok(options.with_mode(ConnectionMode::Multiplexed))
+}
+
+/// The Redis options the settings describe, whatever `USE_REDIS` says.
+///
+/// Stands in for `Settings::redis_options` (session-config, feature `redis`) until that lands;
+/// then this function becomes that call.
+fn options_from_settings(settings: &Settings) -> session_core::Result<RedisOptions> {
+    let redis = &settings.redis;
+    Ok(RedisOptions::new(redis.target.clone())
+        .with_prefix(redis.key_prefix.clone())
+        .with_connect_timeout(redis.connect_timeout)
+        .with_command_timeout(redis.command_timeout)
+        .with_tls_files(redis.tls.clone()))
+}
+
+/// Connects the store: no fallback, one-line errors naming the redacted URL.
+pub(crate) async fn connect_store(options: &RedisOptions) -> CliResult<RedisStore> {
+    RedisStore::connect(options.clone())
+        .await
+        .map_err(|e| CliError::from_store(e, &options.redacted_url()))
+}
+
+/// A plain connection for the commands the store does not offer (SCAN + UNLINK, PTTL, HGETALL,
+/// INFO, CONFIG GET), with the same target, credentials, database and timeouts.
+pub(crate) async fn connect_raw(options: &RedisOptions) -> CliResult<MultiplexedConnection> {
+    let url = options.redacted_url();
+    let target = options.target();
+    if target.tls() {
+        return Err(CliError::failure(format!(
+            "{url}: sessionctl's direct commands (purge, ttl, show --raw, doctor) do not \
+             support TLS yet"
+        ))
+        .hint("run them against a plain redis:// endpoint (e.g. from the server's host)"));
+    }
+    let mut settings = RedisConnectionInfo::default().set_db(i64::from(target.db()));
+    if let Some(user) = target.username() {
+        settings = settings.set_username(user);
+    }
+    if let Some(password) = target.password() {
+        settings = settings.set_password(password.expose());
+    }
+    let info: ConnectionInfo = ConnectionAddr::Tcp(target.host().to_owned(), target.port())
+        .into_connection_info()
+        .map_err(|e| CliError::failure(format!("{url}: {e}")))?
+        .set_redis_settings(settings);
+    let client = Client::open(info).map_err(|e| CliError::failure(format!("{url}: {e}")))?;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(options.connect_timeout()))
+        .set_response_timeout(Some(options.command_timeout()));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|e| redis_error(e, "connecting", &url))
+}
+
+/// A redis-rs error as a failure, classified like the store does.
+pub(crate) fn redis_error(e: redis::RedisError, what: &str, url: &str) -> CliError {
+    if matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
+        || e.kind() == redis::ErrorKind::AuthenticationFailed
+    {
+        return CliError::from_store(
+            Error::Auth {
+                backend: "redis",
+                reason: format!("{what} on {url}: {e}"),
+            },
+            url,
+        );
+    }
+    if e.is_io_error() || e.is_timeout() || e.is_connection_refusal() || e.is_connection_dropped() {
+        return CliError::from_store(
+            Error::Unavailable {
+                backend: "redis",
+                reason: format!("{what} on {url}: {e}"),
+                source: None,
+            },
+            url,
+        );
+    }
+    CliError::failure(format!("redis error while {what} on {url}: {e}"))
+}
