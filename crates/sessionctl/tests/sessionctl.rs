@@ -671,3 +671,39 @@ fn help_is_complete() {
         );
     }
 }
+
+#[cfg(feature = "tls")]
+#[test]
+fn tls_targets_work_for_the_store_and_the_direct_commands() {
+    let Some(env) = common::start_with(
+        "tls_targets_work_for_the_store_and_the_direct_commands",
+        ServerOptions {
+            tls: true,
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    env.write_agents(&agents());
+    let tls_url = env.server.tls_url().unwrap();
+    let ca = env.server.tls_files().unwrap().ca_cert.clone();
+    let vars = [
+        ("REDIS_URL", tls_url.as_str()),
+        ("REDIS_TLS_CA_FILE", ca.to_str().unwrap()),
+    ];
+    assert_eq!(
+        env.run_env(&vars, &["--json", "list"]).code(0).json()["count"],
+        4
+    );
+    env.run_env(&vars, &["ttl", "user-1"]).code(0);
+    env.run_env(&vars, &["show", "user-1", "--raw"]).code(0);
+    let doc = env
+        .run_env(&vars, &["--json", "purge", "--match", "user-3", "--yes"])
+        .code(0)
+        .json();
+    assert_eq!(doc["deleted"], 1);
+    assert_eq!(
+        env.run_env(&vars, &["doctor", "--json"]).code(0).json()["ok"],
+        true
+    );
+}

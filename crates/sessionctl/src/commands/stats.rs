@@ -141,7 +141,7 @@ pub(crate) async fn run(ctx: &Context, args: StatsArgs) -> CliResult<ExitCode> {
         }
     }
     for line in lines {
-        output::println_stdout(&line)?;
+        output::println_stdout(line.trim_end())?;
     }
     Ok(ExitCode::SUCCESS)
 }
