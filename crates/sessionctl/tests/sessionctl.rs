@@ -188,6 +188,29 @@ fn a_corrupt_session_is_reported_and_raw_shows_its_fields() {
         .code(0)
         .json();
     assert_eq!(doc["type"], "string");
+    // Listings still work around corrupt entries, and show them so they can be deleted.
+    let run = env.run(&["list"]).code(0);
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("half") && l.contains("(unreadable)")),
+        "{}",
+        run.stdout
+    );
+    // An export leaves them out, says which and why, and exits with 1.
+    env.write_agents(&[("fine", Agent::new("new_problem", 0))]);
+    let run = env.run(&["export", "-"]).code(1);
+    assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
+    for id in ["broken", "half", "wrongtype"] {
+        assert!(
+            run.stderr
+                .contains(&format!("left out: session {id} is corrupt")),
+            "{}",
+            run.stderr
+        );
+    }
+    env.run(&["delete", "broken", "half", "wrongtype"]).code(0);
+    env.run(&["export", "-"]).code(0);
 }
 
 #[test]
