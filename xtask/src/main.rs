@@ -2,9 +2,11 @@
 //!
 //! - `cargo xtask test [-- ARGS]`: the test suite with a real Redis (see [`mod@test`]);
 //! - `cargo xtask redis start|stop|status`: a long-lived Redis for development (see [`redis`]);
-//! - `cargo xtask ci`: what CI runs: fmt, clippy, the tests, docs (see [`ci`]).
+//! - `cargo xtask ci`: what CI runs: fmt, clippy, the tests, docs (see [`ci`]);
+//! - `cargo xtask bench [--quick]`: the benchmarks, written to BENCHMARKS.md (see [`bench`]).
 #![forbid(unsafe_code)]
 
+mod bench;
 mod ci;
 mod process;
 mod provide;
@@ -35,6 +37,11 @@ COMMANDS:
     redis status      Say whether it runs and answers PING (exit code 1 when it does not)
     ci                cargo fmt --check, clippy -D warnings, the tests (as `xtask test`),
                       rustdoc -D warnings; stops at the first failing step
+    bench [--quick] [-- ARGS]
+                      Build session-bench (release), start a private redis-server, pin it and
+                      the benchmark to core 0 (taskset), run it, stop the server, write
+                      BENCHMARKS.md (--quick: target/bench/BENCHMARKS-quick.md). ARGS go to
+                      session-bench (e.g. `-- --only list`)
     help              This text
 
 ENVIRONMENT:
@@ -60,6 +67,7 @@ fn main() -> ExitCode {
         ["redis", "stop"] => redis::stop(),
         ["redis", "status"] => redis::status(),
         ["ci"] => ci::run(&interrupted),
+        ["bench", rest @ ..] => bench::run(&interrupted, rest),
         [] | ["help" | "--help" | "-h"] => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)

@@ -1,0 +1,279 @@
+//! `cargo xtask bench`: the benchmark suite against a private Redis, written to BENCHMARKS.md.
+//!
+//! 1. builds `session-bench` in release;
+//! 2. starts a private `redis-server` (no RDB, no AOF) on a free loopback port through
+//!    redis-harness;
+//! 3. when `taskset` exists, pins the server (every thread: `taskset -a -p -c 0 <pid>`) and
+//!    the benchmark (`taskset -c 0 session-bench ...`) to core 0: a same-core loopback round
+//!    trip is the cheapest and steadiest there is; across cores it is 2-3x slower and bimodal.
+//!    The benchmark widens its own CPU set again (`--memory-cpus`) before the memory-store
+//!    section, which runs on 2 threads;
+//! 4. runs the benchmark, which measures the library and its raw redis-rs baselines in the same
+//!    run and renders the tables;
+//! 5. stops the server (also when the benchmark failed) and writes `BENCHMARKS.md`: the machine,
+//!    the Redis and rustc versions, the command, the placement, the tables. Everything below the
+//!    line [`NOTES_MARKER`] in the existing file is kept, so hand-written findings survive a
+//!    re-run. `--quick` (a smoke run) writes `target/bench/BENCHMARKS-quick.md` instead.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use redis_harness::{RedisServer, ServerOptions};
+
+use crate::{Result, process, provide};
+
+/// The line in BENCHMARKS.md after which hand-written notes start; the tables go above it.
+pub(crate) const NOTES_MARKER: &str =
+    "<!-- notes below this line are kept by `cargo xtask bench` -->";
+
+/// Runs `cargo xtask bench [--quick] [-- BENCH-ARGS]`.
+pub(crate) fn run(interrupted: &AtomicBool, args: &[&str]) -> Result<ExitCode> {
+    let mut quick = false;
+    let mut extra: Vec<&str> = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match *arg {
+            "--quick" => quick = true,
+            "--" => extra.extend(rest.by_ref()),
+            other => {
+                return Err(format!(
+                    "unknown argument `{other}` for `cargo xtask bench [--quick] [-- ARGS]`"
+                )
+                .into());
+            }
+        }
+    }
+    let root = process::workspace_root();
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map_or_else(|| root.join("target"), |d| root.join(d));
+    let out_dir = target_dir.join("bench");
+    std::fs::create_dir_all(&out_dir)?;
+
+    let status =
+        process::run(process::cargo().args(["build", "--release", "--package", "session-bench"]))?;
+    if !status.success() {
+        return Ok(ExitCode::from(process::exit_code(status)));
+    }
+    let bench_bin = target_dir.join("release").join("session-bench");
+
+    let binary = provide::redis_server()?;
+    let mut server = RedisServer::start(ServerOptions {
+        binary: Some(binary.path),
+        appendonly: false,
+        extra_args: vec!["--save".into(), String::new()],
+        ..ServerOptions::default()
+    })?;
+    println!(
+        "xtask: Redis for the benchmark: {} (pid {})",
+        server.url(),
+        server.pid()
+    );
+    let outcome = bench_with(&server, &bench_bin, &out_dir, quick, &extra);
+    // Stop Redis whatever happened.
+    let stopped = server.stop();
+    let (report, started) = outcome?;
+    if let Err(err) = stopped {
+        eprintln!("xtask: warning: stopping the benchmark's Redis: {err}");
+    }
+    if interrupted.load(Ordering::Relaxed) {
+        eprintln!("xtask: interrupted");
+        return Ok(ExitCode::from(130));
+    }
+    let Some(report) = report else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let target = if quick {
+        out_dir.join("BENCHMARKS-quick.md")
+    } else {
+        root.join("BENCHMARKS.md")
+    };
+    let notes = std::fs::read_to_string(&target)
+        .ok()
+        .and_then(|old| {
+            old.split_once(NOTES_MARKER)
+                .map(|(_, notes)| notes.to_owned())
+        })
+        .unwrap_or_default();
+    let text = format!("{report}\n{NOTES_MARKER}{notes}");
+    std::fs::write(&target, text).map_err(|e| format!("writing {}: {e}", target.display()))?;
+    println!(
+        "xtask: wrote {} ({:.0}s)",
+        target.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Pins, runs the benchmark and renders the report; `None` when the benchmark failed.
+fn bench_with(
+    server: &RedisServer,
+    bench_bin: &std::path::Path,
+    out_dir: &std::path::Path,
+    quick: bool,
+    extra: &[&str],
+) -> Result<(Option<String>, Instant)> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let pinned = have_taskset() && pin(server.pid());
+    let tables = out_dir.join("results.md");
+    let json = out_dir.join("results.json");
+    let mut bench_args: Vec<String> = vec![
+        "--redis-url".into(),
+        server.url(),
+        "--json-out".into(),
+        json.display().to_string(),
+        "--markdown-out".into(),
+        tables.display().to_string(),
+    ];
+    if quick {
+        bench_args.push("--quick".into());
+    }
+    let mut cmd = if pinned {
+        bench_args.extend(["--memory-cpus".into(), format!("0-{}", cores - 1)]);
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", "0"]).arg(bench_bin);
+        cmd
+    } else {
+        Command::new(bench_bin)
+    };
+    bench_args.extend(extra.iter().map(|s| (*s).to_owned()));
+    cmd.args(&bench_args);
+    let started = Instant::now();
+    let status = process::run(&mut cmd)?;
+    if !status.success() {
+        eprintln!("xtask: the benchmark failed ({status})");
+        return Ok((None, started));
+    }
+    let tables = std::fs::read_to_string(&tables)
+        .map_err(|e| format!("reading {}: {e}", tables.display()))?;
+    let redis_version = server
+        .command(&["INFO", "server"])
+        .ok()
+        .and_then(|info| {
+            info.lines().find_map(|l| {
+                l.strip_prefix("redis_version:")
+                    .map(|v| v.trim().to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let placement = if pinned {
+        format!(
+            "redis-server (all threads) and the benchmark pinned to core 0 with `taskset` \
+             (same-core loopback); the memory-store section runs on 2 threads over cores 0-{}",
+            cores - 1
+        )
+    } else {
+        "not pinned (`taskset` not found or refused): expect noisier, slower round trips".into()
+    };
+    let mut shown = vec!["cargo xtask bench".to_owned()];
+    if quick {
+        shown.push("--quick".into());
+    }
+    if !extra.is_empty() {
+        shown.push("--".into());
+        shown.extend(extra.iter().map(|s| (*s).to_owned()));
+    }
+    let report = format!(
+        "# Benchmarks\n\n\
+         Written by `{command}` on {date}. Each figure is measured in one run beside its \
+         baseline and reported as a ratio: these machines are shared and noisy, so absolute \
+         numbers move between runs while ratios measured side by side hold. Speed is never \
+         asserted in tests.\n\n\
+         | | |\n|---|---|\n\
+         | machine | {cpu}, {cores} logical cores, Linux {kernel} |\n\
+         | Redis | {redis_version} (private `redis-server`, `--save ''`, `--appendonly no`, loopback) |\n\
+         | rustc | {rustc} |\n\
+         | command | `{command}` → `{bench} {args}` |\n\
+         | placement | {placement} |\n\
+         | mode | {mode} |\n\n\
+         How to read: latencies are per operation in microseconds (p50 / p99 over thousands of \
+         sequential operations after a warm-up) on a tokio current_thread runtime; the ratio \
+         divides the p50 (or, for throughput, the ops/s) by its baseline's; \"server commands \
+         per op\" is the `INFO commandstats` delta divided by the operations (commands a Lua \
+         script runs are counted too); \"reads/op\" is the `total_reads_processed` delta per \
+         operation: for one request at a time it is the round trips per operation (a value \
+         above 1 for large payloads means the request arrived in several reads), and under \
+         concurrency it shows how many operations shared one read (pipelining).\n\n\
+         {tables}",
+        command = shown.join(" "),
+        date = shell(&["date", "-u", "+%Y-%m-%d %H:%M UTC"]),
+        cpu = cpu_model(),
+        kernel = shell(&["uname", "-r"]),
+        rustc = shell(&["rustc", "--version"]),
+        bench = if pinned {
+            "taskset -c 0 session-bench"
+        } else {
+            "session-bench"
+        },
+        args = bench_args
+            .iter()
+            .map(|a| {
+                if a.starts_with('/') {
+                    std::path::Path::new(a)
+                        .file_name()
+                        .map_or_else(|| a.clone(), |f| f.to_string_lossy().into_owned())
+                } else {
+                    a.clone()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        mode = if quick {
+            "quick (smoke run, few iterations)"
+        } else {
+            "full"
+        },
+    );
+    Ok((Some(report), started))
+}
+
+fn have_taskset() -> bool {
+    Command::new("taskset")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Pins every thread of `pid` to core 0.
+fn pin(pid: u32) -> bool {
+    let pinned = Command::new("taskset")
+        .args(["-a", "-p", "-c", "0", &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !pinned {
+        eprintln!("xtask: warning: could not pin redis-server (pid {pid}); running unpinned");
+    }
+    pinned
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .and_then(|rest| rest.split_once(':'))
+                    .map(|(_, model)| model.trim().to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// The trimmed standard output of a command, or `unknown`.
+fn shell(argv: &[&str]) -> String {
+    let Some((program, args)) = argv.split_first() else {
+        return "unknown".into();
+    };
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
