@@ -9,21 +9,21 @@ const ABOUT: &str = "Inspect and manage durable sessions kept in Redis";
 const LONG_ABOUT: &str = "\
 Inspect and manage durable sessions kept in Redis.
 
-sessionctl reads the same configuration as the library: config/default.toml, \
-config/{APP_ENV}.toml, config/local.toml, .env and the environment (USE_REDIS, REDIS_URL, \
-REDIS_HOST, REDIS_PORT, REDIS_DB, REDIS_USERNAME, REDIS_PASSWORD, REDIS_KEY_PREFIX, \
+sessionctl reads the same configuration as the library: config/default.toml,
+config/{APP_ENV}.toml, config/local.toml, .env and the environment (USE_REDIS, REDIS_URL,
+REDIS_HOST, REDIS_PORT, REDIS_DB, REDIS_USERNAME, REDIS_PASSWORD, REDIS_KEY_PREFIX,
 SESSION_TTL ...). The global flags below override it.
 
-sessionctl always talks to Redis: the in-memory store lives inside a service process and \
-cannot be reached from outside. Even when the settings say USE_REDIS=false, sessionctl uses \
-the Redis target they describe (REDIS_URL, or the REDIS_HOST/REDIS_PORT parts, default \
-redis://localhost:6379/0). It never falls back to memory: when Redis cannot be reached, it \
+sessionctl always talks to Redis: the in-memory store lives inside a service process and
+cannot be reached from outside. Even when the settings say USE_REDIS=false, sessionctl uses
+the Redis target they describe (REDIS_URL, or the REDIS_HOST/REDIS_PORT parts, default
+redis://localhost:6379/0). It never falls back to memory: when Redis cannot be reached, it
 says so and exits with 1.
 
-Output is for people by default; --json prints one JSON document on stdout for programs. \
+Output is for people by default; --json prints one JSON document on stdout for programs.
 Errors go to stderr.
 
-Exit codes: 0 success, 1 failure (Redis unreachable, session not found or corrupt, bad lines \
+Exit codes: 0 success, 1 failure (Redis unreachable, session not found or corrupt, bad lines
 in an import), 2 usage error (unknown flag, invalid session id or glob).";
 
 const EXAMPLES: &str = "\
@@ -94,8 +94,8 @@ Examples:
   sessionctl list --match 'user-*' --limit 50
   sessionctl list --json | jq '.sessions[].id'
 
-Sessions come in Redis SCAN order and are printed sorted by id. With --limit, the listing \
-stops after N matching sessions (the first found, not the first by id). Entries whose \
+Sessions come in Redis SCAN order and are printed sorted by id. With --limit, the listing
+stops after N matching sessions (the first found, not the first by id). Entries whose
 metadata cannot be read are listed with version 0 and the summary (unreadable).")]
     List(ListArgs),
 
@@ -106,7 +106,7 @@ Examples:
   sessionctl show user-123 --json      # state plus version, TTL, timestamps, summary
   sessionctl show user-123 --raw       # the stored fields as they are, for corrupt entries
 
-Without --json, stdout holds only the state, so it pipes into jq. A session that cannot be \
+Without --json, stdout holds only the state, so it pipes into jq. A session that cannot be
 decoded is reported with the reason (exit 1); --raw then shows what is stored.")]
     Show(ShowArgs),
 
@@ -116,7 +116,7 @@ Examples:
   sessionctl delete user-123
   sessionctl delete user-1 user-2 user-3 --ignore-missing
 
-Exits with 1 when an id was not found (the others are deleted all the same), unless \
+Exits with 1 when an id was not found (the others are deleted all the same), unless
 --ignore-missing.")]
     Delete(DeleteArgs),
 
@@ -127,8 +127,8 @@ Examples:
   sessionctl purge --match '*' --yes               # every session under the prefix
   sessionctl purge --match 'tmp-?' --dry-run        # only count
 
-The glob applies to the session id only, never to the prefix: keys outside the prefix are \
-never touched. Without --yes, sessionctl asks for confirmation on the terminal, and refuses \
+The glob applies to the session id only, never to the prefix: keys outside the prefix are
+never touched. Without --yes, sessionctl asks for confirmation on the terminal, and refuses
 when stdin is not a terminal.")]
     Purge(PurgeArgs),
 
@@ -148,10 +148,10 @@ Examples:
   sessionctl export - --match 'user-*' | gzip > users.jsonl.gz
   sessionctl export sessions.jsonl --with-state   # add the decoded state, for people
 
-One JSON object per line: {\"id\", \"version\", \"ttl_ms\", \"created_at\", \"updated_at\", \
-\"summary\", \"payload_b64\"} (timestamps in ms since the Unix epoch; ttl_ms null when the key \
-does not expire). payload_b64 is the stored envelope, byte for byte, so the export is lossless \
-whatever the state type. Sessions that cannot be read or decoded are reported on stderr and \
+One JSON object per line: {\"id\", \"version\", \"ttl_ms\", \"created_at\", \"updated_at\",
+\"summary\", \"payload_b64\"} (timestamps in ms since the Unix epoch; ttl_ms null when the key
+does not expire). payload_b64 is the stored envelope, byte for byte, so the export is lossless
+whatever the state type. Sessions that cannot be read or decoded are reported on stderr and
 left out (exit 1). A progress bar shows on stderr when it is a terminal and the run is long.")]
     Export(ExportArgs),
 
@@ -162,11 +162,11 @@ Examples:
   sessionctl import sessions.jsonl --no-overwrite --ttl 3600
   cat sessions.jsonl | sessionctl import -
 
-Every line is validated (JSON, id, base64, envelope header, MessagePack body, TTL) before it \
-is written. A bad line is reported as `line N: reason` on stderr and the import goes on; the \
-exit code is then 1. A line may carry \"state\" (any JSON) instead of \"payload_b64\": it is \
-encoded as the library would. Imported sessions get new versions (1 for a new id) and new \
-timestamps: the store's atomic save sets them. The TTL is the line's ttl_ms (the time left \
+Every line is validated (JSON, id, base64, envelope header, MessagePack body, TTL) before it
+is written. A bad line is reported as `line N: reason` on stderr and the import goes on; the
+exit code is then 1. A line may carry \"state\" (any JSON) instead of \"payload_b64\": it is
+encoded as the library would. Imported sessions get new versions (1 for a new id) and new
+timestamps: the store's atomic save sets them. The TTL is the line's ttl_ms (the time left
 when it was exported), --ttl, or SESSION_TTL when the line has none.")]
     Import(ImportArgs),
 
@@ -183,7 +183,7 @@ Examples:
   sessionctl doctor
   sessionctl --url redis://10.0.0.5:6379/0 doctor --json
 
-Each check prints one line: ok, warn or fail, with advice. Exits with 1 when a check fails \
+Each check prints one line: ok, warn or fail, with advice. Exits with 1 when a check fails
 (Redis unreachable, credentials refused), 0 otherwise (warnings included).")]
     Doctor(DoctorArgs),
 }
