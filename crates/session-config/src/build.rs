@@ -1,12 +1,74 @@
-//! From settings to a store and a [`SessionManager`].
+//! From settings to a store and a [`SessionManager`]: the memory store, or the Redis store
+//! with the start-up fallback.
 
-use std::sync::Arc;
+use std::{fmt, sync::Arc};
 
 use serde::{Serialize, de::DeserializeOwned};
 use session_core::{Error, ManagerBuilder, Result, SessionManager, SessionStore};
 use session_memory::MemoryStore;
 
 use crate::Settings;
+
+/// The gauge [`Settings::build_store`] sets through the `metrics` facade: `1` when the memory
+/// store stands in for an unreachable Redis (the fallback is active), `0` otherwise.
+pub const FALLBACK_ACTIVE_GAUGE: &str = "session_fallback_active";
+
+/// What [`Settings::build_store`] built: the store to use and, when Redis was asked for but
+/// could not be used at start-up, why the memory store stands in for it.
+///
+/// Hand it to [`Settings::manager_builder`] (it converts into the `Arc<dyn SessionStore>`),
+/// and keep [`fallback`](Self::fallback) for a health endpoint.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BuiltStore {
+    /// The store in use: Redis, or memory.
+    pub store: Arc<dyn SessionStore>,
+    /// `Some` when `USE_REDIS` is true but Redis could not be used at start-up and the
+    /// `startup` fallback policy chose the memory store.
+    pub fallback: Option<Fallback>,
+}
+
+impl BuiltStore {
+    /// The name of the backend in use: `redis` or `memory`.
+    pub fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
+
+    /// Whether the memory store stands in for Redis.
+    pub fn fallback_active(&self) -> bool {
+        self.fallback.is_some()
+    }
+}
+
+impl From<BuiltStore> for Arc<dyn SessionStore> {
+    fn from(built: BuiltStore) -> Self {
+        built.store
+    }
+}
+
+/// Why sessions are kept in memory although `USE_REDIS` is true. Holds no credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Fallback {
+    /// What failed, in words: the connect error's text, which names the redacted URL and
+    /// says whether Redis was unreachable or refused the credentials.
+    pub reason: String,
+    /// The Redis URL that was tried, the password masked (`redis://user:***@host:6379/0`).
+    pub redis_url: String,
+    /// The kind of the connect error ([`Error::kind`]): `unavailable` (not reachable, or not in
+    /// time) or `auth` (credentials refused).
+    pub error_kind: &'static str,
+}
+
+impl fmt::Display for Fallback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "sessions are kept in memory because Redis at {} cannot be used: {}",
+            self.redis_url, self.reason
+        )
+    }
+}
 
 impl Settings {
     /// The in-memory store with the configured capacity (`MEMORY_CAPACITY`), whatever
@@ -18,20 +80,43 @@ impl Settings {
         }
     }
 
-    /// The store these settings ask for: the memory store when `USE_REDIS` is false, the Redis
-    /// store (with the fallback policy) when it is true.
+    /// The store these settings ask for: the memory store when `USE_REDIS` is false; when it
+    /// is true, the Redis store, connected (TCP, TLS, `AUTH`, `SELECT`, `PING`) within the
+    /// connect timeout.
+    ///
+    /// When Redis cannot be used at start-up ([`Error::Unavailable`]: nothing answers, or not
+    /// in time; [`Error::Auth`]: the credentials were refused), the fallback policy decides:
+    /// - `startup`: the memory store is returned with a [`Fallback`] saying why, and a warning
+    ///   is logged (`component = "session"`, `backend = "memory"`,
+    ///   `event_type = "fallback_activated"`, the reason and the redacted URL);
+    /// - `none`: that error is returned.
+    ///
+    /// Either way the gauge [`FALLBACK_ACTIVE_GAUGE`] is set (`1` with a fallback, else `0`).
     ///
     /// Errors: [`Error::Config`] when `USE_REDIS` is true in a build without the `redis`
-    /// feature; with it, the Redis store's errors.
-    pub async fn build_store(&self) -> Result<Arc<dyn SessionStore>> {
-        if !self.use_redis {
-            return Ok(self.memory_store());
-        }
-        self.redis_store().await
+    /// feature, or for what the settings ask and the build or the files cannot give (TLS or
+    /// the pool without their feature, unreadable TLS files): configuration errors are never
+    /// hidden by the fallback. Any other Redis error ([`Error::Backend`], e.g. `SELECT`
+    /// refused) is returned too.
+    pub async fn build_store(&self) -> Result<BuiltStore> {
+        let built = if self.use_redis {
+            self.redis_store().await?
+        } else {
+            BuiltStore {
+                store: self.memory_store(),
+                fallback: None,
+            }
+        };
+        metrics::gauge!(FALLBACK_ACTIVE_GAUGE).set(if built.fallback.is_some() {
+            1.0
+        } else {
+            0.0
+        });
+        Ok(built)
     }
 
     #[cfg(not(feature = "redis"))]
-    async fn redis_store(&self) -> Result<Arc<dyn SessionStore>> {
+    async fn redis_store(&self) -> Result<BuiltStore> {
         Err(Error::config(
             "USE_REDIS",
             "true",
@@ -41,23 +126,103 @@ impl Settings {
     }
 
     #[cfg(feature = "redis")]
-    async fn redis_store(&self) -> Result<Arc<dyn SessionStore>> {
-        // The Redis store arrives with session-redis; until then the feature is a placeholder.
-        Err(Error::config(
-            "USE_REDIS",
-            "true",
-            "false: the Redis store is not wired into session-config yet",
-        ))
+    async fn redis_store(&self) -> Result<BuiltStore> {
+        use session_core::{FallbackPolicy, observe::event};
+        use session_redis::RedisStore;
+
+        let options = self.redis_options()?;
+        let redis_url = options.redacted_url();
+        let error = match RedisStore::connect(options).await {
+            Ok(store) => {
+                tracing::info!(
+                    component = "session",
+                    backend = "redis",
+                    redis_url = %redis_url,
+                    "sessions are kept in Redis"
+                );
+                return Ok(BuiltStore {
+                    store: Arc::new(store),
+                    fallback: None,
+                });
+            }
+            Err(e) => e,
+        };
+        let unusable = matches!(error, Error::Unavailable { .. } | Error::Auth { .. });
+        if !unusable {
+            return Err(error);
+        }
+        if self.fallback != FallbackPolicy::Startup {
+            return Err(without_fallback(error, self.fallback));
+        }
+        let fallback = Fallback {
+            reason: error.to_string(),
+            redis_url,
+            error_kind: error.kind(),
+        };
+        tracing::warn!(
+            component = "session",
+            backend = "memory",
+            event_type = event::FALLBACK_ACTIVATED,
+            redis_url = %fallback.redis_url,
+            reason = %fallback.reason,
+            "Redis cannot be used at start-up: sessions are kept in memory for the life of this \
+             process (lost on restart, not shared between instances)"
+        );
+        Ok(BuiltStore {
+            store: self.memory_store(),
+            fallback: Some(fallback),
+        })
     }
 
-    /// A [`ManagerBuilder`] on `store` with the session settings applied: TTL, size limit,
-    /// sliding expiry and the bound on `modify` attempts. Add a summary, then `build()`.
-    pub fn manager_builder<T>(&self, store: Arc<dyn SessionStore>) -> ManagerBuilder<T>
+    /// The options for connecting to Redis directly, without any fallback (for tools such as
+    /// `sessionctl` that must talk to Redis or fail): target, key prefix, timeouts, connection
+    /// mode and TLS files, as loaded.
+    ///
+    /// Errors: [`Error::Config`] when the settings ask for TLS (`rediss://`, `REDIS_TLS`) in a
+    /// build without the `tls` feature, or for `REDIS_MODE=pool` without the `pool` feature;
+    /// the error names the setting as the user spelled it.
+    #[cfg(feature = "redis")]
+    pub fn redis_options(&self) -> Result<session_redis::RedisOptions> {
+        let redis = &self.redis;
+        if redis.target.tls() && !cfg!(feature = "tls") {
+            let key = redis.asked.tls.unwrap_or("REDIS_URL");
+            let value = if key.contains("TLS") || key.contains("tls") {
+                "\"true\"".to_owned()
+            } else {
+                format!("{:?}", redis.target.redacted_url())
+            };
+            return Err(Error::config(
+                key,
+                value,
+                "a plain redis:// connection: this build has no TLS support (enable the \
+                 feature `tls` of session-config)",
+            ));
+        }
+        if matches!(redis.mode, crate::ConnectionMode::Pool { .. }) && !cfg!(feature = "pool") {
+            return Err(Error::config(
+                redis.asked.pool.unwrap_or("REDIS_MODE"),
+                "\"pool\"",
+                "multiplexed: this build has no connection pool (enable the feature `pool` of \
+                 session-config)",
+            ));
+        }
+        Ok(session_redis::RedisOptions::new(redis.target.clone())
+            .with_prefix(redis.key_prefix.clone())
+            .with_connect_timeout(redis.connect_timeout)
+            .with_command_timeout(redis.command_timeout)
+            .with_mode(redis.mode)
+            .with_tls_files(redis.tls.clone()))
+    }
+
+    /// A [`ManagerBuilder`] on `store` (an `Arc<dyn SessionStore>` or a [`BuiltStore`]) with
+    /// the session settings applied: TTL, size limit, sliding expiry and the bound on `modify`
+    /// attempts. Add a summary, then `build()`.
+    pub fn manager_builder<T>(&self, store: impl Into<Arc<dyn SessionStore>>) -> ManagerBuilder<T>
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
     {
         let session = &self.session;
-        let builder = SessionManager::<T>::builder(store)
+        let builder = SessionManager::<T>::builder(store.into())
             .ttl(session.ttl)
             .max_size(session.max_size)
             .max_attempts(session.max_modify_attempts);
@@ -68,11 +233,38 @@ impl Settings {
     }
 
     /// [`build_store`](Self::build_store), then a manager on it with the session settings.
+    ///
+    /// A fallback to memory is logged and counted in [`FALLBACK_ACTIVE_GAUGE`]; a caller that
+    /// must know about it (a health endpoint) calls `build_store` and
+    /// [`manager_builder`](Self::manager_builder) instead, and keeps [`BuiltStore::fallback`].
     pub async fn build_manager<T>(&self) -> Result<SessionManager<T>>
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
     {
-        let store = self.build_store().await?;
-        Ok(self.manager_builder(store).build())
+        let built = self.build_store().await?;
+        Ok(self.manager_builder(built).build())
+    }
+}
+
+/// `error` (Redis unavailable, or credentials refused) with a word on why there was no
+/// fallback, so that the operator knows the service stopped on purpose.
+#[cfg(feature = "redis")]
+fn without_fallback(error: Error, policy: session_core::FallbackPolicy) -> Error {
+    let note = format!(" (SESSION_FALLBACK is {policy}: no fallback to memory)");
+    match error {
+        Error::Unavailable {
+            backend,
+            reason,
+            source,
+        } => Error::Unavailable {
+            backend,
+            reason: reason + &note,
+            source,
+        },
+        Error::Auth { backend, reason } => Error::Auth {
+            backend,
+            reason: reason + &note,
+        },
+        other => other,
     }
 }

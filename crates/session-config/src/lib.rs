@@ -59,19 +59,19 @@
 //! | `APP_ENV` | - | which `config/{APP_ENV}.toml` to read | `development` |
 //! | `CONFIG_DIR` | - | the configuration directory | `./config` |
 //! | `USE_REDIS` | `use_redis` | keep sessions in Redis (else in memory) | `false` |
-//! | `SESSION_FALLBACK` | `fallback` | when Redis is unreachable: `startup` (decide once at start, fall back to memory), `none` (fail) | `startup` |
+//! | `SESSION_FALLBACK` | `fallback` | when Redis cannot be used at start-up (unreachable, or credentials refused): `startup` (fall back to memory, see below), `none` (fail) | `startup` |
 //! | `REDIS_URL` | `redis.url` | `redis://[user][:password@]host[:port][/db]`, `rediss://` for TLS; wins over the parts below | unset |
 //! | `REDIS_HOST` | `redis.host` | host name or IP address | `localhost` |
 //! | `REDIS_PORT` | `redis.port` | port, 1-65535 | `6379` |
 //! | `REDIS_DB` | `redis.db` | database index | `0` |
 //! | `REDIS_USERNAME` | `redis.username` | ACL user | unset |
 //! | `REDIS_PASSWORD` | `redis.password` | password (never shown) | unset |
-//! | `REDIS_TLS` | `redis.tls.enabled` | TLS for the parts form (a URL says it with `rediss://`) | `false` |
+//! | `REDIS_TLS` | `redis.tls.enabled` | TLS for the parts form (a URL says it with `rediss://`); feature `tls` | `false` |
 //! | `REDIS_TLS_CA_FILE` | `redis.tls.ca_file` | PEM CA bundle to trust instead of the system roots | unset |
 //! | `REDIS_TLS_CERT_FILE` | `redis.tls.cert_file` | PEM client certificate (with the key) | unset |
 //! | `REDIS_TLS_KEY_FILE` | `redis.tls.key_file` | PEM client key (with the certificate) | unset |
 //! | `REDIS_KEY_PREFIX` | `redis.key_prefix` | prefix of every session key | `cql:session:` |
-//! | `REDIS_MODE` | `redis.mode` | `multiplexed` (one shared connection) or `pool` | `multiplexed` |
+//! | `REDIS_MODE` | `redis.mode` | `multiplexed` (one shared connection) or `pool` (feature `pool`) | `multiplexed` |
 //! | `REDIS_POOL_SIZE` | `redis.pool_size` | most connections of the pool, 1-1024 (with `pool`) | `8` |
 //! | `REDIS_CONNECT_TIMEOUT_MS` | `redis.connect_timeout_ms` | connect timeout, ms, 1-3600000 | `2000` |
 //! | `REDIS_COMMAND_TIMEOUT_MS` | `redis.command_timeout_ms` | timeout of one command, ms, 1-3600000 | `1000` |
@@ -82,6 +82,30 @@
 //! | `MEMORY_CAPACITY` | `memory.capacity` | most sessions the memory store keeps (least recently used evicted); `unbounded` (or `0`) | `unbounded` |
 //!
 //! Booleans accept `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`, in any case.
+//!
+//! # The Redis store and the start-up fallback
+//!
+//! With `USE_REDIS=true` (and the feature `redis`), [`Settings::build_store`] connects a
+//! `RedisStore` within `REDIS_CONNECT_TIMEOUT_MS`: TCP, TLS, `AUTH`, `SELECT`, `PING`. When
+//! that fails because Redis is unreachable or slow ([`session_core::Error::Unavailable`]) or
+//! refuses the credentials ([`session_core::Error::Auth`]; a wrong password is reported as
+//! such, not as "unreachable"):
+//!
+//! - `SESSION_FALLBACK=startup` (the default, the seed's behaviour): the memory store is used
+//!   for the life of the process. A warning is logged with `component = "session"`,
+//!   `backend = "memory"`, `event_type = "fallback_activated"`, the reason and the redacted
+//!   URL (never the password), and the returned [`BuiltStore`] carries a [`Fallback`] saying
+//!   why, for a health endpoint.
+//! - `SESSION_FALLBACK=none`: `build_store` returns that error, which says what failed.
+//!
+//! Configuration errors (a TLS file that holds no certificate, `rediss://` or the pool in a
+//! build without its feature) and other Redis errors are returned whatever the policy: the
+//! fallback hides only an unusable server. Every build sets the gauge
+//! [`FALLBACK_ACTIVE_GAUGE`] (`session_fallback_active`: `1` with a fallback, else `0`)
+//! through the `metrics` facade.
+//!
+//! Tools that must talk to Redis or fail (sessionctl) take `Settings::redis_options` and
+//! connect themselves: no fallback there.
 //!
 //! # Decisions
 //!
@@ -101,7 +125,11 @@
 //!   silently not happen.
 //! - **Secrets**: a password never appears in `Debug`, `Display`, an error or a log line;
 //!   a malformed `REDIS_URL` is shown as `redis://user:***@host`. Only
-//!   [`RedisTarget::connection_url`] holds it, for the driver.
+//!   [`RedisTarget::connection_url`] holds it.
+//! - **One set of Redis types**: [`RedisTarget`] (and its URL parser), [`Secret`],
+//!   [`KeyPrefix`], [`ConnectionMode`], [`TlsFiles`] and [`ClientIdentity`] are session-redis'
+//!   own, re-exported here; session-redis compiles them without its driver, so a build
+//!   without the feature `redis` has them but no Redis client.
 //! - **Errors** are [`session_core::Error::Config`] with the key as the user spelled it
 //!   (`REDIS_PORT` from the environment or `.env`, `redis.port` from a file), the value
 //!   (masked when secret) and what was expected, followed by where it was set.
@@ -110,9 +138,15 @@
 //!
 //! # Features
 //!
-//! - `redis`: the Redis store (without it, `USE_REDIS=true` fails at
-//!   [`Settings::build_store`] with a clear error);
-//! - `tls`: TLS connections to Redis.
+//! None is on by default: a memory-only service compiles no Redis client
+//! (`cargo tree -p session-config -e normal` shows no `redis` crate).
+//!
+//! - `redis`: the Redis store (session-redis' `driver`): `USE_REDIS=true` builds a
+//!   `RedisStore`, and `Settings::redis_options` exists. Without it, `USE_REDIS=true` fails
+//!   at [`Settings::build_store`] with a clear error.
+//! - `tls` (implies `redis`): `rediss://` targets. Without it they fail at `build_store` and
+//!   `redis_options` with a configuration error naming the setting.
+//! - `pool` (implies `redis`): `REDIS_MODE=pool`. Without it, likewise.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -122,6 +156,7 @@ mod settings;
 mod sources;
 mod values;
 
+pub use build::{BuiltStore, FALLBACK_ACTIVE_GAUGE, Fallback};
 /// The Redis target types, defined once in session-redis (which compiles them without its
 /// driver) and re-exported here so that configuration code needs one import.
 pub use session_redis::{

@@ -63,6 +63,18 @@ pub struct RedisSettings {
     /// CA and client certificate files for TLS. They are only accepted with a TLS target
     /// (`rediss://` or `REDIS_TLS=true`), and must exist when the settings are loaded.
     pub tls: TlsFiles,
+    /// The keys, as the user spelled them, that ask for an optional feature: named in the
+    /// error when this build lacks it.
+    pub(crate) asked: Asked,
+}
+
+/// The settings that asked for TLS or for the pool, as spelled (`REDIS_URL`, `redis.mode` ...);
+/// `None` when not asked for, or not asked for by a loaded setting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) struct Asked {
+    pub(crate) tls: Option<&'static str>,
+    pub(crate) pool: Option<&'static str>,
 }
 
 /// How sessions are kept.
@@ -111,6 +123,7 @@ impl Default for RedisSettings {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             tls: TlsFiles::default(),
+            asked: Asked::default(),
         }
     }
 }
@@ -205,6 +218,19 @@ impl Settings {
         let command_timeout = opt(r, keys::REDIS_COMMAND_TIMEOUT, values::timeout)?
             .unwrap_or(DEFAULT_COMMAND_TIMEOUT);
         let tls = tls_files(r, &target)?;
+        let asked = Asked {
+            tls: target
+                .tls()
+                .then(|| {
+                    non_empty(r, keys::REDIS_URL)
+                        .or_else(|| r.get(keys::REDIS_TLS))
+                        .map(|g| g.spelled)
+                })
+                .flatten(),
+            pool: matches!(mode, ConnectionMode::Pool { .. })
+                .then(|| r.get(keys::REDIS_MODE).map(|g| g.spelled))
+                .flatten(),
+        };
 
         let session = SessionSettings {
             ttl: opt(r, keys::SESSION_TTL, values::ttl)?.unwrap_or(Ttl::DEFAULT),
@@ -232,6 +258,7 @@ impl Settings {
                 connect_timeout,
                 command_timeout,
                 tls,
+                asked,
             },
             session,
             memory,

@@ -51,20 +51,116 @@ async fn the_memory_store_gets_its_capacity() {
 }
 
 #[tokio::test]
+async fn without_use_redis_the_memory_store_is_built_and_no_fallback_is_active() {
+    let settings = Settings::load_from(&Sources::new()).unwrap();
+    let built = settings.build_store().await.unwrap();
+    assert_eq!(built.backend(), "memory");
+    assert_eq!(built.fallback, None);
+    assert!(!built.fallback_active());
+    // A BuiltStore is what manager_builder takes, like any Arc<dyn SessionStore>.
+    let manager = settings.manager_builder::<u8>(built).build();
+    assert_eq!(manager.backend(), "memory");
+}
+
+#[cfg(not(feature = "redis"))]
+#[tokio::test]
 async fn use_redis_without_the_redis_feature_is_a_clear_error() {
     let settings = Settings::load_from(&Sources::new().env("USE_REDIS", "true")).unwrap();
     match settings.build_store().await {
         Err(Error::Config { key, expected, .. }) => {
             assert_eq!(key, "USE_REDIS");
-            assert!(
-                expected.contains("feature `redis`") || cfg!(feature = "redis"),
-                "{expected}"
-            );
+            assert!(expected.contains("feature `redis`"), "{expected}");
         }
         other => panic!("expected a configuration error, got {other:?}"),
     }
     // The memory store is still there for whoever asks.
     assert_eq!(settings.memory_store().backend(), "memory");
+}
+
+/// Without the network: what the settings hand to the Redis store.
+#[cfg(feature = "redis")]
+mod redis_options {
+    use std::time::Duration;
+
+    use session_config::{ConnectionMode, Settings, Sources};
+
+    #[test]
+    fn carry_every_redis_setting() {
+        let settings = Settings::load_from(&Sources::new().envs([
+            ("REDIS_URL", "redis://app:pw@10.1.2.3:6390/4"),
+            ("REDIS_KEY_PREFIX", "svc:s:"),
+            ("REDIS_CONNECT_TIMEOUT_MS", "250"),
+            ("REDIS_COMMAND_TIMEOUT_MS", "125"),
+        ]))
+        .unwrap();
+        let options = settings.redis_options().unwrap();
+        assert_eq!(options.target(), &settings.redis.target);
+        assert_eq!(options.redacted_url(), "redis://app:***@10.1.2.3:6390/4");
+        assert_eq!(options.key_prefix(), "svc:s:");
+        assert_eq!(options.connect_timeout(), Duration::from_millis(250));
+        assert_eq!(options.command_timeout(), Duration::from_millis(125));
+        assert_eq!(options.mode(), ConnectionMode::Multiplexed);
+        assert!(options.tls_files().is_empty());
+        assert!(!format!("{options:?}").contains("pw@"));
+    }
+
+    #[cfg(feature = "pool")]
+    #[test]
+    fn carry_the_pool_size() {
+        let settings = Settings::load_from(
+            &Sources::new()
+                .env("REDIS_MODE", "pool")
+                .env("REDIS_POOL_SIZE", "3"),
+        )
+        .unwrap();
+        assert_eq!(
+            settings.redis_options().unwrap().mode(),
+            ConnectionMode::Pool {
+                max_size: std::num::NonZeroUsize::new(3).unwrap()
+            }
+        );
+    }
+
+    #[cfg(not(feature = "pool"))]
+    #[test]
+    fn the_pool_without_its_feature_is_a_config_error_naming_the_setting() {
+        let settings = Settings::load_from(&Sources::new().env("REDIS_MODE", "pool")).unwrap();
+        match settings.redis_options() {
+            Err(session_core::Error::Config { key, expected, .. }) => {
+                assert_eq!(key, "REDIS_MODE");
+                assert!(expected.contains("feature `pool`"), "{expected}");
+            }
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[tokio::test]
+    async fn rediss_without_the_tls_feature_is_a_config_error_naming_the_setting() {
+        for (sources, key) in [
+            (
+                Sources::new().env("REDIS_URL", "rediss://:pw@cache:6380/0"),
+                "REDIS_URL",
+            ),
+            (Sources::new().env("REDIS_TLS", "yes"), "REDIS_TLS"),
+        ] {
+            let settings = Settings::load_from(&sources.env("USE_REDIS", "true")).unwrap();
+            for result in [
+                settings.redis_options().map(drop),
+                settings.build_store().await.map(drop),
+            ] {
+                match result {
+                    Err(e @ session_core::Error::Config { .. }) => {
+                        let text = e.to_string();
+                        assert!(text.contains(key), "{text}");
+                        assert!(text.contains("feature `tls`"), "{text}");
+                        assert!(!text.contains("pw@"), "{text}");
+                    }
+                    other => panic!("expected a configuration error, got {other:?}"),
+                }
+            }
+        }
+    }
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use redis::{Client, ClientTlsConfig, ConnectionInfo, TlsCertificates};
+use rustls::pki_types::{CertificateDer, pem::PemObject};
 use session_core::{Error, Result};
 
 use crate::options::RedisOptions;
@@ -15,11 +16,11 @@ pub(crate) fn client(options: &RedisOptions, info: ConnectionInfo) -> Result<Cli
     let root_cert = files
         .ca_file
         .as_deref()
-        .map(|p| read("REDIS_TLS_CA_FILE", p))
+        .map(|p| read_certificates("REDIS_TLS_CA_FILE", p))
         .transpose()?;
     let client_tls = match &files.client {
         Some(identity) => Some(ClientTlsConfig {
-            client_cert: read("REDIS_TLS_CERT_FILE", &identity.cert_file)?,
+            client_cert: read_certificates("REDIS_TLS_CERT_FILE", &identity.cert_file)?,
             client_key: read("REDIS_TLS_KEY_FILE", &identity.key_file)?,
         }),
         None => None,
@@ -41,6 +42,30 @@ pub(crate) fn client(options: &RedisOptions, info: ConnectionInfo) -> Result<Cli
             format!("PEM certificates and a PEM private key that rustls accepts ({e})"),
         )
     })
+}
+
+/// Reads a PEM file that must hold at least one certificate. redis-rs accepts a file without
+/// any (an empty trust store), which would turn a wrong `REDIS_TLS_CA_FILE` into failed
+/// handshakes, i.e. "Redis unavailable", instead of a configuration error.
+fn read_certificates(key: &str, path: &Path) -> Result<Vec<u8>> {
+    let pem = read(key, path)?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| {
+            Error::config(
+                key,
+                path.display().to_string(),
+                format!("a PEM file of certificates ({e})"),
+            )
+        })?;
+    if certificates.is_empty() {
+        return Err(Error::config(
+            key,
+            path.display().to_string(),
+            "a PEM file with at least one certificate (-----BEGIN CERTIFICATE-----)",
+        ));
+    }
+    Ok(pem)
 }
 
 fn read(key: &str, path: &Path) -> Result<Vec<u8>> {

@@ -77,3 +77,25 @@ async fn tls_refuses_a_server_certificate_it_does_not_trust() {
         other => panic!("expected Unavailable, got {other:?}"),
     }
 }
+
+/// A CA file that holds no certificate is a configuration error when connecting, not an empty
+/// trust store that makes every handshake fail (which would read as "Redis unavailable").
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn a_ca_file_without_certificates_is_a_config_error() {
+    let path = std::env::temp_dir().join(format!("{}.pem", common::unique_prefix("no-ca")));
+    std::fs::write(&path, "not a certificate\n").unwrap_or_else(|e| panic!("{e}"));
+    // Nothing listens on the address: the files are read before connecting.
+    let options = session_redis::RedisOptions::new(
+        session_redis::RedisTarget::new("127.0.0.1", 1)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_tls(true),
+    )
+    .with_tls_files(session_redis::TlsFiles::new().with_ca_file(&path));
+    let result = session_redis::RedisStore::connect(options).await;
+    let _ = std::fs::remove_file(&path);
+    match result {
+        Err(session_core::Error::Config { key, .. }) => assert_eq!(key, "REDIS_TLS_CA_FILE"),
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+}
