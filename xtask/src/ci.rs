@@ -4,7 +4,7 @@ use std::process::{Command, ExitCode};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use crate::{Result, process, test};
+use crate::{Result, dashboard, process, test};
 
 /// One CI step: a name for the report and what it does.
 struct Step {
@@ -20,10 +20,13 @@ enum Action {
     ),
     /// The test suite with Redis, as `cargo xtask test`.
     Tests,
+    /// The dashboard in headless Chromium, as `cargo xtask dashboard`.
+    Dashboard,
 }
 
-/// The steps, in order. A later end-to-end/screenshot step goes after `test`, as another
-/// `Step` (with its own `Action` variant when it is more than a cargo command).
+/// The steps, in order. The end-to-end test of the demo runs within `test`; the dashboard's
+/// check in headless Chromium follows it. A new step is another `Step` (with its own `Action`
+/// variant when it is more than a cargo command).
 const STEPS: &[Step] = &[
     Step {
         name: "fmt",
@@ -49,6 +52,10 @@ const STEPS: &[Step] = &[
         action: Action::Tests,
     },
     Step {
+        name: "dashboard",
+        action: Action::Dashboard,
+    },
+    Step {
         name: "doc",
         action: Action::Cargo(
             &["doc", "--workspace", "--no-deps", "--all-features"],
@@ -71,6 +78,7 @@ pub(crate) fn run(interrupted: &AtomicBool) -> Result<ExitCode> {
                 process::exit_code(process::run(&mut cmd)?)
             }
             Action::Tests => test::suite(interrupted, &[])?,
+            Action::Dashboard => dashboard::step(interrupted)?,
         };
         timings.push((step.name, step_started.elapsed()));
         if code != 0 {

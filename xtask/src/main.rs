@@ -2,12 +2,15 @@
 //!
 //! - `cargo xtask test [-- ARGS]`: the test suite with a real Redis (see [`mod@test`]);
 //! - `cargo xtask redis start|stop|status`: a long-lived Redis for development (see [`redis`]);
+//! - `cargo xtask dashboard`: the demo's dashboard in headless Chromium, with a screenshot
+//!   (see [`dashboard`]);
 //! - `cargo xtask ci`: what CI runs: fmt, clippy, the tests, docs (see [`ci`]);
 //! - `cargo xtask bench [--quick]`: the benchmarks, written to BENCHMARKS.md (see [`bench`]).
 #![forbid(unsafe_code)]
 
 mod bench;
 mod ci;
+mod dashboard;
 mod process;
 mod provide;
 mod redis;
@@ -36,7 +39,13 @@ COMMANDS:
     redis stop        Stop that server (only its pid); its data stays in .xtask/redis/data/
     redis status      Say whether it runs and answers PING (exit code 1 when it does not)
     ci                cargo fmt --check, clippy -D warnings, the tests (as `xtask test`),
-                      rustdoc -D warnings; stops at the first failing step
+                      the dashboard check (as `xtask dashboard`), rustdoc -D warnings; stops
+                      at the first failing step
+    dashboard         Start session-demo (memory store) with sessions in four states, render
+                      its dashboard in headless Chromium (installing the Debian package
+                      `chromium` as root when missing), check the DOM (ids, states, backend
+                      badge, TTL bars), save target/xtask/dashboard.png; non-zero exit when a
+                      check fails
     bench [--quick] [-- ARGS]
                       Build session-bench (release), start a private redis-server, pin it and
                       the benchmark to core 0 (taskset), run it, stop the server, write
@@ -48,6 +57,7 @@ ENVIRONMENT:
     SESSION_TEST_REDIS_SERVER   redis-server binary to use (default: redis-server on PATH)
     REDIS_URL, SESSION_TEST_REDIS_URL
                                 test against this Redis instead of starting one
+    CHROMIUM                    Chromium binary for `dashboard` (default: chromium on PATH)
 ";
 
 fn main() -> ExitCode {
@@ -67,6 +77,7 @@ fn main() -> ExitCode {
         ["redis", "stop"] => redis::stop(),
         ["redis", "status"] => redis::status(),
         ["ci"] => ci::run(&interrupted),
+        ["dashboard"] => dashboard::run(&interrupted),
         ["bench", rest @ ..] => bench::run(&interrupted, rest),
         [] | ["help" | "--help" | "-h"] => {
             print!("{USAGE}");
