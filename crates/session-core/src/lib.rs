@@ -43,6 +43,7 @@ mod codec;
 mod error;
 mod fallback;
 mod id;
+mod local_copies;
 mod manager;
 pub mod observe;
 mod record;
@@ -58,12 +59,13 @@ pub use codec::{
 pub use error::{BoxError, Error, Result};
 pub use fallback::{FallbackPolicy, UnknownFallbackPolicy};
 pub use id::{InvalidId, InvalidIdReason, MAX_ID_LEN, SessionId, is_id_byte};
+pub use local_copies::DEFAULT_LOCAL_COPY_BYTES;
 pub use manager::{DEFAULT_MAX_ATTEMPTS, ManagerBuilder, SessionManager};
 pub use record::{
     Cursor, Meta, Page, Record, SessionInfo, Summarize, Summary, SummaryValue, Timestamp,
 };
 pub use session::Session;
-pub use store::{Condition, Health, SessionStore, Write};
+pub use store::{Condition, Health, SessionStore, Write, WriteOutcome};
 pub use ttl::{InvalidTtl, Ttl};
 
 // Re-exported so that backends implement the trait with the same macro version.

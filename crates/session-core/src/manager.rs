@@ -13,7 +13,8 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
     Codec, Condition, Cursor, Error, Meta, Page, Record, Result, Session, SessionId, SessionInfo,
-    SessionStore, Summary, Timestamp, Ttl, Write,
+    SessionStore, Summary, Timestamp, Ttl, Write, WriteOutcome,
+    local_copies::{Copy, DEFAULT_LOCAL_COPY_BYTES, LocalCopies},
     observe::{self, event},
 };
 
@@ -57,6 +58,8 @@ struct Inner<T> {
     /// When this instance last refreshed a session's TTL on read, so that a burst of reads
     /// costs one `touch`, not one per read.
     recent_touches: Mutex<HashMap<SessionId, Instant>>,
+    /// The last known state of recently used sessions, the basis of one-round-trip modifies.
+    copies: LocalCopies,
 }
 
 impl<T> Clone for SessionManager<T> {
@@ -87,6 +90,7 @@ pub struct ManagerBuilder<T> {
     sliding: Option<Duration>,
     max_attempts: u32,
     summarize: Option<Box<Summarizer<T>>>,
+    local_copy_bytes: usize,
     _state: PhantomData<fn() -> T>,
 }
 
@@ -136,6 +140,16 @@ impl<T> ManagerBuilder<T> {
         self
     }
 
+    /// How many payload bytes of recently used sessions the manager remembers (default
+    /// [`DEFAULT_LOCAL_COPY_BYTES`]; 0 turns it off). A remembered session is modified in one
+    /// round trip (a write conditioned on the remembered version) instead of two (read, then
+    /// write). Reads never answer from it.
+    #[must_use]
+    pub fn local_copy_bytes(mut self, bytes: usize) -> Self {
+        self.local_copy_bytes = bytes;
+        self
+    }
+
     /// The manager.
     pub fn build(self) -> SessionManager<T> {
         SessionManager {
@@ -147,6 +161,7 @@ impl<T> ManagerBuilder<T> {
                 max_attempts: self.max_attempts,
                 summarize: self.summarize,
                 recent_touches: Mutex::new(HashMap::new()),
+                copies: LocalCopies::new(self.local_copy_bytes),
             }),
         }
     }
@@ -170,6 +185,7 @@ where
             sliding: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             summarize: None,
+            local_copy_bytes: DEFAULT_LOCAL_COPY_BYTES,
             _state: PhantomData,
         }
     }
@@ -218,36 +234,20 @@ where
         }
         let value = create();
         let payload = self.inner.codec.encode(id, &value)?;
+        let summary = self.summary(&value);
         for _ in 0..self.inner.max_attempts {
-            match self
-                .write(
-                    id,
-                    payload.clone(),
-                    &value,
-                    Condition::IfAbsent,
-                    self.inner.ttl,
-                )
-                .await
-            {
-                Ok(session_meta) => {
-                    tracing::info!(
-                        component = "session",
-                        session_id = %id,
-                        backend = self.backend(),
-                        event_type = event::AGENT_CREATED,
-                        "session created"
-                    );
-                    let (version, meta) = session_meta;
+            let write = self.write_request(payload.clone(), summary.clone(), Condition::IfAbsent);
+            match self.write(id, write).await? {
+                Written::Yes { version, meta } => {
+                    self.created(id);
                     return Ok(self.session(id, value, version, meta));
                 }
-                Err(Error::Conflict { .. }) => {
-                    // Another instance created it first: theirs is the session.
-                    if let Some(session) = self.load(id).await? {
-                        return Ok(session);
-                    }
-                    // ... and it vanished again (deleted or expired): try to create once more.
-                }
-                Err(e) => return Err(e),
+                // Another instance created it first: theirs is the session.
+                Written::No {
+                    current: Some(record),
+                } => return self.adopt(id, record),
+                // ... and it vanished again (deleted or expired): try to create once more.
+                Written::No { current: None } => {}
             }
         }
         Err(self.gave_up(id, None))
@@ -281,8 +281,17 @@ where
         let start = Instant::now();
         let result = async {
             let payload = self.inner.codec.encode(id, value)?;
-            let (version, _) = self.write(id, payload, value, Condition::Any, ttl).await?;
-            Ok(version)
+            let mut write = self.write_request(payload, self.summary(value), Condition::Any);
+            write.ttl = ttl;
+            match self.write(id, write).await? {
+                Written::Yes { version, .. } => Ok(version),
+                // `Any` cannot be refused; a store that does is broken.
+                Written::No { .. } => Err(Error::Backend {
+                    backend: self.backend(),
+                    reason: format!("the store refused an unconditional write of session {id}"),
+                    source: None,
+                }),
+            }
         }
         .await;
         observe::record("update", self.backend(), start, &result);
@@ -295,24 +304,26 @@ where
     pub async fn save(&self, session: &mut Session<T>) -> Result<()> {
         let start = Instant::now();
         let result = async {
-            let payload = self.inner.codec.encode(&session.id, &session.value)?;
-            let condition = Condition::IfVersion(session.version);
-            let (version, meta) = self
-                .write(
-                    &session.id,
-                    payload,
-                    &session.value,
-                    condition,
-                    self.inner.ttl,
-                )
-                .await?;
-            session.version = version;
-            session.meta = Meta {
+            let id = session.id.clone();
+            let payload = self.inner.codec.encode(&id, &session.value)?;
+            let condition = Condition::IfUnchanged {
+                version: session.version,
                 created_at: session.meta.created_at,
-                ..meta
             };
-            session.ttl = Some(self.inner.ttl.as_duration());
-            Ok(())
+            let write = self.write_request(payload, self.summary(&session.value), condition);
+            match self.write(&id, write).await? {
+                Written::Yes { version, meta } => {
+                    session.version = version;
+                    session.meta = meta;
+                    session.ttl = Some(self.inner.ttl.as_duration());
+                    Ok(())
+                }
+                Written::No { current } => Err(Error::Conflict {
+                    id,
+                    expected: Some(session.version),
+                    actual: current.map(|r| r.version),
+                }),
+            }
         }
         .await;
         observe::record("save", self.backend(), start, &result);
@@ -320,16 +331,19 @@ where
     }
 
     /// Loads the session, applies `f`, and writes the result if nobody wrote in between;
-    /// otherwise loads again and reapplies `f` (so `f` may run more than once), up to the
-    /// configured number of attempts. Concurrent modifies from any number of instances lose no
-    /// update. [`Error::NotFound`] when there is no session.
-    pub async fn modify<F>(&self, id: &SessionId, mut f: F) -> Result<Session<T>>
+    /// otherwise applies `f` again to the current state (so `f` may run more than once), up to
+    /// the configured number of attempts. Concurrent modifies from any number of instances lose
+    /// no update. [`Error::NotFound`] when there is no session.
+    ///
+    /// When this instance read or wrote the session last, the write starts from its local copy
+    /// and takes one round trip; a refused write returns the current state, so a conflict costs
+    /// no extra read.
+    pub async fn modify<F, R>(&self, id: &SessionId, f: F) -> Result<Session<T>>
     where
-        F: FnMut(&mut T) + Send,
+        F: FnMut(&mut T) -> R + Send,
+        R: Send,
     {
-        self.modify_with(id, |state| f(state))
-            .await
-            .map(|(s, ())| s)
+        self.modify_with(id, f).await.map(|(session, _)| session)
     }
 
     /// [`modify`](Self::modify), also returning what `f` returned on the attempt that won.
@@ -374,58 +388,63 @@ where
         F: FnMut(&mut T) -> R + Send,
         R: Send,
     {
+        // What the next attempt starts from: a known state, known absence, or nothing (read).
+        let mut basis = match self.inner.copies.get(id) {
+            Some(copy) => Basis::Known(copy),
+            None => Basis::Unknown,
+        };
+        let mut conflicts = 0;
         let mut last_seen = None;
-        for attempt in 0..self.inner.max_attempts {
-            if attempt > 0 {
-                metrics::counter!(observe::metric::CONFLICT_RETRIES, "backend" => self.backend())
-                    .increment(1);
-                tracing::debug!(
-                    component = "session",
-                    session_id = %id,
-                    backend = self.backend(),
-                    event_type = event::CONFLICT_RETRY,
-                    attempt,
-                    "version conflict, retrying"
-                );
-                backoff(attempt).await;
+        for _ in 0..self.inner.max_attempts {
+            if matches!(basis, Basis::Unknown) {
+                basis = match self.inner.store.load(id).await? {
+                    Some(record) => Basis::Known(Copy::from(record)),
+                    None => Basis::Absent,
+                };
             }
-            let (mut value, condition, created_at) = match self.inner.store.load(id).await? {
-                Some(record) => {
-                    let value = self.inner.codec.decode(id, &record.payload)?;
-                    last_seen = Some(record.version);
-                    (
-                        value,
-                        Condition::IfVersion(record.version),
-                        Some(record.meta.created_at),
-                    )
+            let (mut value, condition) = match std::mem::replace(&mut basis, Basis::Unknown) {
+                Basis::Known(copy) => {
+                    last_seen = Some(copy.version);
+                    let value = self.inner.codec.decode(id, &copy.payload)?;
+                    let condition = Condition::IfUnchanged {
+                        version: copy.version,
+                        created_at: copy.created_at,
+                    };
+                    (value, condition)
                 }
-                None => match create.as_mut() {
-                    Some(create) => (create(), Condition::IfAbsent, None),
+                Basis::Absent | Basis::Unknown => match create.as_mut() {
+                    Some(create) => (create(), Condition::IfAbsent),
                     None => return Err(Error::NotFound { id: id.clone() }),
                 },
             };
             let out = f(&mut value);
             let payload = self.inner.codec.encode(id, &value)?;
-            match self
-                .write(id, payload, &value, condition, self.inner.ttl)
-                .await
-            {
-                Ok((version, mut meta)) => {
-                    if let Some(created_at) = created_at {
-                        meta.created_at = created_at;
-                    } else {
-                        tracing::info!(
-                            component = "session",
-                            session_id = %id,
-                            backend = self.backend(),
-                            event_type = event::AGENT_CREATED,
-                            "session created"
-                        );
+            let write = self.write_request(payload, self.summary(&value), condition);
+            match self.write(id, write).await? {
+                Written::Yes { version, meta } => {
+                    if condition == Condition::IfAbsent {
+                        self.created(id);
                     }
                     return Ok((self.session(id, value, version, meta), out));
                 }
-                Err(Error::Conflict { .. }) => continue,
-                Err(e) => return Err(e),
+                Written::No { current } => {
+                    basis = match current {
+                        Some(record) => Basis::Known(Copy::from(record)),
+                        None => Basis::Absent,
+                    };
+                    conflicts += 1;
+                    metrics::counter!(observe::metric::CONFLICT_RETRIES, "backend" => self.backend())
+                        .increment(1);
+                    tracing::debug!(
+                        component = "session",
+                        session_id = %id,
+                        backend = self.backend(),
+                        event_type = event::CONFLICT_RETRY,
+                        conflicts,
+                        "version conflict, retrying"
+                    );
+                    backoff(conflicts).await;
+                }
             }
         }
         Err(self.gave_up(id, last_seen))
@@ -435,6 +454,7 @@ where
     pub async fn delete(&self, id: &SessionId) -> Result<bool> {
         let start = Instant::now();
         let result = self.inner.store.delete(id).await;
+        self.inner.copies.remove(id);
         if let Ok(true) = result {
             tracing::info!(
                 component = "session",
@@ -501,17 +521,14 @@ where
 
     async fn load(&self, id: &SessionId) -> Result<Option<Session<T>>> {
         let Some(record) = self.inner.store.load(id).await? else {
+            self.inner.copies.remove(id);
             return Ok(None);
         };
-        let Record {
-            payload,
-            meta,
-            version,
-            mut ttl,
-        } = record;
-        let value = self.inner.codec.decode(id, &payload)?;
-        if self.should_refresh(id, ttl) && self.inner.store.touch(id, self.inner.ttl).await? {
-            ttl = Some(self.inner.ttl.as_duration());
+        let mut session = self.adopt(id, record)?;
+        if self.should_refresh(id, session.ttl)
+            && self.inner.store.touch(id, self.inner.ttl).await?
+        {
+            session.ttl = Some(self.inner.ttl.as_duration());
             tracing::debug!(
                 component = "session",
                 session_id = %id,
@@ -520,13 +537,35 @@ where
                 "session TTL refreshed on read"
             );
         }
-        Ok(Some(Session {
+        Ok(Some(session))
+    }
+
+    /// Decodes a record read from the store, remembers it as the local copy, and refreshes
+    /// its TTL when sliding expiry asks for it.
+    fn adopt(&self, id: &SessionId, record: Record) -> Result<Session<T>> {
+        let value = self.inner.codec.decode(id, &record.payload)?;
+        let Record {
+            payload,
+            meta,
+            version,
+            ttl,
+        } = record;
+        self.inner.copies.put(
+            id,
+            Copy {
+                payload,
+                version,
+                created_at: meta.created_at,
+            },
+            ttl,
+        );
+        Ok(Session {
             id: id.clone(),
             value,
             version,
             ttl,
             meta,
-        }))
+        })
     }
 
     /// Sliding expiry: refresh when the TTL has run down by `min_interval` and this instance
@@ -560,46 +599,77 @@ where
         true
     }
 
-    async fn write(
-        &self,
-        id: &SessionId,
-        payload: Bytes,
-        value: &T,
-        condition: Condition,
-        ttl: Ttl,
-    ) -> Result<(u64, Meta)> {
-        let summary = self
-            .inner
+    fn summary(&self, value: &T) -> Summary {
+        self.inner
             .summarize
             .as_ref()
             .map(|f| f(value))
-            .unwrap_or_default();
-        let size = payload.len() as u64;
-        let write = Write {
+            .unwrap_or_default()
+    }
+
+    fn write_request(&self, payload: Bytes, summary: Summary, condition: Condition) -> Write {
+        Write {
             payload,
-            summary: summary.clone(),
+            summary,
             condition,
-            ttl,
-        };
-        let version = self.inner.store.save(id, write).await?;
-        tracing::debug!(
+            ttl: self.inner.ttl,
+        }
+    }
+
+    /// Writes, keeps the local copy up to date either way, and logs the save.
+    async fn write(&self, id: &SessionId, write: Write) -> Result<Written> {
+        let payload = write.payload.clone();
+        let summary = write.summary.clone();
+        let ttl = write.ttl.as_duration();
+        match self.inner.store.write(id, write).await? {
+            WriteOutcome::Written {
+                version,
+                created_at,
+            } => {
+                tracing::debug!(
+                    component = "session",
+                    session_id = %id,
+                    backend = self.backend(),
+                    event_type = event::SESSION_SAVED,
+                    version,
+                    "session saved"
+                );
+                let meta = Meta {
+                    created_at,
+                    updated_at: Timestamp::now(),
+                    size: payload.len() as u64,
+                    summary,
+                };
+                let copy = Copy {
+                    payload,
+                    version,
+                    created_at,
+                };
+                self.inner.copies.put(id, copy, Some(ttl));
+                Ok(Written::Yes { version, meta })
+            }
+            WriteOutcome::Rejected { current } => {
+                match &current {
+                    Some(record) => {
+                        self.inner
+                            .copies
+                            .put(id, Copy::from(record.clone()), record.ttl)
+                    }
+                    None => self.inner.copies.remove(id),
+                }
+                Ok(Written::No { current })
+            }
+        }
+    }
+
+    fn created(&self, id: &SessionId) {
+        tracing::info!(
             component = "session",
             session_id = %id,
             backend = self.backend(),
-            event_type = event::SESSION_SAVED,
-            version,
-            "session saved"
+            event_type = event::AGENT_CREATED,
+            "session created"
         );
-        let now = Timestamp::now();
-        Ok((
-            version,
-            Meta {
-                created_at: now,
-                updated_at: now,
-                size,
-                summary,
-            },
-        ))
     }
 
     fn session(&self, id: &SessionId, value: T, version: u64, meta: Meta) -> Session<T> {
@@ -621,9 +691,27 @@ where
     }
 }
 
-/// Waits before compare-and-set attempt `attempt` (1-based): no wait for the first retry, then
-/// a random wait under a cap that doubles up to 20 ms, so that racing writers spread out.
-async fn backoff(attempt: u32) {
+/// The outcome of [`SessionManager::write`].
+enum Written {
+    Yes { version: u64, meta: Meta },
+    No { current: Option<Record> },
+}
+
+/// What a `modify` attempt starts from.
+enum Basis {
+    /// Not read yet.
+    Unknown,
+    /// Known to be absent.
+    Absent,
+    /// Known state.
+    Known(Copy),
+}
+
+/// Waits after the `conflicts`-th refused write: no wait after the first (a stale local copy is
+/// not contention), then a random wait under a cap that doubles up to 20 ms, so that racing
+/// writers spread out.
+async fn backoff(conflicts: u32) {
+    let attempt = conflicts;
     if attempt <= 1 {
         return;
     }

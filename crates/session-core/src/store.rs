@@ -5,7 +5,7 @@ use std::{fmt, time::Duration};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::{Cursor, Page, Record, Result, SessionId, Summary, Ttl};
+use crate::{Cursor, Error, Page, Record, Result, SessionId, Summary, Timestamp, Ttl};
 
 /// When a [`SessionStore::save`] may write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +16,64 @@ pub enum Condition {
     IfAbsent,
     /// Only if the session exists at exactly this version: a compare-and-set.
     IfVersion(u64),
+    /// Only if the session exists at exactly this version *and* was created at this time: a
+    /// compare-and-set that also tells a session apart from a later one with the same id
+    /// (deleted or expired, then created again and written up to the same version). This is
+    /// what [`SessionManager`](crate::SessionManager) uses.
+    IfUnchanged {
+        /// The version read.
+        version: u64,
+        /// The `created_at` read.
+        created_at: Timestamp,
+    },
+}
+
+impl Condition {
+    /// The version the condition expects, if it expects one.
+    pub fn expected_version(self) -> Option<u64> {
+        match self {
+            Self::IfVersion(version) | Self::IfUnchanged { version, .. } => Some(version),
+            Self::Any | Self::IfAbsent => None,
+        }
+    }
+
+    /// Whether a session currently at `current` (`(version, created_at)`, `None`: absent)
+    /// satisfies the condition. Stores that check conditions in process use this.
+    pub fn allows(self, current: Option<(u64, Timestamp)>) -> bool {
+        match (self, current) {
+            (Self::Any, _) | (Self::IfAbsent, None) => true,
+            (Self::IfVersion(expected), Some((version, _))) => version == expected,
+            (
+                Self::IfUnchanged {
+                    version,
+                    created_at,
+                },
+                Some((v, c)),
+            ) => v == version && c == created_at,
+            (Self::IfAbsent, Some(_))
+            | (Self::IfVersion(_), None)
+            | (Self::IfUnchanged { .. }, None) => false,
+        }
+    }
+}
+
+/// What a [`SessionStore::write`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOutcome {
+    /// The condition held and the session was written.
+    Written {
+        /// The new version.
+        version: u64,
+        /// When the session was created (kept from before for a rewrite).
+        created_at: Timestamp,
+    },
+    /// The condition failed and nothing was written. `current` is the session as it is now
+    /// (`None`: absent), read in the same atomic step, so a compare-and-set loop can go on
+    /// without another read.
+    Rejected {
+        /// The current record, if any.
+        current: Option<Record>,
+    },
 }
 
 /// One write, as a store receives it.
@@ -60,10 +118,24 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
     /// Reads a session: payload, meta, version and remaining TTL. `None` when absent or expired.
     async fn load(&self, id: &SessionId) -> Result<Option<Record>>;
 
-    /// Writes a session if `write.condition` holds, resetting its TTL, and returns the new
-    /// version. A failed condition gives [`Error::Conflict`](crate::Error::Conflict) and
-    /// writes nothing. `created_at` is kept across writes; `updated_at` is set to now.
-    async fn save(&self, id: &SessionId, write: Write) -> Result<u64>;
+    /// Writes a session if `write.condition` holds, resetting its TTL; otherwise writes nothing
+    /// and returns the current record. One atomic step: in Redis, one round trip.
+    /// `created_at` is kept across writes; `updated_at` is set to now.
+    async fn write(&self, id: &SessionId, write: Write) -> Result<WriteOutcome>;
+
+    /// [`write`](Self::write) for callers that treat a failed condition as an error: returns
+    /// the new version, or [`Error::Conflict`] (and writes nothing).
+    async fn save(&self, id: &SessionId, write: Write) -> Result<u64> {
+        let expected = write.condition.expected_version();
+        match self.write(id, write).await? {
+            WriteOutcome::Written { version, .. } => Ok(version),
+            WriteOutcome::Rejected { current } => Err(Error::Conflict {
+                id: id.clone(),
+                expected,
+                actual: current.map(|r| r.version),
+            }),
+        }
+    }
 
     /// Removes a session. `true` if it existed.
     async fn delete(&self, id: &SessionId) -> Result<bool>;

@@ -18,6 +18,7 @@ use bytes::Bytes;
 
 use crate::{
     Codec, Condition, Cursor, Error, SessionId, SessionManager, SessionStore, Summary, Ttl, Write,
+    WriteOutcome,
 };
 
 /// A check of the suite: its name and the function.
@@ -40,6 +41,9 @@ checks![
     save_any_creates_at_version_one_then_increments,
     if_absent_creates_once_and_conflicts_after,
     if_version_writes_only_at_the_current_version,
+    refused_writes_return_the_current_record,
+    written_reports_the_created_at_that_loads_show,
+    if_unchanged_tells_a_recreated_session_apart,
     payload_and_meta_round_trip,
     created_at_is_kept_and_updated_at_moves,
     writes_set_and_reset_the_ttl,
@@ -177,6 +181,129 @@ async fn if_version_writes_only_at_the_current_version(store: Arc<dyn SessionSto
     );
     let rec = must("load", store.load(&s).await).unwrap_or_else(|| panic!("s1 missing"));
     assert_eq!((&rec.payload[..], rec.version), (&b"b"[..], 2));
+}
+
+async fn refused_writes_return_the_current_record(store: Arc<dyn SessionStore>) {
+    let s = id("s1");
+    match must(
+        "write to missing",
+        store.write(&s, write(b"a", Condition::IfVersion(1))).await,
+    ) {
+        WriteOutcome::Rejected { current: None } => {}
+        other => panic!(
+            "IfVersion on a missing session: expected Rejected without a record, got {other:?}"
+        ),
+    }
+    must(
+        "create",
+        store.save(&s, write(b"first", Condition::Any)).await,
+    );
+    must(
+        "rewrite",
+        store.save(&s, write(b"second", Condition::Any)).await,
+    );
+    for (what, condition) in [
+        ("stale IfVersion", Condition::IfVersion(1)),
+        ("IfAbsent on an existing session", Condition::IfAbsent),
+    ] {
+        match must(what, store.write(&s, write(b"lost", condition)).await) {
+            WriteOutcome::Rejected {
+                current: Some(record),
+            } => {
+                assert_eq!(
+                    &record.payload[..],
+                    b"second",
+                    "{what}: not the current payload"
+                );
+                assert_eq!(record.version, 2, "{what}: not the current version");
+                assert!(
+                    record.ttl.is_some(),
+                    "{what}: the current record has no TTL"
+                );
+            }
+            other => panic!("{what}: expected Rejected with the current record, got {other:?}"),
+        }
+    }
+    let rec = must("load", store.load(&s).await).unwrap_or_else(|| panic!("s1 missing"));
+    assert_eq!(
+        (&rec.payload[..], rec.version),
+        (&b"second"[..], 2),
+        "a refused write wrote"
+    );
+}
+
+async fn written_reports_the_created_at_that_loads_show(store: Arc<dyn SessionStore>) {
+    let s = id("s1");
+    let WriteOutcome::Written {
+        version: 1,
+        created_at,
+    } = must(
+        "create",
+        store.write(&s, write(b"a", Condition::IfAbsent)).await,
+    )
+    else {
+        panic!("create was refused");
+    };
+    let rec = must("load", store.load(&s).await).unwrap_or_else(|| panic!("s1 missing"));
+    assert_eq!(rec.meta.created_at, created_at);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    match must(
+        "rewrite",
+        store.write(&s, write(b"b", Condition::Any)).await,
+    ) {
+        WriteOutcome::Written {
+            version: 2,
+            created_at: again,
+        } => assert_eq!(again, created_at),
+        other => panic!("rewrite: {other:?}"),
+    }
+}
+
+async fn if_unchanged_tells_a_recreated_session_apart(store: Arc<dyn SessionStore>) {
+    let s = id("s1");
+    must(
+        "create",
+        store.save(&s, write(b"old life", Condition::Any)).await,
+    );
+    let old = must("load", store.load(&s).await).unwrap_or_else(|| panic!("s1 missing"));
+    must("delete", store.delete(&s).await);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    must(
+        "recreate",
+        store
+            .save(&s, write(b"new life", Condition::IfAbsent))
+            .await,
+    );
+    let new = must("load", store.load(&s).await).unwrap_or_else(|| panic!("s1 missing"));
+    assert_eq!(new.version, old.version, "the test needs equal versions");
+    assert_ne!(new.meta.created_at, old.meta.created_at);
+    let stale = Condition::IfUnchanged {
+        version: old.version,
+        created_at: old.meta.created_at,
+    };
+    match must(
+        "stale IfUnchanged",
+        store.write(&s, write(b"lost", stale)).await,
+    ) {
+        WriteOutcome::Rejected {
+            current: Some(record),
+        } => {
+            assert_eq!(&record.payload[..], b"new life");
+        }
+        other => panic!("IfUnchanged with the old incarnation: expected Rejected, got {other:?}"),
+    }
+    let current = Condition::IfUnchanged {
+        version: new.version,
+        created_at: new.meta.created_at,
+    };
+    assert_eq!(
+        must("IfUnchanged", store.save(&s, write(b"next", current)).await),
+        2
+    );
+    assert_conflict(
+        "IfUnchanged on a missing session",
+        store.save(&id("nobody"), write(b"x", current)).await,
+    );
 }
 
 async fn payload_and_meta_round_trip(store: Arc<dyn SessionStore>) {

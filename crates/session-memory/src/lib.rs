@@ -40,8 +40,8 @@ use std::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use session_core::{
-    Condition, Cursor, Error, Meta, Page, Record, Result, SessionId, SessionInfo, SessionStore,
-    Timestamp, Ttl, Write,
+    Cursor, Error, Meta, Page, Record, Result, SessionId, SessionInfo, SessionStore, Timestamp,
+    Ttl, Write, WriteOutcome,
 };
 
 /// The backend name this store reports.
@@ -194,6 +194,15 @@ impl State {
         }
     }
 
+    fn record(entry: &Entry, now: Instant) -> Record {
+        Record {
+            payload: entry.payload.clone(),
+            meta: entry.meta.clone(),
+            version: entry.version,
+            ttl: Some(entry.expires_at.saturating_duration_since(now)),
+        }
+    }
+
     fn info(id: &SessionId, entry: &Entry, now: Instant) -> SessionInfo {
         SessionInfo {
             id: id.clone(),
@@ -224,15 +233,10 @@ impl SessionStore for MemoryStore {
         let mut state = self.lock();
         state.purge_expired(now);
         state.bump(id, self.inner.capacity.is_some());
-        Ok(state.entries.get(id).map(|entry| Record {
-            payload: entry.payload.clone(),
-            meta: entry.meta.clone(),
-            version: entry.version,
-            ttl: Some(entry.expires_at.saturating_duration_since(now)),
-        }))
+        Ok(state.entries.get(id).map(|entry| State::record(entry, now)))
     }
 
-    async fn save(&self, id: &SessionId, write: Write) -> Result<u64> {
+    async fn write(&self, id: &SessionId, write: Write) -> Result<WriteOutcome> {
         let now = Instant::now();
         let stamp = Timestamp::now();
         let mut state = self.lock();
@@ -241,20 +245,9 @@ impl SessionStore for MemoryStore {
             .entries
             .get(id)
             .map(|e| (e.version, e.meta.created_at));
-        let allowed = match (write.condition, current) {
-            (Condition::Any, _) | (Condition::IfAbsent, None) => true,
-            (Condition::IfVersion(expected), Some((version, _))) => version == expected,
-            (Condition::IfAbsent, Some(_)) | (Condition::IfVersion(_), None) => false,
-        };
-        if !allowed {
-            return Err(Error::Conflict {
-                id: id.clone(),
-                expected: match write.condition {
-                    Condition::IfVersion(v) => Some(v),
-                    Condition::Any | Condition::IfAbsent => None,
-                },
-                actual: current.map(|(v, _)| v),
-            });
+        if !write.condition.allows(current) {
+            let current = state.entries.get(id).map(|entry| State::record(entry, now));
+            return Ok(WriteOutcome::Rejected { current });
         }
         let version = current.map_or(1, |(v, _)| v + 1);
         let created_at = current.map_or(stamp, |(_, c)| c);
@@ -285,7 +278,10 @@ impl SessionStore for MemoryStore {
                 last_used,
             },
         );
-        Ok(version)
+        Ok(WriteOutcome::Written {
+            version,
+            created_at,
+        })
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
@@ -355,7 +351,7 @@ impl SessionStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use session_core::Summary;
+    use session_core::{Condition, Summary};
     use std::time::Duration;
 
     fn id(s: &str) -> SessionId {

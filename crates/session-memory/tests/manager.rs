@@ -335,3 +335,145 @@ async fn corrupt_data_is_a_typed_error_naming_the_session() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A store that counts the calls reaching it, to prove how many round trips an operation costs.
+#[derive(Debug, Default)]
+struct Counting {
+    inner: MemoryStore,
+    loads: std::sync::atomic::AtomicUsize,
+    writes: std::sync::atomic::AtomicUsize,
+}
+
+impl Counting {
+    fn take(&self) -> (usize, usize) {
+        use std::sync::atomic::Ordering::SeqCst;
+        (self.loads.swap(0, SeqCst), self.writes.swap(0, SeqCst))
+    }
+}
+
+#[session_core::async_trait]
+impl SessionStore for Counting {
+    fn backend(&self) -> &'static str {
+        "counting"
+    }
+    async fn load(&self, id: &SessionId) -> session_core::Result<Option<session_core::Record>> {
+        self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.load(id).await
+    }
+    async fn write(
+        &self,
+        id: &SessionId,
+        write: session_core::Write,
+    ) -> session_core::Result<session_core::WriteOutcome> {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.write(id, write).await
+    }
+    async fn delete(&self, id: &SessionId) -> session_core::Result<bool> {
+        self.inner.delete(id).await
+    }
+    async fn touch(&self, id: &SessionId, ttl: Ttl) -> session_core::Result<bool> {
+        self.inner.touch(id, ttl).await
+    }
+    async fn list_page(
+        &self,
+        cursor: Option<&session_core::Cursor>,
+        limit: usize,
+    ) -> session_core::Result<session_core::Page> {
+        self.inner.list_page(cursor, limit).await
+    }
+    async fn count(&self) -> session_core::Result<u64> {
+        self.inner.count().await
+    }
+    async fn ping(&self) -> session_core::Result<()> {
+        self.inner.ping().await
+    }
+}
+
+#[tokio::test]
+async fn modify_after_this_instance_wrote_is_one_write_and_no_read() {
+    let store = Arc::new(Counting::default());
+    let manager = agents(store.clone());
+    let user = id("u");
+    manager.get_or_create(&user, Agent::new).await.unwrap();
+    store.take();
+    for n in 1..=5 {
+        let agent = manager
+            .modify(&user, |a| a.current_attempt += 1)
+            .await
+            .unwrap();
+        assert_eq!(agent.current_attempt, n);
+        assert_eq!(store.take(), (0, 1), "modify {n}: (loads, writes)");
+    }
+}
+
+#[tokio::test]
+async fn modify_after_another_instance_wrote_costs_no_extra_read() {
+    let store = Arc::new(Counting::default());
+    let a = agents(store.clone());
+    let b = agents(store.clone());
+    let user = id("u");
+    a.get_or_create(&user, Agent::new).await.unwrap();
+    b.modify(&user, |s| s.chat("from b")).await.unwrap();
+    store.take();
+    // A's copy is stale: its write is refused, the refusal carries B's state, A writes again.
+    let agent = a.modify(&user, |s| s.chat("from a")).await.unwrap();
+    assert_eq!(store.take(), (0, 2), "(loads, writes)");
+    let said: Vec<_> = agent
+        .conversation_history
+        .iter()
+        .filter(|m| m.role == "user")
+        .map(|m| m.content.as_str())
+        .collect();
+    assert_eq!(said, ["from b", "from a"]);
+    // An instance that never saw the session reads once, then writes once.
+    let c = agents(store.clone());
+    c.modify(&user, |s| s.chat("from c")).await.unwrap();
+    assert_eq!(store.take(), (1, 1), "(loads, writes)");
+}
+
+#[tokio::test]
+async fn a_stale_copy_never_overwrites_a_recreated_session() {
+    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+    let a = agents(Arc::clone(&store));
+    let b = agents(Arc::clone(&store));
+    let user = id("reborn");
+    a.get_or_create(&user, Agent::new).await.unwrap();
+    a.modify(&user, |s| s.chat("old conversation"))
+        .await
+        .unwrap(); // A remembers version 2
+    b.delete(&user).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    b.get_or_create(&user, Agent::new).await.unwrap();
+    b.modify(&user, |s| s.chat("new conversation"))
+        .await
+        .unwrap(); // version 2 again
+    let agent = a.modify(&user, |s| s.chat("next")).await.unwrap();
+    let said: Vec<_> = agent
+        .conversation_history
+        .iter()
+        .filter(|m| m.role == "user")
+        .map(|m| m.content.as_str())
+        .collect();
+    assert_eq!(
+        said,
+        ["new conversation", "next"],
+        "the old conversation came back"
+    );
+}
+
+#[tokio::test]
+async fn local_copies_can_be_turned_off() {
+    let store = Arc::new(Counting::default());
+    let manager: SessionManager<Agent> = SessionManager::builder(store.clone())
+        .local_copy_bytes(0)
+        .build();
+    let user = id("u");
+    manager.get_or_create(&user, Agent::new).await.unwrap();
+    store.take();
+    manager
+        .modify(&user, |a| a.current_attempt += 1)
+        .await
+        .unwrap();
+    assert_eq!(store.take(), (1, 1), "(loads, writes)");
+}

@@ -1,46 +1,64 @@
-//! The Lua script every save runs: version check, HSET, PEXPIRE in one atomic round trip.
+//! The Lua script every write runs: condition check, HSET, PEXPIRE in one atomic round trip.
 
 use redis::{Script, Value};
-use session_core::{Condition, Error, Result, SessionId};
+use session_core::{Condition, Error, Result, SessionId, Timestamp, WriteOutcome};
+
+use crate::layout;
 
 /// `KEYS[1]`: the session key.
-/// `ARGV`: condition (`any`, `absent`, `version`), expected version (decimal, or empty),
-/// payload, meta, now (ms since the epoch, for `c` on create), TTL in ms.
+/// `ARGV`: condition (`any`, `absent`, `version`, `unchanged`), expected version (decimal, or
+/// empty), payload, meta, now (ms since the epoch, for `c` on create), TTL in ms, expected
+/// `created_at` (ms, for `unchanged`, else empty).
 ///
-/// Replies `{"ok", new_version}`, `{"conflict", current_version_or_nil}`, or
-/// `{"corrupt", reason}` (the key holds another type, or `v` is not a number) and then writes
-/// nothing. A missing `v` on an existing key is corrupt too, so that a stray hash can never be
-/// mistaken for "absent" and silently overwritten. Versions are formatted with `%.0f`: Lua 5.1's
+/// Replies:
+/// - `{"ok", new_version, created_at}` after a write;
+/// - `{"conflict"}` when the condition failed on an absent session, or
+///   `{"conflict", HMGET d m v c, PTTL}` with the current record, read in the same atomic step,
+///   so that a compare-and-set loop goes on without another round trip;
+/// - `{"corrupt", reason}` (the key holds another type, or `v` is not a number), writing nothing.
+///
+/// A missing `v` on an existing key is corrupt too, so that a stray hash can never be mistaken
+/// for "absent" and silently overwritten. Versions are formatted with `%.0f`: Lua 5.1's
 /// `tostring` would switch to exponent notation from 1e14 on.
 pub(crate) const SAVE_LUA: &str = r#"
 local key = KEYS[1]
-local cur = redis.pcall('HGET', key, 'v')
-if type(cur) == 'table' and cur.err then
+local cur = redis.pcall('HMGET', key, 'v', 'c')
+if cur.err then
   return {'corrupt', cur.err}
 end
+local v, c = cur[1], cur[2]
 local version = false
-if cur then
-  if not string.match(cur, '^%d+$') then
+if v then
+  if not string.match(v, '^%d+$') then
     return {'corrupt', 'field v is not a version number'}
   end
-  version = tonumber(cur)
+  version = tonumber(v)
 elseif redis.call('EXISTS', key) == 1 then
   return {'corrupt', 'the session hash has no version field v'}
 end
 local mode = ARGV[1]
+local allowed = true
 if mode == 'absent' then
-  if version then return {'conflict', cur} end
+  allowed = not version
 elseif mode == 'version' then
-  if not version or version ~= tonumber(ARGV[2]) then return {'conflict', cur} end
+  allowed = version and version == tonumber(ARGV[2])
+elseif mode == 'unchanged' then
+  allowed = version and version == tonumber(ARGV[2]) and c == ARGV[7]
+end
+if not allowed then
+  if not version then return {'conflict'} end
+  return {'conflict', redis.call('HMGET', key, 'd', 'm', 'v', 'c'), redis.call('PTTL', key)}
 end
 local new = string.format('%.0f', (version or 0) + 1)
-if version then
+local created = c
+if version and c then
   redis.call('HSET', key, 'd', ARGV[3], 'm', ARGV[4], 'v', new)
 else
-  redis.call('HSET', key, 'd', ARGV[3], 'm', ARGV[4], 'v', new, 'c', ARGV[5])
+  created = ARGV[5]
+  redis.call('HSET', key, 'd', ARGV[3], 'm', ARGV[4], 'v', new, 'c', created)
 end
 redis.call('PEXPIRE', key, ARGV[6])
-return {'ok', new}
+return {'ok', new, created}
 "#;
 
 /// The compiled save script (its SHA1 is computed once).
@@ -48,17 +66,25 @@ pub(crate) fn save_script() -> Script {
     Script::new(SAVE_LUA)
 }
 
-/// The condition as the script's first two arguments.
-pub(crate) fn condition_args(condition: Condition) -> (&'static str, String) {
+/// The condition as the script's arguments: mode, expected version, expected `created_at`.
+pub(crate) fn condition_args(condition: Condition) -> (&'static str, String, String) {
     match condition {
-        Condition::Any => ("any", String::new()),
-        Condition::IfAbsent => ("absent", String::new()),
-        Condition::IfVersion(v) => ("version", v.to_string()),
+        Condition::Any => ("any", String::new(), String::new()),
+        Condition::IfAbsent => ("absent", String::new(), String::new()),
+        Condition::IfVersion(v) => ("version", v.to_string(), String::new()),
+        Condition::IfUnchanged {
+            version,
+            created_at,
+        } => (
+            "unchanged",
+            version.to_string(),
+            created_at.as_millis().to_string(),
+        ),
     }
 }
 
-/// Turns the script's reply into the new version, a conflict, or a corrupt-record error.
-pub(crate) fn save_outcome(id: &SessionId, condition: Condition, reply: Value) -> Result<u64> {
+/// Turns the script's reply into a write outcome, or a corrupt-record error.
+pub(crate) fn write_outcome(id: &SessionId, reply: Value) -> Result<WriteOutcome> {
     let unexpected = |what: &str| Error::Backend {
         backend: crate::errors::BACKEND,
         reason: format!("saving session {id}: unexpected script reply ({what})"),
@@ -69,20 +95,27 @@ pub(crate) fn save_outcome(id: &SessionId, condition: Condition, reply: Value) -
     };
     let mut items = items.into_iter();
     let status = text(items.next()).ok_or_else(|| unexpected("no status"))?;
-    let value = text(items.next());
-    let number = |s: &Option<String>| s.as_deref().and_then(|s| s.parse::<u64>().ok());
+    let number = |v: Option<Value>| text(v).and_then(|s| s.parse::<u64>().ok());
     match status.as_str() {
-        "ok" => number(&value).ok_or_else(|| unexpected("no version")),
-        "conflict" => Err(Error::Conflict {
-            id: id.clone(),
-            expected: match condition {
-                Condition::IfVersion(v) => Some(v),
-                Condition::IfAbsent | Condition::Any => None,
-            },
-            actual: number(&value),
-        }),
+        "ok" => {
+            let version = number(items.next()).ok_or_else(|| unexpected("no version"))?;
+            let created_at = number(items.next())
+                .map(Timestamp::from_millis)
+                .ok_or_else(|| unexpected("no creation time"))?;
+            Ok(WriteOutcome::Written {
+                version,
+                created_at,
+            })
+        }
+        "conflict" => {
+            let current = match (items.next(), items.next()) {
+                (Some(hmget), Some(pttl)) => layout::record_from_replies(id, hmget, pttl)?,
+                _ => None,
+            };
+            Ok(WriteOutcome::Rejected { current })
+        }
         "corrupt" => {
-            let reason = value.unwrap_or_default();
+            let reason = text(items.next()).unwrap_or_default();
             let reason = if reason.starts_with("WRONGTYPE") {
                 "the key holds another Redis type, not a session hash (delete it to reuse the id)"
                     .to_owned()
@@ -112,65 +145,82 @@ mod tests {
         SessionId::new("s").unwrap()
     }
 
-    fn reply(items: &[Option<&str>]) -> Value {
-        Value::Array(
-            items
-                .iter()
-                .map(|i| i.map_or(Value::Nil, |s| Value::BulkString(s.as_bytes().to_vec())))
-                .collect(),
-        )
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
     }
 
     #[test]
     fn outcomes() {
+        let ok = Value::Array(vec![bulk("ok"), bulk("3"), bulk("1700000000000")]);
         assert_eq!(
-            save_outcome(&id(), Condition::Any, reply(&[Some("ok"), Some("3")])).unwrap(),
-            3
+            write_outcome(&id(), ok).unwrap(),
+            WriteOutcome::Written {
+                version: 3,
+                created_at: Timestamp::from_millis(1_700_000_000_000)
+            }
         );
-        match save_outcome(
-            &id(),
-            Condition::IfVersion(2),
-            reply(&[Some("conflict"), Some("5")]),
-        ) {
-            Err(Error::Conflict {
-                expected: Some(2),
-                actual: Some(5),
-                ..
-            }) => {}
+        let absent = Value::Array(vec![bulk("conflict")]);
+        assert_eq!(
+            write_outcome(&id(), absent).unwrap(),
+            WriteOutcome::Rejected { current: None }
+        );
+        let meta = layout::encode_meta(Timestamp::from_millis(5), 1, &Default::default());
+        let current = Value::Array(vec![
+            bulk("conflict"),
+            Value::Array(vec![
+                bulk("p"),
+                Value::BulkString(meta),
+                bulk("5"),
+                bulk("4"),
+            ]),
+            Value::Int(60_000),
+        ]);
+        match write_outcome(&id(), current).unwrap() {
+            WriteOutcome::Rejected {
+                current: Some(record),
+            } => {
+                assert_eq!(record.version, 5);
+                assert_eq!(&record.payload[..], b"p");
+                assert_eq!(record.meta.created_at, Timestamp::from_millis(4));
+            }
             other => panic!("{other:?}"),
         }
-        match save_outcome(&id(), Condition::IfAbsent, reply(&[Some("conflict"), None])) {
-            Err(Error::Conflict {
-                expected: None,
-                actual: None,
-                ..
-            }) => {}
-            other => panic!("{other:?}"),
-        }
-        match save_outcome(
-            &id(),
-            Condition::Any,
-            reply(&[Some("corrupt"), Some("WRONGTYPE Operation against a key")]),
-        ) {
+        let wrongtype = Value::Array(vec![
+            bulk("corrupt"),
+            bulk("WRONGTYPE Operation against a key"),
+        ]);
+        match write_outcome(&id(), wrongtype) {
             Err(Error::Corrupt { reason, .. }) => assert!(reason.contains("another Redis type")),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            save_outcome(&id(), Condition::Any, Value::Okay),
+            write_outcome(&id(), Value::Okay),
+            Err(Error::Backend { .. })
+        ));
+        assert!(matches!(
+            write_outcome(&id(), Value::Array(vec![bulk("ok")])),
             Err(Error::Backend { .. })
         ));
     }
 
     #[test]
     fn conditions_become_arguments() {
-        assert_eq!(condition_args(Condition::Any), ("any", String::new()));
+        let none = String::new;
+        assert_eq!(condition_args(Condition::Any), ("any", none(), none()));
         assert_eq!(
             condition_args(Condition::IfAbsent),
-            ("absent", String::new())
+            ("absent", none(), none())
         );
         assert_eq!(
             condition_args(Condition::IfVersion(42)),
-            ("version", "42".into())
+            ("version", "42".into(), none())
+        );
+        assert_eq!(
+            condition_args(Condition::IfUnchanged {
+                version: 7,
+                created_at: Timestamp::from_millis(99)
+            }),
+            ("unchanged", "7".into(), "99".into())
         );
     }
 }

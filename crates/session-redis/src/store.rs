@@ -5,7 +5,7 @@ use std::{collections::HashSet, fmt, sync::Arc};
 use redis::{Script, Value};
 use session_core::{
     Cursor, Error, Page, Record, Result, SessionId, SessionStore, Timestamp, Ttl, Write,
-    async_trait,
+    WriteOutcome, async_trait,
 };
 
 use crate::{
@@ -202,13 +202,14 @@ impl SessionStore for RedisStore {
     }
 
     /// One round trip: `EVALSHA` of the save script (plus `SCRIPT LOAD` and a second `EVALSHA`
-    /// the first time a server meets the script). Never retried: see the crate docs.
-    async fn save(&self, id: &SessionId, write: Write) -> Result<u64> {
+    /// the first time a server meets the script). A refused write brings the current record
+    /// back in the same reply. Never retried: see the crate docs.
+    async fn write(&self, id: &SessionId, write: Write) -> Result<WriteOutcome> {
         self.debug("save", id);
         let key = self.key_of(id);
         let now = Timestamp::now();
         let meta = layout::encode_meta(now, write.payload.len() as u64, &write.summary);
-        let (mode, expected) = scripts::condition_args(write.condition);
+        let (mode, expected, created_at) = scripts::condition_args(write.condition);
         let mut invocation = self.inner.save.prepare_invoke();
         invocation
             .key(&key)
@@ -217,11 +218,12 @@ impl SessionStore for RedisStore {
             .arg(&write.payload[..])
             .arg(meta)
             .arg(now.as_millis())
-            .arg(write.ttl.as_millis());
+            .arg(write.ttl.as_millis())
+            .arg(created_at);
         let reply = self
             .send(Request::Script(&invocation), Retry::Never, "save")
             .await?;
-        scripts::save_outcome(id, write.condition, reply)
+        scripts::write_outcome(id, reply)
     }
 
     /// One round trip: `UNLINK key`.

@@ -110,7 +110,7 @@ async fn check_command_counts(mode: ConnectionMode, test: &str) {
         counts(&[
             ("evalsha", 2),
             ("script|load", 1),
-            ("hget", 1),
+            ("hmget", 1),
             ("exists", 1),
             ("hset", 1),
             ("pexpire", 1)
@@ -127,7 +127,7 @@ async fn check_command_counts(mode: ConnectionMode, test: &str) {
     .await;
     assert_eq!(
         save,
-        counts(&[("evalsha", 1), ("hget", 1), ("hset", 1), ("pexpire", 1)])
+        counts(&[("evalsha", 1), ("hmget", 1), ("hset", 1), ("pexpire", 1)])
     );
 
     let load = measure(&server, "load", || async {
@@ -148,8 +148,27 @@ async fn check_command_counts(mode: ConnectionMode, test: &str) {
         .get_or_create(&c, || 0)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let modify = measure(&server, "SessionManager::modify", || async {
-        manager
+    let modify = measure(
+        &server,
+        "SessionManager::modify, this instance wrote last",
+        || async {
+            manager
+                .modify(&c, |n| *n += 1)
+                .await
+                .map(drop)
+                .unwrap_or_else(|e| panic!("{e}"))
+        },
+    )
+    .await;
+    assert_eq!(
+        modify,
+        counts(&[("evalsha", 1), ("hmget", 1), ("hset", 1), ("pexpire", 1)]),
+        "one round trip from the local copy"
+    );
+
+    let other = SessionManager::<u64>::new(Arc::new(store.clone()) as Arc<dyn SessionStore>);
+    let first_sight = measure(&server, "SessionManager::modify, first sight", || async {
+        other
             .modify(&c, |n| *n += 1)
             .await
             .map(drop)
@@ -157,15 +176,39 @@ async fn check_command_counts(mode: ConnectionMode, test: &str) {
     })
     .await;
     assert_eq!(
-        modify,
+        first_sight,
         counts(&[
-            ("hmget", 1),
+            ("hmget", 2),
             ("pttl", 1),
             ("evalsha", 1),
-            ("hget", 1),
             ("hset", 1),
             ("pexpire", 1)
-        ])
+        ]),
+        "load, then one write"
+    );
+
+    let stale = measure(
+        &server,
+        "SessionManager::modify, another instance wrote last",
+        || async {
+            manager
+                .modify(&c, |n| *n += 1)
+                .await
+                .map(drop)
+                .unwrap_or_else(|e| panic!("{e}"))
+        },
+    )
+    .await;
+    assert_eq!(
+        stale,
+        counts(&[
+            ("evalsha", 2),
+            ("hmget", 3),
+            ("pttl", 1),
+            ("hset", 1),
+            ("pexpire", 1)
+        ]),
+        "a refused write that returns the current record, then the write"
     );
 
     for (op, expected) in [
