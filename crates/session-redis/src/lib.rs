@@ -38,13 +38,15 @@
 //! | operation | round trips | commands the client sends |
 //! |---|---|---|
 //! | `load` | 1 | pipeline `HMGET key d m v c` + `PTTL key` |
-//! | `save` | 1 | `EVALSHA` (the script runs `HGET v`, `EXISTS` on create, `HSET`, `PEXPIRE`); the first save a server sees adds `SCRIPT LOAD` + `EVALSHA` |
+//! | `write` / `save` | 1 | `EVALSHA` (the script runs `HMGET v c`, `EXISTS` on create, `HSET`, `PEXPIRE`; a refused write also `HMGET d m v c` + `PTTL` to return the current record); the first save a server sees adds `SCRIPT LOAD` + `EVALSHA` |
 //! | `delete` / `touch` / `exists` | 1 | `UNLINK` / `PEXPIRE` / `EXISTS` |
 //! | `list_page` | 2 | `SCAN cursor MATCH <escaped prefix>* COUNT max(limit, 32)`, then one pipeline of `HMGET key m v c` + `PTTL key` per listed key; the SCAN is skipped while the cursor still carries ids |
 //! | `count` | keys in db / 1000 | `SCAN ... COUNT 1000` until the cursor is 0 |
 //! | `ping` | 1 | `PING` |
 //!
-//! `SessionManager::modify` is a `load` plus a `save` (2 round trips) when uncontended.
+//! `SessionManager::modify` is one `write` (1 round trip) when the manager read or wrote the
+//! session last, else a `load` and a `write`, or a refused `write` (which returns the current
+//! record) and a `write`: 2 round trips.
 //! Nothing uses `KEYS`, `FLUSHDB`, `FLUSHALL` or `DBSIZE`. In pool mode, checking out a
 //! connection costs no round trip (see [`ConnectionMode::Pool`] and the `pool` feature notes
 //! below).
