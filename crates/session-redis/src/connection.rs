@@ -1,8 +1,7 @@
 //! Connections: one multiplexed `ConnectionManager` or a pool, behind one `send`.
 //!
-//! Every request is bounded by the command timeout (set on the driver) and, as a safety net
-//! that also covers waiting for a reconnect or a pooled connection, by connect + command
-//! timeout overall. An idempotent request that meets a dropped connection is sent once more:
+//! Every request is bounded by the command timeout (set on the driver); a pooled request, which
+//! may also wait for a free connection, is bounded by connect + command timeout overall. An idempotent request that meets a dropped connection is sent once more:
 //! the `ConnectionManager` reconnects only for the *next* command, so without that retry the
 //! first request after a server restart would fail.
 
@@ -160,6 +159,14 @@ impl Connection {
         let attempt = || {
             let request = &request;
             async move {
+                // The multiplexed driver bounds every request itself (response timeout, and a
+                // connection timeout with bounded retries while it reconnects): a second timer
+                // per request would cost a timer-wheel entry on the hot path for nothing. A
+                // pooled request may also wait for a free connection, which only the overall
+                // deadline bounds.
+                if matches!(self.inner, Inner::Multiplexed(_)) {
+                    return self.send_once(request).await;
+                }
                 match tokio::time::timeout(self.deadline, self.send_once(request)).await {
                     Ok(result) => result,
                     Err(_) => Err(Failure::TimedOut),

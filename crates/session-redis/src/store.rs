@@ -23,9 +23,10 @@ pub const MAX_PAGE: usize = 10_000;
 const MIN_SCAN_COUNT: usize = 32;
 /// `COUNT` hint for the SCAN loop of [`SessionStore::count`].
 const COUNT_SCAN_COUNT: usize = 1000;
-/// How many `SCAN` calls one page may make while they find no session keys (a keyspace full of
-/// other keys). The page then comes back empty with a cursor, which the trait allows.
-const MAX_EMPTY_SCANS_PER_PAGE: usize = 8;
+/// How many `SCAN` calls one page may make to fill itself (a keyspace full of other keys finds
+/// few sessions per call). The page then comes back short, or empty, with a cursor, which the
+/// trait allows.
+const MAX_SCANS_PER_PAGE: usize = 8;
 
 /// Sessions in Redis: one HASH per session under `{prefix}{id}` with the TTL on the key.
 ///
@@ -270,13 +271,16 @@ impl SessionStore for RedisStore {
             Some(c) => ListPosition::parse(c)?,
             None => ListPosition::start(),
         };
+        // Scan on until the page can be filled (ids a previous batch left over count), so that
+        // pages are full whenever more sessions follow; bounded, for sparse keyspaces.
         let mut scans = 0;
-        while position.pending.is_empty() && scans < MAX_EMPTY_SCANS_PER_PAGE {
+        let mut seen: HashSet<SessionId> = position.pending.iter().cloned().collect();
+        while position.pending.len() < limit && scans < MAX_SCANS_PER_PAGE {
             let Some(from) = position.scan else { break };
-            let (next, keys) = self.scan(from, limit.max(MIN_SCAN_COUNT)).await?;
+            let wanted = limit - position.pending.len();
+            let (next, keys) = self.scan(from, wanted.max(MIN_SCAN_COUNT)).await?;
             scans += 1;
             position.scan = next;
-            let mut seen = HashSet::new();
             for key in keys {
                 if let Some(id) = self.id_of_key(&key)
                     && seen.insert(id.clone())
