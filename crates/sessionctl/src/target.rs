@@ -10,7 +10,7 @@ use redis::{
 };
 use session_config::{Settings, Sources};
 use session_core::Error;
-use session_redis::{ConnectionMode, RedisOptions, RedisStore};
+use session_redis::{ConnectionMode, RedisOptions, RedisStore, RedisTarget};
 
 use crate::{
     cli::Global,
@@ -46,40 +46,32 @@ fn path_text(path: &Path) -> CliResult<String> {
         .ok_or_else(|| CliError::usage(format!("--config-dir {}: not UTF-8", path.display())))
 }
 
-/// The Redis options: the settings' target, prefix, timeouts and TLS files, then `--url` and
-/// `--prefix`. Always one multiplexed connection: a command line needs no pool.
+/// The Redis options: the settings' target, prefix, timeouts and TLS files
+/// ([`Settings::redis_options`]), with `--url` and `--prefix` in place of `REDIS_URL` and
+/// `REDIS_KEY_PREFIX`. Always one multiplexed connection: a command line needs no pool (so a
+/// service's `REDIS_MODE=pool` does not need sessionctl built with pool support).
 pub(crate) fn options(settings: &Settings, global: &Global) -> CliResult<RedisOptions> {
-    let configured = options_from_settings(settings)
-        .map_err(|e| CliError::failure(format!("invalid Redis settings: {e}")))?;
-    let mut options = match &global.url {
-        Some(url) => RedisOptions::from_url(url)
-            .map_err(|e| CliError::usage(format!("invalid --url: {e}")))?
-            .with_key_prefix(configured.key_prefix())
-            .map_err(|e| CliError::failure(e.to_string()))?
-            .with_connect_timeout(configured.connect_timeout())
-            .with_command_timeout(configured.command_timeout())
-            .with_tls_files(configured.tls_files().clone()),
-        None => configured,
-    };
+    let mut settings = settings.clone();
+    settings.redis.mode = ConnectionMode::Multiplexed;
+    if let Some(url) = &global.url {
+        settings.redis.target =
+            RedisTarget::parse(url).map_err(|e| CliError::usage(format!("invalid --url: {e}")))?;
+    }
+    let mut options = settings.redis_options().map_err(|e| {
+        let tls = settings.redis.target.tls();
+        let error = CliError::failure(format!("invalid Redis settings: {e}"));
+        if tls {
+            error.hint("this sessionctl has no TLS support: build it with `--features tls`")
+        } else {
+            error
+        }
+    })?;
     if let Some(prefix) = &global.prefix {
         options = options
             .with_key_prefix(prefix.as_str())
             .map_err(|e| CliError::usage(format!("invalid --prefix: {e}")))?;
     }
-    Ok(options.with_mode(ConnectionMode::Multiplexed))
-}
-
-/// The Redis options the settings describe, whatever `USE_REDIS` says.
-///
-/// Stands in for `Settings::redis_options` (session-config, feature `redis`) until that lands;
-/// then this function becomes that call.
-fn options_from_settings(settings: &Settings) -> session_core::Result<RedisOptions> {
-    let redis = &settings.redis;
-    Ok(RedisOptions::new(redis.target.clone())
-        .with_prefix(redis.key_prefix.clone())
-        .with_connect_timeout(redis.connect_timeout)
-        .with_command_timeout(redis.command_timeout)
-        .with_tls_files(redis.tls.clone()))
+    Ok(options)
 }
 
 /// Connects the store: no fallback, one-line errors naming the redacted URL.

@@ -615,6 +615,12 @@ fn settings_come_from_the_environment_and_flags_override_them() {
         .code(0)
         .json();
     assert_eq!(doc["count"], 4);
+    // A service's pool setting does not matter to a command line.
+    let pool = [("REDIS_URL", env.url.as_str()), ("REDIS_MODE", "pool")];
+    assert_eq!(
+        env.run_env(&pool, &["--json", "list"]).code(0).json()["count"],
+        4
+    );
     // REDIS_KEY_PREFIX from the environment, --prefix over it.
     let other = [
         ("REDIS_URL", env.url.as_str()),
