@@ -82,7 +82,7 @@ fn plural(n: u64) -> &'static str {
 /// Asks on the terminal; refuses without one.
 fn confirm(ctx: &Context, glob: &IdGlob, matched: u64) -> CliResult {
     let question = format!(
-        "delete {matched} session{} matching {:?} under {:?} on {}?",
+        "delete {matched} session{} matching {:?} under {:?} on {}",
         plural(matched),
         glob.as_str(),
         ctx.options.key_prefix(),
@@ -94,7 +94,7 @@ fn confirm(ctx: &Context, glob: &IdGlob, matched: u64) -> CliResult {
         ))
         .hint("pass --yes to confirm, or --dry-run to only count"));
     }
-    eprint!("{question} [y/N] ");
+    eprint!("{question}? [y/N] ");
     std::io::stderr().flush()?;
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
