@@ -5,7 +5,7 @@
 //! - `cargo xtask dashboard`: the demo's dashboard in headless Chromium, with a screenshot
 //!   (see [`dashboard`]);
 //! - `cargo xtask ci`: what CI runs: fmt, clippy, the tests, docs (see [`ci`]);
-//! - `cargo xtask bench [--quick]`: the benchmarks, written to BENCHMARKS.md (see [`bench`]).
+//! - `cargo xtask bench [--quick]`: the benchmarks, written to BENCHMARKS.md (see [`mod@bench`]).
 #![forbid(unsafe_code)]
 
 mod bench;
