@@ -42,12 +42,14 @@ pub const HTTP_DURATION: &str = "http_request_duration_seconds";
 const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// Which store serves the sessions, as `/healthz` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BackendInfo {
     /// Whether Redis is configured (`USE_REDIS`).
     pub redis_configured: bool,
     /// Whether sessions are kept in memory although Redis is configured (the fallback).
     pub fallback_active: bool,
+    /// Why the fallback serves: what failed and the redacted URL (no credential).
+    pub fallback_reason: Option<String>,
 }
 
 /// Everything the routes share. Cheap to clone.
@@ -85,8 +87,8 @@ impl AppState {
     }
 
     /// Which store serves the sessions.
-    pub fn backend(&self) -> BackendInfo {
-        self.backend
+    pub fn backend(&self) -> &BackendInfo {
+        &self.backend
     }
 }
 
@@ -330,6 +332,9 @@ pub struct HealthReport {
     pub backend: String,
     /// Whether sessions are kept in memory although Redis is configured.
     pub fallback_active: bool,
+    /// Why the fallback serves, when it does (the redacted URL and what failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
     /// The TTL every write sets, in seconds (the dashboard's TTL bar is relative to it).
     pub session_ttl: u64,
     /// Redis as seen from here.
@@ -382,6 +387,7 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<HealthRepor
         status: status.to_owned(),
         backend: backend.to_owned(),
         fallback_active: fallback,
+        fallback_reason: state.backend.fallback_reason.clone(),
         session_ttl: state.manager().ttl().as_duration().as_secs(),
         redis: RedisHealth {
             configured: state.backend.redis_configured,

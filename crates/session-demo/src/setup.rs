@@ -18,13 +18,14 @@ pub fn agent_manager(store: Arc<dyn SessionStore>) -> SessionManager<Agent> {
 /// Builds the store the settings ask for (memory, or Redis with its fallback policy) and the
 /// application state on it.
 ///
-/// The fallback is active when Redis is configured but the store in use is the memory store
-/// (the `startup` policy decided so because Redis could not be reached).
+/// The fallback is active when Redis is configured but could not be used at start-up and the
+/// `startup` policy chose the memory store; `/healthz` then says why.
 pub async fn build_state(settings: &Settings) -> Result<AppState> {
     let store = settings.build_store().await?;
     let backend = BackendInfo {
         redis_configured: settings.use_redis,
-        fallback_active: settings.use_redis && store.backend() == "memory",
+        fallback_active: store.fallback_active(),
+        fallback_reason: store.fallback.as_ref().map(ToString::to_string),
     };
     let manager = settings
         .manager_builder::<Agent>(store)

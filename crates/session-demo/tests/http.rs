@@ -263,6 +263,7 @@ async fn healthz_reports_an_active_fallback_as_degraded() {
     let backend = BackendInfo {
         redis_configured: true,
         fallback_active: true,
+        fallback_reason: Some("redis at redis://127.0.0.1:1/0 is unavailable".into()),
     };
     let manager = agent_manager(Arc::new(session_memory::MemoryStore::new()));
     let app = app(AppState::new(manager, backend));
@@ -270,6 +271,10 @@ async fn healthz_reports_an_active_fallback_as_degraded() {
     assert_eq!(reply.status, StatusCode::OK);
     let body = reply.json();
     assert_eq!(body["status"], "degraded");
+    assert_eq!(
+        body["fallback_reason"],
+        "redis at redis://127.0.0.1:1/0 is unavailable"
+    );
     assert_eq!(body["fallback_active"], true);
     assert_eq!(
         body["redis"],
