@@ -170,3 +170,9 @@ pub use settings::{
     MemorySettings, RedisSettings, SessionSettings, Settings, Warning,
 };
 pub use sources::{DEFAULT_APP_ENV, Sources};
+
+/// The README's examples, compiled (and run, unless marked `no_run`) as doctests of this crate,
+/// which depends on everything they use.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -441,8 +441,3 @@ mod tests {
         assert!(b.load(&id("shared")).await.unwrap().is_some());
     }
 }
-
-/// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-struct ReadmeDoctests;
