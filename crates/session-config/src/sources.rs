@@ -8,12 +8,15 @@ use std::{
 };
 
 use config::{FileFormat, Source, Value, ValueKind};
-use session_core::Error;
+use session_core::{Error, quote_for_humans};
 
 use crate::keys::{self, Key};
 
 /// The environment in which no `APP_ENV` is set.
 pub const DEFAULT_APP_ENV: &str = "development";
+
+/// How many characters of a value an error message quotes (with [`quote_for_humans`]).
+const QUOTE_MAX_CHARS: usize = 100;
 
 /// Where [`Settings::load_from`](crate::Settings::load_from) reads settings: an environment
 /// map, a `.env` file and a configuration directory. Nothing here touches the process
@@ -147,7 +150,7 @@ impl Given {
 
     /// A configuration error showing the value quoted.
     pub(crate) fn invalid(&self, expected: impl fmt::Display) -> Error {
-        self.error(quote(&self.text), expected)
+        self.error(quote_for_humans(&self.text, QUOTE_MAX_CHARS), expected)
     }
 
     /// `e` about this value, keyed as the user spelled it and saying where it was set: for
@@ -209,7 +212,7 @@ pub(crate) fn resolve(sources: &Sources) -> Result<Resolved, Error> {
             if !path.is_dir() {
                 return Err(Error::config(
                     keys::CONFIG_DIR,
-                    quote(&dir),
+                    quote_for_humans(&dir, QUOTE_MAX_CHARS),
                     format!("an existing directory (set in {origin})"),
                 ));
             }
@@ -227,7 +230,7 @@ pub(crate) fn resolve(sources: &Sources) -> Result<Resolved, Error> {
         if !valid {
             return Err(Error::config(
                 keys::APP_ENV,
-                quote(name),
+                quote_for_humans(name, QUOTE_MAX_CHARS),
                 format!(
                     "an environment name of letters, digits, '-' and '_' such as development, \
                      test or production (set in {origin})"
@@ -257,7 +260,7 @@ pub(crate) fn resolve(sources: &Sources) -> Result<Resolved, Error> {
             .unwrap_or_default();
         return Err(Error::config(
             keys::APP_ENV,
-            quote(name),
+            quote_for_humans(name, QUOTE_MAX_CHARS),
             format!(
                 "an environment with a file {name}.toml in the configuration directory, but \
                  there is no configuration directory{looked}: set CONFIG_DIR (APP_ENV set in \
@@ -317,7 +320,7 @@ fn app_env_file(dir: &Path, app_env: Option<&(String, Origin)>) -> Result<Option
     };
     Err(Error::config(
         keys::APP_ENV,
-        quote(name),
+        quote_for_humans(name, QUOTE_MAX_CHARS),
         format!(
             "an environment with a file {} (environments in {}: {found}; APP_ENV set in \
              {origin})",
@@ -445,26 +448,6 @@ fn toml_layer(path: &Path) -> Result<Layer, Error> {
         entries.push((key.toml, key, text));
     }
     Ok((Origin::File(path.to_path_buf()), entries))
-}
-
-/// `value` quoted for an error message: control and non-ASCII characters escaped, at most 100
-/// characters.
-pub(crate) fn quote(value: &str) -> String {
-    const MAX: usize = 100;
-    let mut out = String::from("\"");
-    for (n, c) in value.chars().enumerate() {
-        if n == MAX {
-            out.push_str("\"...");
-            return out;
-        }
-        if c == ' ' || (c.is_ascii_graphic() && c != '"' && c != '\\') {
-            out.push(c);
-        } else {
-            out.extend(c.escape_default());
-        }
-    }
-    out.push('"');
-    out
 }
 
 fn unknown_key(file: &str, path_key: &str, section: &str) -> Error {

@@ -182,9 +182,22 @@ impl fmt::Display for InvalidIdReason {
     }
 }
 
-/// Quotes `input` for an error message: escapes everything that is not printable ASCII and
-/// keeps at most `max_chars` characters.
-pub(crate) fn quote_for_humans(input: &str, max_chars: usize) -> String {
+/// Quotes `input` for an error message or a log line: in double quotes, with every character
+/// that is not printable ASCII (controls, non-ASCII, `"` and `\`) escaped as Rust's
+/// [`char::escape_default`] does, and cut after `max_chars` characters (then `"...` ends it).
+///
+/// What a user typed can hold terminal escapes or a whole file; quoted this way it cannot move
+/// the cursor or flood a message. This is the one quoting function of the project: ids, cursors,
+/// configuration values and Redis URLs (after masking) are all quoted with it.
+///
+/// ```
+/// use session_core::quote_for_humans;
+///
+/// assert_eq!(quote_for_humans("a b\n\"c\"", 64), r#""a b\n\"c\"""#);
+/// assert_eq!(quote_for_humans("\u{1b}[31m", 64), r#""\u{1b}[31m""#);
+/// assert_eq!(quote_for_humans("abcdef", 3), r#""abc"..."#);
+/// ```
+pub fn quote_for_humans(input: &str, max_chars: usize) -> String {
     let mut out = String::with_capacity(input.len().min(max_chars) + 2);
     out.push('"');
     for (n, c) in input.chars().enumerate() {
@@ -245,6 +258,25 @@ mod tests {
         ] {
             assert!(SessionId::new(glob).is_err(), "{glob:?} accepted");
         }
+    }
+
+    #[test]
+    fn quote_for_humans_escapes_and_cuts_after_max_chars() {
+        assert_eq!(
+            quote_for_humans("a\nb\"c\\d é", 64),
+            r#""a\nb\"c\\d \u{e9}""#
+        );
+        assert_eq!(quote_for_humans("", 64), r#""""#);
+        assert_eq!(
+            quote_for_humans(&"x".repeat(100), 100),
+            format!("\"{}\"", "x".repeat(100))
+        );
+        assert_eq!(
+            quote_for_humans(&"x".repeat(101), 100),
+            format!("\"{}\"...", "x".repeat(100))
+        );
+        // Characters, not bytes: a cut never splits one.
+        assert_eq!(quote_for_humans("ééé", 2), r#""\u{e9}\u{e9}"..."#);
     }
 
     #[test]

@@ -4,9 +4,12 @@
 use std::{fmt, net::Ipv6Addr, str::FromStr};
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
-use session_core::Error;
+use session_core::{Error, quote_for_humans};
 
 use crate::Secret;
+
+/// How many characters of a value (a host, a masked URL) an error message quotes.
+const QUOTE_MAX_CHARS: usize = 100;
 
 /// The Redis port when none is given.
 pub const DEFAULT_PORT: u16 = 6379;
@@ -76,8 +79,13 @@ impl RedisTarget {
     ///
     /// Errors: [`Error::Config`] naming `REDIS_HOST` or `REDIS_PORT`.
     pub fn new(host: &str, port: u16) -> Result<Self, Error> {
-        let host = validate_host(host)
-            .ok_or_else(|| Error::config("REDIS_HOST", quote(host), HOST_EXPECTED))?;
+        let host = validate_host(host).ok_or_else(|| {
+            Error::config(
+                "REDIS_HOST",
+                quote_for_humans(host, QUOTE_MAX_CHARS),
+                HOST_EXPECTED,
+            )
+        })?;
         if port == 0 {
             return Err(Error::config("REDIS_PORT", "0", PORT_EXPECTED));
         }
@@ -367,27 +375,7 @@ fn mask_url(text: &str) -> String {
         Some(i) => format!("{}***", &rest[..=i]),
         None => rest,
     };
-    quote(&format!("{scheme}{rest}"))
-}
-
-/// `value` quoted for an error message: control and non-ASCII characters escaped, at most 100
-/// characters.
-fn quote(value: &str) -> String {
-    const MAX: usize = 100;
-    let mut out = String::from("\"");
-    for (n, c) in value.chars().enumerate() {
-        if n == MAX {
-            out.push_str("\"...");
-            return out;
-        }
-        if c == ' ' || (c.is_ascii_graphic() && c != '"' && c != '\\') {
-            out.push(c);
-        } else {
-            out.extend(c.escape_default());
-        }
-    }
-    out.push('"');
-    out
+    quote_for_humans(&format!("{scheme}{rest}"), QUOTE_MAX_CHARS)
 }
 
 #[cfg(test)]
@@ -413,11 +401,12 @@ mod tests {
     }
 
     #[test]
-    fn quote_escapes_and_shortens() {
-        assert_eq!(quote("a\nb\"c"), r#""a\nb\"c""#);
+    fn mask_url_escapes_and_shortens() {
+        assert_eq!(mask_url("redis://a\nb\"c"), r#""redis://a\nb\"c""#);
+        let long = format!("redis://{}", "x".repeat(150));
         assert_eq!(
-            quote(&"x".repeat(150)),
-            format!("\"{}\"...", "x".repeat(100))
+            mask_url(&long),
+            format!("{:?}...", &long[..QUOTE_MAX_CHARS])
         );
     }
 
