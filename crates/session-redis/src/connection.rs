@@ -83,10 +83,8 @@ impl Connection {
     /// timeout.
     pub(crate) async fn connect(options: &RedisOptions) -> Result<Self> {
         let url = options.redacted_url();
-        let client = client(options)?;
-        let driver_config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(options.connect_timeout()))
-            .set_response_timeout(Some(options.command_timeout()));
+        let client = options.client()?;
+        let driver_config = options.connection_config();
         let connect = async {
             // A first, plain connection gives the typed error at once (AUTH refused, SELECT
             // refused, nothing listening): the ConnectionManager would instead retry with
@@ -216,34 +214,73 @@ pub(crate) enum Failure {
     Other(Error),
 }
 
-/// The redis-rs client for `options`: address, TLS, credentials, database.
-fn client(options: &RedisOptions) -> Result<Client> {
-    let target = options.target();
-    let addr = if target.tls() {
-        ConnectionAddr::TcpTls {
-            host: target.host().to_owned(),
-            port: target.port(),
-            insecure: false,
-            tls_params: None,
+impl RedisOptions {
+    /// The redis-rs [`Client`] for these options (feature `driver`): the target's address,
+    /// TLS for `rediss://` (trusting [`TlsFiles::ca_file`](crate::TlsFiles) or the system
+    /// store, presenting the client certificate if one is set), user name, password and
+    /// database. Nothing is connected yet; connect it with [`connection_config`](Self::connection_config)
+    /// so that the timeouts apply.
+    ///
+    /// This is how [`RedisStore::connect`](crate::RedisStore::connect) builds its client; use
+    /// it for commands the store does not offer, with the same server, credentials and
+    /// certificates. The `Client` type is [`redis::Client`] of the redis-rs version this crate
+    /// re-exports as [`session_redis::redis`](crate::redis).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when redis-rs refuses the address, when a TLS file cannot be read or
+    /// holds no certificate (`REDIS_TLS_CA_FILE`, `REDIS_TLS_CERT_FILE`,
+    /// `REDIS_TLS_KEY_FILE`), or for a `rediss://` target when this crate was built without
+    /// the `tls` feature. The messages show the redacted URL only.
+    ///
+    /// ```no_run
+    /// use session_redis::RedisOptions;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let options = RedisOptions::from_url("redis://localhost:6379/0")?;
+    /// let mut con = options
+    ///     .client()?
+    ///     .get_multiplexed_async_connection_with_config(&options.connection_config())
+    ///     .await?;
+    /// let info: String = session_redis::redis::cmd("INFO").arg("server").query_async(&mut con).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn client(&self) -> Result<Client> {
+        let target = self.target();
+        let addr = if target.tls() {
+            ConnectionAddr::TcpTls {
+                host: target.host().to_owned(),
+                port: target.port(),
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(target.host().to_owned(), target.port())
+        };
+        let mut redis_info = RedisConnectionInfo::default().set_db(i64::from(target.db()));
+        if let Some(user) = target.username() {
+            redis_info = redis_info.set_username(user);
         }
-    } else {
-        ConnectionAddr::Tcp(target.host().to_owned(), target.port())
-    };
-    let mut redis_info = RedisConnectionInfo::default().set_db(i64::from(target.db()));
-    if let Some(user) = target.username() {
-        redis_info = redis_info.set_username(user);
+        if let Some(password) = target.password() {
+            redis_info = redis_info.set_password(password.expose());
+        }
+        let info: ConnectionInfo = addr
+            .into_connection_info()
+            .map_err(|e| bad_client(self, e))?
+            .set_redis_settings(redis_info);
+        if target.tls() {
+            tls_client(self, info)
+        } else {
+            Client::open(info).map_err(|e| bad_client(self, e))
+        }
     }
-    if let Some(password) = target.password() {
-        redis_info = redis_info.set_password(password.expose());
-    }
-    let info: ConnectionInfo = addr
-        .into_connection_info()
-        .map_err(|e| bad_client(options, e))?
-        .set_redis_settings(redis_info);
-    if target.tls() {
-        tls_client(options, info)
-    } else {
-        Client::open(info).map_err(|e| bad_client(options, e))
+
+    /// The redis-rs settings for a connection from [`client`](Self::client) (feature
+    /// `driver`): the connect timeout and, as the response timeout, the command timeout.
+    pub fn connection_config(&self) -> AsyncConnectionConfig {
+        AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout()))
+            .set_response_timeout(Some(self.command_timeout()))
     }
 }
 

@@ -140,6 +140,10 @@ pub use options::{
 #[cfg(feature = "pool")]
 pub use pool::VERIFY_AFTER_IDLE;
 pub use prefix::{InvalidPrefix, KeyPrefix, MAX_PREFIX_LEN};
+/// The redis-rs crate this one is built on (feature `driver`): the version of
+/// [`RedisOptions::client`]'s [`Client`](redis::Client), for raw commands next to the store.
+#[cfg(feature = "driver")]
+pub use redis;
 pub use secret::Secret;
 #[cfg(feature = "driver")]
 pub use store::{MAX_PAGE, RedisStore};

@@ -118,6 +118,9 @@ impl ClientIdentity {
 
 /// Everything [`RedisStore::connect`](crate::RedisStore) needs.
 ///
+/// With the feature `driver`, `client()` and `connection_config()` build the redis-rs client
+/// the store uses, for commands the store does not offer.
+///
 /// ```
 /// use std::time::Duration;
 /// use session_redis::{ConnectionMode, RedisOptions};

@@ -4,10 +4,7 @@
 
 use std::path::Path;
 
-use redis::{
-    AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
-    RedisConnectionInfo, aio::MultiplexedConnection,
-};
+use redis::aio::MultiplexedConnection;
 use session_config::{Settings, Sources};
 use session_core::Error;
 use session_redis::{ConnectionMode, RedisOptions, RedisStore, RedisTarget};
@@ -82,81 +79,17 @@ pub(crate) async fn connect_store(options: &RedisOptions) -> CliResult<RedisStor
 }
 
 /// A plain connection for the commands the store does not offer (SCAN + UNLINK, PTTL, HGETALL,
-/// INFO, CONFIG GET), with the same target, credentials, database and timeouts.
+/// INFO, CONFIG GET), with the same target, credentials, database, TLS files and timeouts as
+/// the store ([`RedisOptions::client`]).
 pub(crate) async fn connect_raw(options: &RedisOptions) -> CliResult<MultiplexedConnection> {
     let url = options.redacted_url();
-    let target = options.target();
-    let mut settings = RedisConnectionInfo::default().set_db(i64::from(target.db()));
-    if let Some(user) = target.username() {
-        settings = settings.set_username(user);
-    }
-    if let Some(password) = target.password() {
-        settings = settings.set_password(password.expose());
-    }
-    let addr = if target.tls() {
-        ConnectionAddr::TcpTls {
-            host: target.host().to_owned(),
-            port: target.port(),
-            insecure: false,
-            tls_params: None,
-        }
-    } else {
-        ConnectionAddr::Tcp(target.host().to_owned(), target.port())
-    };
-    let info: ConnectionInfo = addr
-        .into_connection_info()
-        .map_err(|e| CliError::failure(format!("{url}: {e}")))?
-        .set_redis_settings(settings);
-    let client = if target.tls() {
-        tls_client(options, info).await?
-    } else {
-        Client::open(info).map_err(|e| CliError::failure(format!("{url}: {e}")))?
-    };
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(options.connect_timeout()))
-        .set_response_timeout(Some(options.command_timeout()));
+    let client = options
+        .client()
+        .map_err(|e| CliError::from_store(e, &url))?;
     client
-        .get_multiplexed_async_connection_with_config(&config)
+        .get_multiplexed_async_connection_with_config(&options.connection_config())
         .await
         .map_err(|e| redis_error(e, "connecting", &url))
-}
-
-/// A TLS client trusting the configured CA file (or the system store) and presenting the
-/// configured client certificate. The store connects first: it checks the files (PEM with at
-/// least one certificate) and installs the rustls provider, with the library's own errors.
-#[cfg(feature = "tls")]
-async fn tls_client(options: &RedisOptions, info: ConnectionInfo) -> CliResult<Client> {
-    connect_store(options).await?;
-    let files = options.tls_files();
-    let read = |path: &Path| {
-        std::fs::read(path)
-            .map_err(|e| CliError::failure(format!("cannot read {}: {e}", path.display())))
-    };
-    let root_cert = files.ca_file.as_deref().map(read).transpose()?;
-    let client_tls = match &files.client {
-        Some(identity) => Some(redis::ClientTlsConfig {
-            client_cert: read(&identity.cert_file)?,
-            client_key: read(&identity.key_file)?,
-        }),
-        None => None,
-    };
-    Client::build_with_tls(
-        info,
-        redis::TlsCertificates {
-            client_tls,
-            root_cert,
-        },
-    )
-    .map_err(|e| CliError::failure(format!("{}: TLS setup: {e}", options.redacted_url())))
-}
-
-#[cfg(not(feature = "tls"))]
-async fn tls_client(options: &RedisOptions, _info: ConnectionInfo) -> CliResult<Client> {
-    Err(CliError::failure(format!(
-        "{}: this sessionctl was built without TLS support",
-        options.redacted_url()
-    ))
-    .hint("build it with `cargo build -p sessionctl --features tls`"))
 }
 
 /// A redis-rs error as a failure, classified like the store does.
