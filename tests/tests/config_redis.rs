@@ -5,26 +5,18 @@
 //! Settings come from explicit environment maps (`Sources`): the process environment is never
 //! read or changed.
 
+mod common;
+
 use std::{
     io::Write as _,
     sync::{Arc, Mutex},
 };
 
+use common::private_server;
 use integration_tests::{Agent, unique, unique_id};
-use redis_harness::{RedisServer, ServerOptions};
+use redis_harness::ServerOptions;
 use session_config::{BuiltStore, Settings, Sources};
 use session_core::{Error, SessionId};
-
-fn private_server(test: &str, options: ServerOptions) -> Option<RedisServer> {
-    let binary = redis_harness::env::server_binary(test)?;
-    Some(
-        RedisServer::start(ServerOptions {
-            binary: Some(binary),
-            ..options
-        })
-        .unwrap_or_else(|e| panic!("{test}: cannot start redis-server: {e}")),
-    )
-}
 
 /// `USE_REDIS=true`, a key prefix no other test uses, a short connect timeout, and `vars`.
 fn settings(tag: &str, vars: &[(&str, &str)]) -> Settings {

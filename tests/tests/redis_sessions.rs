@@ -1,13 +1,16 @@
 //! The scenarios on real Redis: two service instances, restarts of the service and of
 //! redis-server, TTL expiry, what `redis-cli` sees, credentials, corrupt data.
 
+mod common;
+
 use std::{sync::Arc, time::Duration};
 
+use common::private_server;
 use integration_tests::{
     Agent, connect, options_with_unique_prefix, port_and_db, redis_cli, run_redis_cli, unique,
     unique_id,
 };
-use redis_harness::{RedisServer, ServerOptions};
+use redis_harness::ServerOptions;
 use session_core::{Error, SessionManager, SessionStore, Summarize, Ttl};
 use session_redis::{RedisOptions, RedisStore, RedisTarget};
 
@@ -15,17 +18,6 @@ fn agents(store: RedisStore) -> SessionManager<Agent> {
     SessionManager::builder(Arc::new(store) as Arc<dyn SessionStore>)
         .summarize(Agent::summary)
         .build()
-}
-
-fn private_server(test: &str, options: ServerOptions) -> Option<RedisServer> {
-    let binary = redis_harness::env::server_binary(test)?;
-    Some(
-        RedisServer::start(ServerOptions {
-            binary: Some(binary),
-            ..options
-        })
-        .unwrap_or_else(|e| panic!("{test}: cannot start redis-server: {e}")),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,24 +4,12 @@
 
 mod common;
 
-use common::TempDir;
+use common::{TempDir, config_error};
 use session_config::{Settings, Sources};
-use session_core::Error;
 
 /// The error for one environment variable set to `value`.
 fn env_error(name: &str, value: &str) -> (String, String, String) {
     config_error(Settings::load_from(&Sources::new().env(name, value)))
-}
-
-fn config_error(result: Result<Settings, Error>) -> (String, String, String) {
-    match result {
-        Err(Error::Config {
-            key,
-            value,
-            expected,
-        }) => (key, value, expected),
-        other => panic!("expected a configuration error, got {other:?}"),
-    }
 }
 
 /// Asserts the error names `name`, shows `value` quoted and expects something mentioning

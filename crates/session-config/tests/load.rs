@@ -5,23 +5,12 @@ mod common;
 
 use std::{num::NonZeroUsize, path::PathBuf, time::Duration};
 
-use common::TempDir;
+use common::{TempDir, config_error};
 use session_config::{ConnectionMode, Settings, Sources};
-use session_core::{Error, FallbackPolicy, Ttl};
+use session_core::{FallbackPolicy, Ttl};
 
 fn shipped_config_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config")
-}
-
-fn config_error(result: Result<Settings, Error>) -> (String, String, String) {
-    match result {
-        Err(Error::Config {
-            key,
-            value,
-            expected,
-        }) => (key, value, expected),
-        other => panic!("expected a configuration error, got {other:?}"),
-    }
 }
 
 #[test]

@@ -31,9 +31,10 @@ fn urls_parse_into_parts() {
         (t.host(), t.port(), t.db(), t.tls()),
         ("localhost", 6379, 0, true)
     );
-    let t = RedisTarget::parse("redis://app:p%40ss%3Aw@h/").unwrap();
+    let t = RedisTarget::parse("redis://app:p%40ss%3Aw%2Frd@h/").unwrap();
     assert_eq!(t.username(), Some("app"));
-    assert_eq!(t.password().map(Secret::expose), Some("p@ss:w"));
+    assert_eq!(t.password().map(Secret::expose), Some("p@ss:w/rd"));
+    assert_eq!(t.db(), 0, "a trailing slash without a database");
     let t = RedisTarget::parse("redis://:only@h:1").unwrap();
     assert_eq!(
         (t.username(), t.password().map(Secret::expose)),

@@ -1,10 +1,27 @@
 #![allow(dead_code, clippy::unwrap_used)]
-//! A temporary directory for configuration files, without a dependency: removed on drop.
+//! What the configuration tests share: a temporary directory for configuration files (without
+//! a dependency, removed on drop) and the parts of a configuration error.
 
 use std::{
     path::{Path, PathBuf},
     sync::atomic::{AtomicUsize, Ordering},
 };
+
+use session_config::Settings;
+use session_core::Error;
+
+/// The key, value and expectation of the [`Error::Config`] in `result`; panics on anything
+/// else.
+pub(crate) fn config_error(result: Result<Settings, Error>) -> (String, String, String) {
+    match result {
+        Err(Error::Config {
+            key,
+            value,
+            expected,
+        }) => (key, value, expected),
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+}
 
 /// A directory under the system temp dir, removed on drop.
 pub(crate) struct TempDir(PathBuf);
