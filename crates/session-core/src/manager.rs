@@ -15,8 +15,24 @@ use crate::{
     Codec, Condition, Cursor, Error, Meta, Page, Record, Result, Session, SessionId, SessionInfo,
     SessionStore, Summary, Timestamp, Ttl, Write, WriteOutcome,
     local_copies::{Copy, DEFAULT_LOCAL_COPY_BYTES, LocalCopies},
-    observe::{self, event},
+    observe,
 };
+
+/// A `tracing` event about session `$id` of `$manager`, with the fields every session event
+/// carries (see [`observe`]): `component = "session"`, `session_id`, `backend` and
+/// `event_type` (the name of a constant in [`observe::event`]), then the event's own fields, if any,
+/// and its message.
+macro_rules! session_event {
+    ($level:ident, $manager:expr, $id:expr, $event_type:ident, $($fields_and_message:tt)+) => {
+        tracing::$level!(
+            component = "session",
+            session_id = %$id,
+            backend = $manager.backend(),
+            event_type = $crate::observe::event::$event_type,
+            $($fields_and_message)+
+        )
+    };
+}
 
 /// Default bound on compare-and-set attempts in [`SessionManager::modify`].
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 64;
@@ -433,17 +449,7 @@ where
                         None => Basis::Absent,
                     };
                     conflicts += 1;
-                    metrics::counter!(observe::metric::CONFLICT_RETRIES, "backend" => self.backend())
-                        .increment(1);
-                    tracing::debug!(
-                        component = "session",
-                        session_id = %id,
-                        backend = self.backend(),
-                        event_type = event::CONFLICT_RETRY,
-                        conflicts,
-                        "version conflict, retrying"
-                    );
-                    backoff(conflicts).await;
+                    self.retry_after_conflict(id, conflicts).await;
                 }
             }
         }
@@ -456,13 +462,7 @@ where
         let result = self.inner.store.delete(id).await;
         self.inner.copies.remove(id);
         if let Ok(true) = result {
-            tracing::info!(
-                component = "session",
-                session_id = %id,
-                backend = self.backend(),
-                event_type = event::SESSION_DELETED,
-                "session deleted"
-            );
+            session_event!(info, self, id, SESSION_DELETED, "session deleted");
         }
         observe::record("delete", self.backend(), start, &result);
         result
@@ -529,11 +529,11 @@ where
             && self.inner.store.touch(id, self.inner.ttl).await?
         {
             session.ttl = Some(self.inner.ttl.as_duration());
-            tracing::debug!(
-                component = "session",
-                session_id = %id,
-                backend = self.backend(),
-                event_type = event::SESSION_TOUCHED,
+            session_event!(
+                debug,
+                self,
+                id,
+                SESSION_TOUCHED,
                 "session TTL refreshed on read"
             );
         }
@@ -626,14 +626,7 @@ where
                 version,
                 created_at,
             } => {
-                tracing::debug!(
-                    component = "session",
-                    session_id = %id,
-                    backend = self.backend(),
-                    event_type = event::SESSION_SAVED,
-                    version,
-                    "session saved"
-                );
+                session_event!(debug, self, id, SESSION_SAVED, version, "session saved");
                 let meta = Meta {
                     created_at,
                     updated_at: Timestamp::now(),
@@ -662,14 +655,24 @@ where
         }
     }
 
-    fn created(&self, id: &SessionId) {
-        tracing::info!(
-            component = "session",
-            session_id = %id,
-            backend = self.backend(),
-            event_type = event::AGENT_CREATED,
-            "session created"
+    /// Counts and logs the `conflicts`-th refused write of a `modify`, then waits before the
+    /// next attempt.
+    async fn retry_after_conflict(&self, id: &SessionId, conflicts: u32) {
+        metrics::counter!(observe::metric::CONFLICT_RETRIES, "backend" => self.backend())
+            .increment(1);
+        session_event!(
+            debug,
+            self,
+            id,
+            CONFLICT_RETRY,
+            conflicts,
+            "version conflict, retrying"
         );
+        backoff(conflicts).await;
+    }
+
+    fn created(&self, id: &SessionId) {
+        session_event!(info, self, id, AGENT_CREATED, "session created");
     }
 
     fn session(&self, id: &SessionId, value: T, version: u64, meta: Meta) -> Session<T> {
