@@ -23,6 +23,9 @@
 //! deleting, touching, counting, pinging); a plain connection to the same server does the rest
 //! (SCAN + UNLINK for `purge`, `PTTL`, `HGETALL` for `show --raw`, `INFO` and `CONFIG GET`).
 #![forbid(unsafe_code)]
+// The doc comments of the clap structs are the `--help` text users read, with glob and URL
+// syntax such as `[abc]` and `[user][:password@]`: rustdoc must not take those for links.
+#![allow(rustdoc::broken_intra_doc_links)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod cli;
