@@ -3,7 +3,12 @@
 //!
 //! A copy is only ever the *basis* of a conditional write (`Condition::IfUnchanged`): if the
 //! session changed since, the store refuses the write and hands back the current record, so a
-//! stale copy costs nothing but the refused write. Reads (`get`) never answer from a copy.
+//! stale copy costs one refused write. Reads (`get`) never answer from a copy.
+//!
+//! A session that another writer is seen to change (a refused write, or a read that finds a
+//! version this instance did not write) is marked *shared*: its copy is not used as a basis
+//! until a read finds it unchanged again, so sessions that instances take turns on cost a read
+//! and a write (the read is the cheaper request) instead of a doomed write and a write.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -38,6 +43,8 @@ impl From<Record> for Copy {
 
 struct Entry {
     copy: Copy,
+    /// Another writer was seen: do not write from this copy without reading first.
+    shared: bool,
     /// After this the session has expired in the store too: the copy is useless.
     valid_until: Option<Instant>,
     tick: u64,
@@ -71,8 +78,8 @@ impl LocalCopies {
         self.lru.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The copy of `id`, if one is kept and its session cannot have expired yet.
-    pub(crate) fn get(&self, id: &SessionId) -> Option<Copy> {
+    /// The copy of `id` to write from: kept, its session not expired yet, and not marked shared.
+    pub(crate) fn basis(&self, id: &SessionId) -> Option<Copy> {
         if self.budget == 0 {
             return None;
         }
@@ -82,18 +89,49 @@ impl LocalCopies {
             lru.remove(id);
             return None;
         }
+        if entry.shared {
+            return None;
+        }
         let copy = entry.copy.clone();
         lru.bump(id);
         Some(copy)
     }
 
-    /// Keeps `copy` as the latest known state of `id`, which lives `ttl` from now.
-    pub(crate) fn put(&self, id: &SessionId, copy: Copy, ttl: Option<Duration>) {
+    /// Keeps what a read found. If it is not what this instance last knew, another writer is
+    /// at work: the session is marked shared. If it is, nobody else wrote: the mark is cleared.
+    pub(crate) fn remember_read(&self, id: &SessionId, copy: Copy, ttl: Option<Duration>) {
+        self.put(id, copy, ttl, |known, copy| {
+            known.is_some_and(|k| {
+                k.copy.version != copy.version || k.copy.created_at != copy.created_at
+            })
+        });
+    }
+
+    /// Keeps what this instance just wrote; the shared mark stays as it was.
+    pub(crate) fn remember_write(&self, id: &SessionId, copy: Copy, ttl: Option<Duration>) {
+        self.put(id, copy, ttl, |known, _| known.is_some_and(|k| k.shared));
+    }
+
+    /// Keeps the current record a refused write brought back: another writer was at work.
+    pub(crate) fn remember_refusal(&self, id: &SessionId, copy: Copy, ttl: Option<Duration>) {
+        self.put(id, copy, ttl, |_, _| true);
+    }
+
+    /// Keeps `copy` as the latest known state of `id`, which lives `ttl` from now; `shared`
+    /// decides the mark from the entry known so far (if any) and the new copy.
+    fn put(
+        &self,
+        id: &SessionId,
+        copy: Copy,
+        ttl: Option<Duration>,
+        shared: impl FnOnce(Option<&Entry>, &Copy) -> bool,
+    ) {
         let size = copy.payload.len();
         if self.budget == 0 {
             return;
         }
         let mut lru = self.lock();
+        let shared = shared(lru.entries.get(id), &copy);
         lru.remove(id);
         if size > self.budget {
             return;
@@ -114,6 +152,7 @@ impl LocalCopies {
             id.clone(),
             Entry {
                 copy,
+                shared,
                 valid_until: ttl.and_then(|ttl| Instant::now().checked_add(ttl)),
                 tick,
             },
@@ -167,21 +206,21 @@ mod tests {
     #[test]
     fn keeps_within_the_byte_budget_evicting_the_least_recently_used() {
         let copies = LocalCopies::new(300);
-        copies.put(&id("a"), copy(100, 1), None);
-        copies.put(&id("b"), copy(100, 1), None);
-        copies.put(&id("c"), copy(100, 1), None);
-        assert!(copies.get(&id("a")).is_some()); // "b" is now the oldest
-        copies.put(&id("d"), copy(100, 1), None);
-        assert!(copies.get(&id("b")).is_none());
+        copies.remember_write(&id("a"), copy(100, 1), None);
+        copies.remember_write(&id("b"), copy(100, 1), None);
+        copies.remember_write(&id("c"), copy(100, 1), None);
+        assert!(copies.basis(&id("a")).is_some()); // "b" is now the oldest
+        copies.remember_write(&id("d"), copy(100, 1), None);
+        assert!(copies.basis(&id("b")).is_none());
         for s in ["a", "c", "d"] {
-            assert!(copies.get(&id(s)).is_some(), "{s}");
+            assert!(copies.basis(&id(s)).is_some(), "{s}");
         }
         assert_eq!(copies.lock().bytes, 300);
-        copies.put(&id("a"), copy(50, 2), None);
+        copies.remember_write(&id("a"), copy(50, 2), None);
         assert_eq!(copies.lock().bytes, 250);
-        assert_eq!(copies.get(&id("a")).map(|c| c.version), Some(2));
-        copies.put(&id("huge"), copy(301, 1), None);
-        assert!(copies.get(&id("huge")).is_none());
+        assert_eq!(copies.basis(&id("a")).map(|c| c.version), Some(2));
+        copies.remember_write(&id("huge"), copy(301, 1), None);
+        assert!(copies.basis(&id("huge")).is_none());
         copies.remove(&id("a"));
         assert_eq!(copies.lock().bytes, 200);
         assert_eq!(copies.lock().order.len(), 2);
@@ -190,15 +229,41 @@ mod tests {
     #[test]
     fn copies_of_expired_sessions_are_not_used() {
         let copies = LocalCopies::new(1000);
-        copies.put(&id("a"), copy(10, 1), Some(Duration::ZERO));
-        assert!(copies.get(&id("a")).is_none());
+        copies.remember_write(&id("a"), copy(10, 1), Some(Duration::ZERO));
+        assert!(copies.basis(&id("a")).is_none());
         assert_eq!(copies.lock().bytes, 0);
+    }
+
+    #[test]
+    fn another_writer_marks_a_session_shared_until_a_read_finds_it_unchanged() {
+        let copies = LocalCopies::new(1000);
+        let a = id("a");
+        copies.remember_write(&a, copy(10, 1), None);
+        assert!(copies.basis(&a).is_some(), "own write: write from the copy");
+        copies.remember_refusal(&a, copy(10, 2), None);
+        assert!(copies.basis(&a).is_none(), "refused: read first next time");
+        copies.remember_write(&a, copy(10, 3), None);
+        assert!(copies.basis(&a).is_none(), "a write keeps the mark");
+        copies.remember_read(&a, copy(10, 4), None);
+        assert!(
+            copies.basis(&a).is_none(),
+            "a read of another writer's version keeps it"
+        );
+        copies.remember_write(&a, copy(10, 5), None);
+        copies.remember_read(&a, copy(10, 5), None);
+        assert!(
+            copies.basis(&a).is_some(),
+            "a read finding our own write clears it"
+        );
+        let b = id("b");
+        copies.remember_read(&b, copy(10, 7), None);
+        assert!(copies.basis(&b).is_some(), "first sight is not shared");
     }
 
     #[test]
     fn a_zero_budget_keeps_nothing() {
         let copies = LocalCopies::new(0);
-        copies.put(&id("a"), copy(10, 1), None);
-        assert!(copies.get(&id("a")).is_none());
+        copies.remember_write(&id("a"), copy(10, 1), None);
+        assert!(copies.basis(&id("a")).is_none());
     }
 }

@@ -405,7 +405,7 @@ where
         R: Send,
     {
         // What the next attempt starts from: a known state, known absence, or nothing (read).
-        let mut basis = match self.inner.copies.get(id) {
+        let mut basis = match self.inner.copies.basis(id) {
             Some(copy) => Basis::Known(copy),
             None => Basis::Unknown,
         };
@@ -414,8 +414,16 @@ where
         for _ in 0..self.inner.max_attempts {
             if matches!(basis, Basis::Unknown) {
                 basis = match self.inner.store.load(id).await? {
-                    Some(record) => Basis::Known(Copy::from(record)),
-                    None => Basis::Absent,
+                    Some(record) => {
+                        let ttl = record.ttl;
+                        let copy = Copy::from(record);
+                        self.inner.copies.remember_read(id, copy.clone(), ttl);
+                        Basis::Known(copy)
+                    }
+                    None => {
+                        self.inner.copies.remove(id);
+                        Basis::Absent
+                    }
                 };
             }
             let (mut value, condition) = match std::mem::replace(&mut basis, Basis::Unknown) {
@@ -550,7 +558,7 @@ where
             version,
             ttl,
         } = record;
-        self.inner.copies.put(
+        self.inner.copies.remember_read(
             id,
             Copy {
                 payload,
@@ -638,16 +646,16 @@ where
                     version,
                     created_at,
                 };
-                self.inner.copies.put(id, copy, Some(ttl));
+                self.inner.copies.remember_write(id, copy, Some(ttl));
                 Ok(Written::Yes { version, meta })
             }
             WriteOutcome::Rejected { current } => {
                 match &current {
-                    Some(record) => {
-                        self.inner
-                            .copies
-                            .put(id, Copy::from(record.clone()), record.ttl)
-                    }
+                    Some(record) => self.inner.copies.remember_refusal(
+                        id,
+                        Copy::from(record.clone()),
+                        record.ttl,
+                    ),
                     None => self.inner.copies.remove(id),
                 }
                 Ok(Written::No { current })

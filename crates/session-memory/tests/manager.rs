@@ -430,6 +430,23 @@ async fn modify_after_another_instance_wrote_costs_no_extra_read() {
     let c = agents(store.clone());
     c.modify(&user, |s| s.chat("from c")).await.unwrap();
     assert_eq!(store.take(), (1, 1), "(loads, writes)");
+    // A has seen another writer: while instances take turns, it reads first (a read is cheaper
+    // than a doomed write of the whole state) ...
+    a.modify(&user, |s| s.chat("a again")).await.unwrap();
+    assert_eq!(store.take(), (1, 1), "(loads, writes) while shared");
+    // ... until a read finds its own last write: then it writes from its copy again.
+    a.modify(&user, |s| s.chat("a alone")).await.unwrap();
+    assert_eq!(
+        store.take(),
+        (1, 1),
+        "(loads, writes) when the read confirms the copy"
+    );
+    a.modify(&user, |s| s.chat("a alone again")).await.unwrap();
+    assert_eq!(
+        store.take(),
+        (0, 1),
+        "(loads, writes) back to one round trip"
+    );
 }
 
 #[tokio::test]
