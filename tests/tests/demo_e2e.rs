@@ -71,6 +71,7 @@ fn two_demo_processes_share_one_conversation_across_restarts() {
         redis_url: redis_url.clone(),
         prefix: prefix.clone(),
         workdir: scratch.path().to_path_buf(),
+        use_redis: true,
     };
     let id = unique("conversation");
 
@@ -255,6 +256,83 @@ fn check_history(view: &Value, burst: &[Vec<String>], total: usize) {
     assert_eq!(rest.len(), burst.iter().map(Vec::len).sum::<usize>());
 }
 
+/// The migration path from a service's memory to Redis: a demo on the in-memory store holds
+/// conversations; its admin export (`GET /admin/export`, JSON Lines) goes through
+/// `sessionctl import` into Redis; a demo on Redis then continues every conversation where it
+/// stood.
+#[test]
+fn sessions_move_from_a_memory_demo_into_redis() {
+    const TEST: &str = "sessions_move_from_a_memory_demo_into_redis";
+    let Some(redis_url) = redis_harness::env::redis_url(TEST) else {
+        return;
+    };
+    let bins = Binaries::build();
+    let scratch = Scratch::new();
+    let prefix = format!("e2e-{}:", unique("migrate"));
+    let mut env = DemoEnv {
+        redis_url: redis_url.clone(),
+        prefix: prefix.clone(),
+        workdir: scratch.path().to_path_buf(),
+        use_redis: false,
+    };
+    let ids = [unique("printer"), unique("wifi"), unique("laptop")];
+    let mut memory = Demo::start(&bins.demo, &env, "memory", scratch.path());
+    for (n, id) in ids.iter().enumerate() {
+        for message in SCRIPT.iter().take(n + 2).map(|(m, _, _)| m) {
+            memory.say(id, message);
+        }
+    }
+    let before: Vec<Value> = ids.iter().map(|id| memory.session(id)).collect();
+
+    let (status, export) = memory.request("GET", "/admin/export", None);
+    assert_eq!(status, 200, "{export}");
+    assert_eq!(export.lines().count(), ids.len(), "{export}");
+    let file = scratch.path().join("sessions.jsonl");
+    std::fs::write(&file, &export).unwrap();
+    memory.terminate();
+
+    let output = Command::new(&bins.sessionctl)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("CONFIG_DIR", workspace_root().join("config"))
+        .env("APP_ENV", "test")
+        .current_dir(scratch.path())
+        .args(["--url", &redis_url, "--prefix", &prefix, "--json", "import"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "sessionctl import failed ({}): {stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["imported"], ids.len() as u64, "{report}");
+    assert_eq!(report["bad"], 0, "{report}");
+
+    env.use_redis = true;
+    let redis = Demo::start(&bins.demo, &env, "redis", scratch.path());
+    for (id, was) in ids.iter().zip(&before) {
+        let now = redis.session(id);
+        assert_eq!(
+            history(&now),
+            history(was),
+            "{id}: the conversation changed"
+        );
+        assert_eq!(now["state"], was["state"], "{now}");
+        assert_eq!(now["current_attempt"], was["current_attempt"], "{now}");
+    }
+    // ... and the conversation goes on where it stood.
+    let reply = redis.say(&ids[2], "yes, that fixed it");
+    assert_eq!(
+        history(&redis.session(&ids[2])).len(),
+        history(&before[2]).len() + 2
+    );
+    assert!(reply["state"].is_string(), "{reply}");
+}
+
 /// The value of the first `key` found anywhere in `value` (depth first).
 fn find_key<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
     match value {
@@ -356,6 +434,8 @@ struct DemoEnv {
     redis_url: String,
     prefix: String,
     workdir: PathBuf,
+    /// Keep sessions in Redis (else in the process's memory).
+    use_redis: bool,
 }
 
 /// A running `session-demo`, killed when dropped (SIGKILL, as a last resort on failure).
@@ -381,7 +461,7 @@ impl Demo {
                 .env("PATH", std::env::var_os("PATH").unwrap_or_default())
                 .env("CONFIG_DIR", workspace_root().join("config"))
                 .env("APP_ENV", "test")
-                .env("USE_REDIS", "true")
+                .env("USE_REDIS", env.use_redis.to_string())
                 .env("SESSION_FALLBACK", "none")
                 .env("REDIS_URL", &env.redis_url)
                 .env("REDIS_KEY_PREFIX", &env.prefix)
@@ -400,7 +480,7 @@ impl Demo {
                 port,
                 log,
             };
-            match demo.wait_healthy() {
+            match demo.wait_healthy(env.use_redis) {
                 Ok(()) => return demo,
                 Err(why) => {
                     last_failure = format!("{why}\n--- log of {name} ---\n{}", demo.log_text());
@@ -414,7 +494,7 @@ impl Demo {
         panic!("demo {name} did not start: {last_failure}");
     }
 
-    fn wait_healthy(&mut self) -> Result<(), String> {
+    fn wait_healthy(&mut self, redis: bool) -> Result<(), String> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
@@ -422,10 +502,12 @@ impl Demo {
             }
             if let Ok((200, body)) = try_request(self.port, "GET", "/healthz", None) {
                 let health: Value = serde_json::from_str(&body).unwrap();
-                if health["backend"] == "redis"
-                    && health["status"] == "ok"
-                    && health["redis"]["reachable"] == true
-                {
+                let backend_ok = if redis {
+                    health["backend"] == "redis" && health["redis"]["reachable"] == true
+                } else {
+                    health["backend"] == "memory"
+                };
+                if backend_ok && health["status"] == "ok" {
                     return Ok(());
                 }
                 return Err(format!(

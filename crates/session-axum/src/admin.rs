@@ -6,9 +6,11 @@ use std::time::Duration;
 use axum::{
     Json, Router,
     extract::{FromRequestParts, Path, Query, State, rejection::PathRejection},
-    http::{StatusCode, request::Parts},
+    http::{StatusCode, header, request::Parts},
+    response::{IntoResponse, Response},
     routing::get,
 };
+use base64::Engine as _;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use session_core::{Cursor, Error, Session, SessionId, SessionInfo, SessionManager, Summary};
 
@@ -26,7 +28,11 @@ pub const MAX_LIMIT: usize = 1000;
 ///   (`limit` 1 to 1000, default 50; follow `next_cursor` until it is `null`);
 /// - `GET /sessions/{id}`: the whole session as a [`SessionDetail`] (the state under
 ///   `value`), or 404;
-/// - `DELETE /sessions/{id}`: 204 No Content, or 404 when there is no such session.
+/// - `DELETE /sessions/{id}`: 204 No Content, or 404 when there is no such session;
+/// - `GET /export`: every session as JSON Lines in the format `sessionctl import` reads
+///   (one [`ExportLine`] per line): the way to move sessions out of a service's in-memory
+///   store into Redis (`curl .../admin/export > sessions.jsonl`, then
+///   `sessionctl import sessions.jsonl`).
 ///
 /// Errors are [`ApiError`] JSON bodies (400 for an invalid id, limit or cursor). The router
 /// carries its own state, so it merges into a router of any state type.
@@ -48,7 +54,71 @@ where
     Router::new()
         .route("/sessions", get(list::<T>))
         .route("/sessions/{id}", get(show::<T>).delete(delete::<T>))
+        .route("/export", get(export::<T>))
         .with_state(manager)
+}
+
+/// One session in the portable JSON Lines format shared with `sessionctl export`/`import`:
+/// the stored envelope byte for byte (base64), its version, remaining TTL and times in
+/// milliseconds (UTC, since the Unix epoch) and its summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportLine {
+    /// The session id.
+    pub id: String,
+    /// Its version when exported (an import writes it anew).
+    pub version: u64,
+    /// Milliseconds left before it expires (`null`: no expiry).
+    pub ttl_ms: Option<u64>,
+    /// When it was created, ms since the epoch.
+    pub created_at: u64,
+    /// When it was last written, ms since the epoch.
+    pub updated_at: u64,
+    /// What listings show.
+    pub summary: Summary,
+    /// The stored envelope, standard base64 with padding.
+    pub payload_b64: String,
+}
+
+/// Sessions read per store call while exporting.
+const EXPORT_PAGE: usize = 500;
+
+async fn export<T>(State(manager): State<SessionManager<T>>) -> Result<Response, ApiError>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    let store = manager.store();
+    let mut body = String::new();
+    let mut cursor = None;
+    loop {
+        let page = store.list_page(cursor.as_ref(), EXPORT_PAGE).await?;
+        for info in &page.sessions {
+            // A session that expired or was deleted since it was listed is simply not there.
+            let Some(record) = store.load(&info.id).await? else {
+                continue;
+            };
+            let line = ExportLine {
+                id: info.id.to_string(),
+                version: record.version,
+                ttl_ms: record
+                    .ttl
+                    .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                created_at: record.meta.created_at.as_millis(),
+                updated_at: record.meta.updated_at.as_millis(),
+                summary: record.meta.summary,
+                payload_b64: base64::engine::general_purpose::STANDARD.encode(&record.payload),
+            };
+            let text = serde_json::to_string(&line).map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "export", e.to_string())
+            })?;
+            body.push_str(&text);
+            body.push('\n');
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
 async fn list<T>(

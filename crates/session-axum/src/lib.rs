@@ -62,8 +62,8 @@ mod extract;
 mod source;
 
 pub use admin::{
-    DEFAULT_LIMIT, ListParams, MAX_LIMIT, SessionDetail, SessionItem, SessionPage, admin_router,
-    ttl_secs,
+    DEFAULT_LIMIT, ExportLine, ListParams, MAX_LIMIT, SessionDetail, SessionItem, SessionPage,
+    admin_router, ttl_secs,
 };
 pub use error::{ApiError, ErrorBody};
 pub use extract::{LoadedSession, ResolvedId, Sessions};

@@ -158,3 +158,35 @@ async fn delete_is_204_then_404() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"], "not_found");
 }
+
+#[tokio::test]
+async fn export_writes_every_session_as_a_json_line_with_its_envelope() {
+    use axum::body::to_bytes;
+    use base64::Engine as _;
+    use session_core::Codec;
+    use tower::ServiceExt;
+
+    let (manager, app) = setup(1203).await;
+    let response = app.oneshot(get("/admin/export")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let bytes = to_bytes(response.into_body(), 64 << 20).await.unwrap();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let lines: Vec<session_axum::ExportLine> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1203, "every session once, across export pages");
+    let line = lines.iter().find(|l| l.id == "user-07").unwrap();
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(&line.payload_b64)
+        .unwrap();
+    let id = SessionId::new("user-07").unwrap();
+    let agent: Agent = Codec::default().decode(&id, &payload).unwrap();
+    assert_eq!(agent.current_attempt, 7);
+    let stored = manager.get(&id).await.unwrap().unwrap();
+    assert_eq!(line.version, stored.version());
+    assert_eq!(line.created_at, stored.meta().created_at.as_millis());
+    assert_eq!(line.summary, stored.meta().summary);
+    assert!(line.ttl_ms.is_some_and(|t| t > 3_500_000 && t <= 3_600_000));
+}
