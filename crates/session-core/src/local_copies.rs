@@ -20,8 +20,22 @@ use bytes::Bytes;
 
 use crate::{Record, SessionId, Timestamp};
 
-/// Default budget: the payload bytes kept, all sessions together.
+/// Default budget: the bytes kept, all sessions together (payloads, ids and a per-entry
+/// allowance for the maps).
 pub const DEFAULT_LOCAL_COPY_BYTES: usize = 8 * 1024 * 1024;
+
+/// What one remembered session costs besides its payload and id bytes: the entry, its key in
+/// both maps and their nodes. Counted so that many small sessions cannot hold many times the
+/// budget.
+const ENTRY_OVERHEAD: usize = 160;
+
+/// The bytes `copy` of `id` is charged against the budget.
+fn footprint(id: &SessionId, copy: &Copy) -> usize {
+    copy.payload
+        .len()
+        .saturating_add(id.as_str().len())
+        .saturating_add(ENTRY_OVERHEAD)
+}
 
 /// What a copy holds: enough for a conditional write.
 #[derive(Debug, Clone)]
@@ -126,7 +140,7 @@ impl LocalCopies {
         ttl: Option<Duration>,
         shared: impl FnOnce(Option<&Entry>, &Copy) -> bool,
     ) {
-        let size = copy.payload.len();
+        let size = footprint(id, &copy);
         if self.budget == 0 {
             return;
         }
@@ -141,7 +155,7 @@ impl LocalCopies {
                 break;
             };
             if let Some(old) = lru.entries.remove(&oldest) {
-                lru.bytes -= old.copy.payload.len();
+                lru.bytes -= footprint(&oldest, &old.copy);
             }
         }
         lru.clock += 1;
@@ -172,7 +186,7 @@ impl Lru {
     fn remove(&mut self, id: &SessionId) {
         if let Some(old) = self.entries.remove(id) {
             self.order.remove(&old.tick);
-            self.bytes -= old.copy.payload.len();
+            self.bytes -= footprint(id, &old.copy);
         }
     }
 
@@ -205,7 +219,9 @@ mod tests {
 
     #[test]
     fn keeps_within_the_byte_budget_evicting_the_least_recently_used() {
-        let copies = LocalCopies::new(300);
+        // Every id below is one byte long, so a 100-byte copy costs the same for each.
+        let unit = footprint(&id("a"), &copy(100, 1));
+        let copies = LocalCopies::new(3 * unit);
         copies.remember_write(&id("a"), copy(100, 1), None);
         copies.remember_write(&id("b"), copy(100, 1), None);
         copies.remember_write(&id("c"), copy(100, 1), None);
@@ -215,15 +231,40 @@ mod tests {
         for s in ["a", "c", "d"] {
             assert!(copies.basis(&id(s)).is_some(), "{s}");
         }
-        assert_eq!(copies.lock().bytes, 300);
+        assert_eq!(copies.lock().bytes, 3 * unit);
         copies.remember_write(&id("a"), copy(50, 2), None);
-        assert_eq!(copies.lock().bytes, 250);
+        assert_eq!(copies.lock().bytes, 3 * unit - 50);
         assert_eq!(copies.basis(&id("a")).map(|c| c.version), Some(2));
-        copies.remember_write(&id("huge"), copy(301, 1), None);
+        copies.remember_write(&id("huge"), copy(3 * unit, 1), None);
         assert!(copies.basis(&id("huge")).is_none());
         copies.remove(&id("a"));
-        assert_eq!(copies.lock().bytes, 200);
+        assert_eq!(copies.lock().bytes, 2 * unit);
         assert_eq!(copies.lock().order.len(), 2);
+    }
+
+    #[test]
+    fn many_small_sessions_cannot_hold_many_times_the_budget() {
+        // Small states under long ids: counting payload bytes alone kept all 10 000 copies
+        // (40 KB of payloads, but over 2 MB of ids and map entries) under a 64 KiB budget.
+        let budget = 64 * 1024;
+        let copies = LocalCopies::new(budget);
+        let long = "x".repeat(100);
+        for n in 0..10_000 {
+            copies.remember_write(&id(&format!("{long}{n:05}")), copy(4, 1), None);
+        }
+        let lru = copies.lock();
+        let held: usize = lru
+            .entries
+            .iter()
+            .map(|(id, e)| e.copy.payload.len() + id.as_str().len())
+            .sum::<usize>()
+            + lru.entries.len() * std::mem::size_of::<Entry>();
+        assert!(
+            held <= budget,
+            "{} copies hold {held} bytes over a budget of {budget}",
+            lru.entries.len()
+        );
+        assert_eq!(lru.entries.len(), lru.order.len());
     }
 
     #[test]

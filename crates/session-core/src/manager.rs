@@ -156,8 +156,8 @@ impl<T> ManagerBuilder<T> {
         self
     }
 
-    /// How many payload bytes of recently used sessions the manager remembers (default
-    /// [`DEFAULT_LOCAL_COPY_BYTES`]; 0 turns it off). A remembered session is modified in one
+    /// How many bytes of recently used sessions (payloads, ids and per-entry bookkeeping) the
+    /// manager remembers (default [`DEFAULT_LOCAL_COPY_BYTES`]; 0 turns it off). A remembered session is modified in one
     /// round trip (a write conditioned on the remembered version) instead of two (read, then
     /// write). Reads never answer from it.
     #[must_use]
