@@ -17,6 +17,9 @@ use crate::layout;
 ///   so that a compare-and-set loop goes on without another round trip;
 /// - `{"corrupt", reason}` (the key holds another type, or `v` is not a number), writing nothing.
 ///
+/// `unchanged` compares `c` only when the hash has one: a hash without it (by hand, or from an
+/// older layout) is read with `created_at` = its last update, which `c` could never match.
+///
 /// A missing `v` on an existing key is corrupt too, so that a stray hash can never be mistaken
 /// for "absent" and silently overwritten. Versions are formatted with `%.0f`: Lua 5.1's
 /// `tostring` would switch to exponent notation from 1e14 on.
@@ -43,7 +46,10 @@ if mode == 'absent' then
 elseif mode == 'version' then
   allowed = version and version == tonumber(ARGV[2])
 elseif mode == 'unchanged' then
-  allowed = version and version == tonumber(ARGV[2]) and c == ARGV[7]
+  -- A hash without `c` (written by hand, or by an older layout) has no creation time to
+  -- compare: readers report its last update instead, so only the version can be checked.
+  -- The write then gives it a `c`.
+  allowed = version and version == tonumber(ARGV[2]) and (not c or c == ARGV[7])
 end
 if not allowed then
   if not version then return {'conflict'} end

@@ -1,0 +1,101 @@
+//! The write script on records it did not write itself (by hand, or by an older layout): the
+//! conditions still mean what they say, and nothing is written behind an error.
+#![cfg(feature = "driver")]
+
+mod common;
+
+use std::sync::Arc;
+
+use session_core::{Error, SessionId, SessionManager, SessionStore};
+use session_redis::{RedisOptions, RedisStore, redis};
+
+fn id(s: &str) -> SessionId {
+    SessionId::new(s).unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn setup(test: &str, db: u32) -> Option<(RedisStore, redis::aio::MultiplexedConnection)> {
+    let url = redis_harness::env::redis_url(test)?;
+    let options: RedisOptions = common::options(&url, db, "script");
+    let raw = options
+        .client()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get_multiplexed_async_connection_with_config(&options.connection_config())
+        .await
+        .unwrap_or_else(|e| panic!("raw connection: {e}"));
+    let store = RedisStore::connect(options)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    Some((store, raw))
+}
+
+async fn raw_cmd(con: &mut redis::aio::MultiplexedConnection, args: &[&str]) -> redis::Value {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query_async(con)
+        .await
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+#[tokio::test]
+async fn a_session_without_a_creation_time_can_still_be_modified_and_saved() {
+    let Some((store, mut raw)) = setup(
+        "a_session_without_a_creation_time_can_still_be_modified_and_saved",
+        5,
+    )
+    .await
+    else {
+        return;
+    };
+    let manager: SessionManager<Vec<String>> =
+        SessionManager::new(Arc::new(store.clone()) as Arc<dyn SessionStore>);
+    let legacy = id("legacy");
+    manager
+        .get_or_create(&legacy, Vec::new)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // A record written by hand or before `c` existed: reads accept it (created_at falls back
+    // to updated_at), so conditional writes must accept it too.
+    raw_cmd(&mut raw, &["HDEL", &store.key_of(&legacy), "c"]).await;
+
+    let fresh: SessionManager<Vec<String>> =
+        SessionManager::new(Arc::new(store.clone()) as Arc<dyn SessionStore>);
+    let modified = fresh
+        .modify(&legacy, |h| h.push("one".into()))
+        .await
+        .unwrap_or_else(|e| panic!("modify of a record without c: {e}"));
+    assert_eq!(modified.version(), 2);
+    assert_eq!(&**modified, &["one".to_owned()]);
+
+    raw_cmd(&mut raw, &["HDEL", &store.key_of(&legacy), "c"]).await;
+    let mut loaded = fresh
+        .get(&legacy)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("gone"));
+    loaded.push("two".into());
+    fresh
+        .save(&mut loaded)
+        .await
+        .unwrap_or_else(|e| panic!("save of a record without c: {e}"));
+    let back = fresh
+        .get(&legacy)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("gone"));
+    assert_eq!(back.version(), 3);
+    assert_eq!(&**back, &["one".to_owned(), "two".to_owned()]);
+    // The write gave the record a creation time: from now on it has an identity.
+    assert_eq!(back.meta().created_at, loaded.meta().created_at);
+    assert!(matches!(
+        raw_cmd(&mut raw, &["HEXISTS", &store.key_of(&legacy), "c"]).await,
+        redis::Value::Int(1)
+    ));
+    let _ = store.delete(&legacy).await;
+    // A stale save is still refused.
+    match fresh.save(&mut loaded).await {
+        Err(Error::Conflict { .. }) => {}
+        other => panic!("save of a deleted session: {other:?}"),
+    }
+}
