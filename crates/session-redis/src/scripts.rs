@@ -22,7 +22,10 @@ use crate::layout;
 ///
 /// A missing `v` on an existing key is corrupt too, so that a stray hash can never be mistaken
 /// for "absent" and silently overwritten. Versions are formatted with `%.0f`: Lua 5.1's
-/// `tostring` would switch to exponent notation from 1e14 on.
+/// `tostring` would switch to exponent notation from 1e14 on. A version of 2^53 or more is
+/// corrupt: Lua numbers are doubles, so it could not grow by exactly one (2^53 + 1 is 2^53,
+/// which would let two writers at the same version through, and larger ones reply in a form
+/// that does not parse back).
 pub(crate) const SAVE_LUA: &str = r#"
 local key = KEYS[1]
 local cur = redis.pcall('HMGET', key, 'v', 'c')
@@ -36,6 +39,9 @@ if v then
     return {'corrupt', 'field v is not a version number'}
   end
   version = tonumber(v)
+  if version >= 9007199254740992 then
+    return {'corrupt', 'field v is too large to be incremented exactly'}
+  end
 elseif redis.call('EXISTS', key) == 1 then
   return {'corrupt', 'the session hash has no version field v'}
 end

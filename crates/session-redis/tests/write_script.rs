@@ -99,3 +99,82 @@ async fn a_session_without_a_creation_time_can_still_be_modified_and_saved() {
         other => panic!("save of a deleted session: {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_version_lua_cannot_increment_exactly_is_corrupt_and_nothing_is_written() {
+    let Some((store, mut raw)) = setup(
+        "a_version_lua_cannot_increment_exactly_is_corrupt_and_nothing_is_written",
+        5,
+    )
+    .await
+    else {
+        return;
+    };
+    let write = |condition| session_core::Write {
+        payload: bytes::Bytes::from_static(b"new"),
+        summary: session_core::Summary::new(),
+        condition,
+        ttl: session_core::Ttl::DEFAULT,
+    };
+    let key_of = |id: &SessionId| store.key_of(id);
+    // 2^53: Lua numbers are doubles, so 2^53 + 1 is 2^53 again.
+    let at_limit = id("at-limit");
+    store
+        .write(&at_limit, write(session_core::Condition::Any))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    raw_cmd(
+        &mut raw,
+        &[
+            "HSET",
+            &key_of(&at_limit),
+            "v",
+            "9007199254740992",
+            "d",
+            "old",
+        ],
+    )
+    .await;
+    let cas = session_core::Condition::IfVersion(9_007_199_254_740_992);
+    match store.write(&at_limit, write(cas)).await {
+        Err(Error::Corrupt { id: got, .. }) => assert_eq!(got, at_limit),
+        // Before: written, and the version did not grow, so a second writer holding the same
+        // version would be let through too (a lost update).
+        other => panic!("write at version 2^53: expected Corrupt, got {other:?}"),
+    }
+    // Far beyond: the script wrote, then its reply did not parse (a Backend error for a write
+    // that happened).
+    let huge = id("huge");
+    store
+        .write(&huge, write(session_core::Condition::Any))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    raw_cmd(
+        &mut raw,
+        &[
+            "HSET",
+            &key_of(&huge),
+            "v",
+            "99999999999999999999999",
+            "d",
+            "old",
+        ],
+    )
+    .await;
+    match store
+        .write(&huge, write(session_core::Condition::Any))
+        .await
+    {
+        Err(Error::Corrupt { id: got, .. }) => assert_eq!(got, huge),
+        other => panic!("write at a huge version: expected Corrupt, got {other:?}"),
+    }
+    for id in [&at_limit, &huge] {
+        let d = raw_cmd(&mut raw, &["HGET", &key_of(id), "d"]).await;
+        assert_eq!(
+            d,
+            redis::Value::BulkString(b"old".to_vec()),
+            "{id}: written"
+        );
+        let _ = store.delete(id).await;
+    }
+}
