@@ -184,6 +184,13 @@ pub(crate) fn record_from_replies(
         return Ok(None);
     };
     let [d, m, v, c] = split4(id, hmget)?;
+    // HMGET and PTTL are two commands: a session created between them (its key absent for
+    // HMGET, present for PTTL) must read as absent, not as a corrupt hash. Writes are atomic,
+    // so a session hash never lacks all four fields; a foreign hash that does is still refused
+    // by every write (the script reports it corrupt) and listed as corrupt.
+    if [&d, &m, &v, &c].iter().all(|f| matches!(f, Value::Nil)) {
+        return Ok(None);
+    }
     let payload = bytes_of(id, FIELD_PAYLOAD, d)?;
     let meta = bytes_of(id, FIELD_META, m)?;
     let version = bytes_of(id, FIELD_VERSION, v)?;
@@ -354,6 +361,15 @@ mod tests {
     }
 
     #[test]
+    fn a_session_created_between_hmget_and_pttl_reads_as_absent() {
+        let absent_then_created = hmget(None, None, None, None);
+        assert!(matches!(
+            record_from_replies(&id("racing"), absent_then_created, Value::Int(3_600_000)),
+            Ok(None)
+        ));
+    }
+
+    #[test]
     fn a_missing_key_is_none() {
         let r = record_from_replies(&id("a"), hmget(None, None, None, None), Value::Int(-2));
         assert!(matches!(r, Ok(None)));
@@ -362,7 +378,6 @@ mod tests {
     #[test]
     fn anything_odd_is_corrupt_for_that_id() {
         let cases = [
-            hmget(None, None, None, None),
             hmget(Some(b"x"), Some(meta()), None, None),
             hmget(None, Some(meta()), Some(b"1"), None),
             hmget(Some(b"x"), Some(meta()), Some(b"one"), None),
