@@ -7,6 +7,7 @@
 //! - `cargo xtask ci`: what CI runs: fmt, clippy, the tests, docs (see [`ci`]);
 //! - `cargo xtask bench [--quick]`: the benchmarks, written to BENCHMARKS.md (see [`mod@bench`]).
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod bench;
 mod ci;

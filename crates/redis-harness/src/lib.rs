@@ -25,6 +25,7 @@
 //! Safety rules the harness keeps: loopback addresses only, never port 6379, protected mode on,
 //! and it only ever signals the pid it spawned.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![deny(missing_docs)]
 
 pub mod env;

@@ -17,6 +17,7 @@
 //! its own keys. The server must be a private one: the benchmark writes up to 100,000 keys
 //! and leaves them there for the caller to throw away with the server.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod agent;
 mod raw;

@@ -148,6 +148,7 @@
 //!   `redis_options` with a configuration error naming the setting.
 //! - `pool` (implies `redis`): `REDIS_MODE=pool`. Without it, likewise.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![deny(missing_docs)]
 
 mod build;

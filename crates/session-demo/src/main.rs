@@ -1,6 +1,8 @@
 //! `session-demo`: the repair-agent chat API on durable sessions.
 //!
 //! Run `session-demo --help` for the options and environment variables.
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
