@@ -148,16 +148,7 @@ fn bench_with(
     }
     let tables = std::fs::read_to_string(&tables)
         .map_err(|e| format!("reading {}: {e}", tables.display()))?;
-    let redis_version = server
-        .command(&["INFO", "server"])
-        .ok()
-        .and_then(|info| {
-            info.lines().find_map(|l| {
-                l.strip_prefix("redis_version:")
-                    .map(|v| v.trim().to_owned())
-            })
-        })
-        .unwrap_or_else(|| "unknown".into());
+    let redis_version = server.version().unwrap_or_else(|| "unknown".into());
     let placement = if pinned {
         format!(
             "redis-server (all threads) and the benchmark pinned to core 0 with `taskset` \

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis_harness::env::find_on_path;
 
+use crate::provide::{apt_get, is_root};
 use crate::{Result, process};
 
 /// The sessions the page must show: id, the messages that lead there, the state reached.
@@ -532,26 +533,6 @@ fn find_chromium() -> Option<PathBuf> {
     ]
     .iter()
     .find_map(|name| find_on_path(name))
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "0")
-}
-
-fn apt_get(args: &[&str]) -> Result<()> {
-    let status = process::run(
-        Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("`apt-get {}` failed ({status})", args.join(" ")).into())
-    }
 }
 
 fn render(cmd: &Command) -> String {

@@ -78,7 +78,8 @@ fn can_install_with_apt() -> bool {
         && is_root()
 }
 
-fn is_root() -> bool {
+/// Whether this process runs as root (who may install packages).
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -112,7 +113,8 @@ fn install_with_apt() -> Result<()> {
     result
 }
 
-fn apt_get(args: &[&str]) -> Result<()> {
+/// Runs `apt-get ARGS` non-interactively; an error names the command when it fails.
+pub(crate) fn apt_get(args: &[&str]) -> Result<()> {
     let status = process::run(
         Command::new("apt-get")
             .args(args)

@@ -121,14 +121,7 @@ impl TestRedis {
         })
         .map_err(|err| format!("cannot start redis-server for the tests: {err}"))?;
         let version = server
-            .command(&["INFO", "server"])
-            .ok()
-            .and_then(|info| {
-                info.lines().find_map(|l| {
-                    l.strip_prefix("redis_version:")
-                        .map(|v| v.trim().to_owned())
-                })
-            })
+            .version()
             .unwrap_or_else(|| "(unknown version)".to_owned());
         println!(
             "xtask: started redis-server {version} (pid {}) on {} and {}, dir {}",

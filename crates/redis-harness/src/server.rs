@@ -226,6 +226,15 @@ impl RedisServer {
         command_on(self.port, self.password(), args)
     }
 
+    /// The server's version (`redis_version` of `INFO server`), when it answers.
+    pub fn version(&self) -> Option<String> {
+        let info = self.command(&["INFO", "server"]).ok()?;
+        info.lines().find_map(|l| {
+            l.strip_prefix("redis_version:")
+                .map(|v| v.trim().to_owned())
+        })
+    }
+
     /// Leaves the server running after this value is gone: returns its pid and keeps its
     /// directory. For `cargo xtask redis start`; whoever detaches must stop the pid later.
     pub fn detach(mut self) -> u32 {
