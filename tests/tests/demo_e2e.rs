@@ -1,4 +1,10 @@
-//! End to end: two `session-demo` processes on one Redis hold one conversation.
+//! End to end: real `session-demo` processes, Redis and `sessionctl`.
+//!
+//! - two demo processes on one Redis hold one conversation (below);
+//! - sessions move from a demo on memory through `/admin/export` and `sessionctl import` into
+//!   Redis and go on there;
+//! - Redis stops under a running demo (503s, `/healthz` unavailable) and the conversation goes
+//!   on when it is back.
 //!
 //! The test drives a repair-agent conversation through two real demo processes, taking turns,
 //! then sends a burst of concurrent messages to both, and checks after every reply and at the
@@ -331,6 +337,74 @@ fn sessions_move_from_a_memory_demo_into_redis() {
         history(&before[2]).len() + 2
     );
     assert!(reply["state"].is_string(), "{reply}");
+}
+
+/// A fault: the Redis under a running demo stops. Requests then get a 503 with a JSON body
+/// (no fallback once started: `SESSION_FALLBACK=none`), `/healthz` says `unavailable`, and
+/// when Redis is back (same port, its AOF kept) the conversation continues where it was.
+#[test]
+fn a_redis_outage_is_a_503_and_the_demo_recovers_when_redis_returns() {
+    const TEST: &str = "a_redis_outage_is_a_503_and_the_demo_recovers_when_redis_returns";
+    let Some(binary) = redis_harness::env::server_binary(TEST) else {
+        return;
+    };
+    let mut redis = redis_harness::RedisServer::start(redis_harness::ServerOptions {
+        binary: Some(binary),
+        appendonly: true,
+        ..redis_harness::ServerOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("{TEST}: cannot start redis-server: {e}"));
+    let bins = Binaries::build();
+    let scratch = Scratch::new();
+    let env = DemoEnv {
+        redis_url: redis.url(),
+        prefix: "cql:session:".to_owned(),
+        workdir: scratch.path().to_path_buf(),
+        use_redis: true,
+    };
+    let demo = Demo::start(&bins.demo, &env, "outage", scratch.path());
+    let id = unique("outage");
+    demo.say(&id, SCRIPT[0].0);
+    demo.say(&id, SCRIPT[1].0);
+
+    redis.stop().unwrap();
+    let body = json!({ "message": SCRIPT[2].0 }).to_string();
+    let (status, reply) = demo.request("POST", &format!("/sessions/{id}/messages"), Some(&body));
+    assert_eq!(status, 503, "{reply}");
+    let error: Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(error["error"], "unavailable", "{error}");
+    assert!(!reply.contains("password"), "{reply}");
+    let (status, health) = demo.request("GET", "/healthz", None);
+    assert_eq!(status, 503, "{health}");
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["status"], "unavailable", "{health}");
+
+    redis.restart().unwrap();
+    // The driver reconnects on its own; the first requests after the restart may still fail.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reply = loop {
+        let (status, reply) =
+            demo.request("POST", &format!("/sessions/{id}/messages"), Some(&body));
+        if status == 200 {
+            break reply;
+        }
+        assert_eq!(status, 503, "{reply}");
+        assert!(
+            Instant::now() < deadline,
+            "no recovery after the restart: {reply}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    let reply: Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(reply["state"], SCRIPT[2].1, "{reply}");
+    let view = demo.session(&id);
+    let said: Vec<String> = history(&view)
+        .into_iter()
+        .filter(|(role, _)| role == "user")
+        .map(|(_, text)| text)
+        .collect();
+    assert_eq!(said, [SCRIPT[0].0, SCRIPT[1].0, SCRIPT[2].0], "{view}");
+    assert_eq!(view["version"], 3, "{view}");
 }
 
 /// The value of the first `key` found anywhere in `value` (depth first).
