@@ -18,7 +18,7 @@ use std::{
 
 use bytes::Bytes;
 
-use crate::{Record, SessionId, Timestamp};
+use crate::{Record, SessionId};
 
 /// Default budget: the bytes kept, all sessions together (payloads, ids and a per-entry
 /// allowance for the maps).
@@ -42,7 +42,7 @@ fn footprint(id: &SessionId, copy: &Copy) -> usize {
 pub(crate) struct Copy {
     pub(crate) payload: Bytes,
     pub(crate) version: u64,
-    pub(crate) created_at: Timestamp,
+    pub(crate) incarnation: u64,
 }
 
 impl From<Record> for Copy {
@@ -50,7 +50,7 @@ impl From<Record> for Copy {
         Self {
             payload: r.payload,
             version: r.version,
-            created_at: r.meta.created_at,
+            incarnation: r.meta.incarnation,
         }
     }
 }
@@ -116,7 +116,7 @@ impl LocalCopies {
     pub(crate) fn remember_read(&self, id: &SessionId, copy: Copy, ttl: Option<Duration>) {
         self.put(id, copy, ttl, |known, copy| {
             known.is_some_and(|k| {
-                k.copy.version != copy.version || k.copy.created_at != copy.created_at
+                k.copy.version != copy.version || k.copy.incarnation != copy.incarnation
             })
         });
     }
@@ -209,7 +209,7 @@ mod tests {
         Copy {
             payload: Bytes::from(vec![0; n]),
             version,
-            created_at: Timestamp::from_millis(1),
+            incarnation: 1,
         }
     }
 

@@ -324,7 +324,7 @@ where
             let payload = self.inner.codec.encode(&id, &session.value)?;
             let condition = Condition::IfUnchanged {
                 version: session.version,
-                created_at: session.meta.created_at,
+                incarnation: session.meta.incarnation,
             };
             let write = self.write_request(payload, self.summary(&session.value), condition);
             match self.write(&id, write).await? {
@@ -432,7 +432,7 @@ where
                     let value = self.inner.codec.decode(id, &copy.payload)?;
                     let condition = Condition::IfUnchanged {
                         version: copy.version,
-                        created_at: copy.created_at,
+                        incarnation: copy.incarnation,
                     };
                     (value, condition)
                 }
@@ -563,7 +563,7 @@ where
             Copy {
                 payload,
                 version,
-                created_at: meta.created_at,
+                incarnation: meta.incarnation,
             },
             ttl,
         );
@@ -633,6 +633,7 @@ where
             WriteOutcome::Written {
                 version,
                 created_at,
+                incarnation,
             } => {
                 session_event!(debug, self, id, SESSION_SAVED, version, "session saved");
                 let meta = Meta {
@@ -640,11 +641,12 @@ where
                     updated_at: Timestamp::now(),
                     size: payload.len() as u64,
                     summary,
+                    incarnation,
                 };
                 let copy = Copy {
                     payload,
                     version,
-                    created_at,
+                    incarnation,
                 };
                 self.inner.copies.remember_write(id, copy, Some(ttl));
                 Ok(Written::Yes { version, meta })

@@ -36,6 +36,11 @@ pub struct Meta {
     /// What a listing shows without decoding the payload.
     #[serde(default)]
     pub summary: Summary,
+    /// A random number drawn when the session is created and kept by every write: it tells a
+    /// session apart from an earlier one with the same id (deleted or expired, then created
+    /// again), even one created in the same millisecond. 0 for records that predate it.
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// A point in time, in milliseconds since the Unix epoch (UTC).

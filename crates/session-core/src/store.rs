@@ -16,15 +16,17 @@ pub enum Condition {
     IfAbsent,
     /// Only if the session exists at exactly this version: a compare-and-set.
     IfVersion(u64),
-    /// Only if the session exists at exactly this version *and* was created at this time: a
-    /// compare-and-set that also tells a session apart from a later one with the same id
-    /// (deleted or expired, then created again and written up to the same version). This is
-    /// what [`SessionManager`](crate::SessionManager) uses.
+    /// Only if the session exists at exactly this version *and* is the same incarnation
+    /// ([`Meta::incarnation`](crate::Meta::incarnation)): a compare-and-set that also tells a
+    /// session apart from a later one with the same id (deleted or expired, then created again
+    /// and written up to the same version). This is what
+    /// [`SessionManager`](crate::SessionManager) uses. A stored record without an incarnation
+    /// (0, from an older layout) is compared by version only.
     IfUnchanged {
         /// The version read.
         version: u64,
-        /// The `created_at` read.
-        created_at: Timestamp,
+        /// The incarnation read.
+        incarnation: u64,
     },
 }
 
@@ -37,19 +39,19 @@ impl Condition {
         }
     }
 
-    /// Whether a session currently at `current` (`(version, created_at)`, `None`: absent)
+    /// Whether a session currently at `current` (`(version, incarnation)`, `None`: absent)
     /// satisfies the condition. Stores that check conditions in process use this.
-    pub fn allows(self, current: Option<(u64, Timestamp)>) -> bool {
+    pub fn allows(self, current: Option<(u64, u64)>) -> bool {
         match (self, current) {
             (Self::Any, _) | (Self::IfAbsent, None) => true,
             (Self::IfVersion(expected), Some((version, _))) => version == expected,
             (
                 Self::IfUnchanged {
                     version,
-                    created_at,
+                    incarnation,
                 },
-                Some((v, c)),
-            ) => v == version && c == created_at,
+                Some((v, i)),
+            ) => v == version && (i == 0 || i == incarnation),
             (Self::IfAbsent, Some(_))
             | (Self::IfVersion(_), None)
             | (Self::IfUnchanged { .. }, None) => false,
@@ -66,6 +68,8 @@ pub enum WriteOutcome {
         version: u64,
         /// When the session was created (kept from before for a rewrite).
         created_at: Timestamp,
+        /// Its incarnation (drawn on create, kept by rewrites).
+        incarnation: u64,
     },
     /// The condition failed and nothing was written. `current` is the session as it is now
     /// (`None`: absent), read in the same atomic step, so a compare-and-set loop can go on

@@ -42,7 +42,7 @@ checks![
     if_absent_creates_once_and_conflicts_after,
     if_version_writes_only_at_the_current_version,
     refused_writes_return_the_current_record,
-    written_reports_the_created_at_that_loads_show,
+    written_reports_the_creation_that_loads_show,
     if_unchanged_tells_a_recreated_session_apart,
     payload_and_meta_round_trip,
     created_at_is_kept_and_updated_at_moves,
@@ -232,11 +232,12 @@ async fn refused_writes_return_the_current_record(store: Arc<dyn SessionStore>) 
     );
 }
 
-async fn written_reports_the_created_at_that_loads_show(store: Arc<dyn SessionStore>) {
+async fn written_reports_the_creation_that_loads_show(store: Arc<dyn SessionStore>) {
     let s = id("s1");
     let WriteOutcome::Written {
         version: 1,
         created_at,
+        incarnation,
     } = must(
         "create",
         store.write(&s, write(b"a", Condition::IfAbsent)).await,
@@ -246,6 +247,8 @@ async fn written_reports_the_created_at_that_loads_show(store: Arc<dyn SessionSt
     };
     let rec = must("load", store.load(&s).await).unwrap_or_else(|| panic!("s1 missing"));
     assert_eq!(rec.meta.created_at, created_at);
+    assert_eq!(rec.meta.incarnation, incarnation);
+    assert_ne!(incarnation, 0, "a new session must get an incarnation");
     tokio::time::sleep(Duration::from_millis(5)).await;
     match must(
         "rewrite",
@@ -254,7 +257,11 @@ async fn written_reports_the_created_at_that_loads_show(store: Arc<dyn SessionSt
         WriteOutcome::Written {
             version: 2,
             created_at: again,
-        } => assert_eq!(again, created_at),
+            incarnation: same,
+        } => {
+            assert_eq!(again, created_at);
+            assert_eq!(same, incarnation, "a rewrite must keep the incarnation");
+        }
         other => panic!("rewrite: {other:?}"),
     }
 }
@@ -266,8 +273,9 @@ async fn if_unchanged_tells_a_recreated_session_apart(store: Arc<dyn SessionStor
         store.save(&s, write(b"old life", Condition::Any)).await,
     );
     let old = must("load", store.load(&s).await).unwrap_or_else(|| panic!("s1 missing"));
+    // No pause: created again in the same millisecond, the new session must still be told
+    // apart from the old one.
     must("delete", store.delete(&s).await);
-    tokio::time::sleep(Duration::from_millis(5)).await;
     must(
         "recreate",
         store
@@ -276,10 +284,10 @@ async fn if_unchanged_tells_a_recreated_session_apart(store: Arc<dyn SessionStor
     );
     let new = must("load", store.load(&s).await).unwrap_or_else(|| panic!("s1 missing"));
     assert_eq!(new.version, old.version, "the test needs equal versions");
-    assert_ne!(new.meta.created_at, old.meta.created_at);
+    assert_ne!(new.meta.incarnation, old.meta.incarnation);
     let stale = Condition::IfUnchanged {
         version: old.version,
-        created_at: old.meta.created_at,
+        incarnation: old.meta.incarnation,
     };
     match must(
         "stale IfUnchanged",
@@ -294,7 +302,7 @@ async fn if_unchanged_tells_a_recreated_session_apart(store: Arc<dyn SessionStor
     }
     let current = Condition::IfUnchanged {
         version: new.version,
-        created_at: new.meta.created_at,
+        incarnation: new.meta.incarnation,
     };
     assert_eq!(
         must("IfUnchanged", store.save(&s, write(b"next", current)).await),

@@ -244,13 +244,18 @@ impl SessionStore for MemoryStore {
         let current = state
             .entries
             .get(id)
-            .map(|e| (e.version, e.meta.created_at));
-        if !write.condition.allows(current) {
+            .map(|e| (e.version, e.meta.created_at, e.meta.incarnation));
+        if !write
+            .condition
+            .allows(current.map(|(version, _, incarnation)| (version, incarnation)))
+        {
             let current = state.entries.get(id).map(|entry| State::record(entry, now));
             return Ok(WriteOutcome::Rejected { current });
         }
-        let version = current.map_or(1, |(v, _)| v + 1);
-        let created_at = current.map_or(stamp, |(_, c)| c);
+        let version = current.map_or(1, |(v, _, _)| v + 1);
+        let created_at = current.map_or(stamp, |(_, c, _)| c);
+        // Drawn on create (never 0, which means "unknown"), kept by every rewrite.
+        let incarnation = current.map_or_else(|| fastrand::u64(1..), |(_, _, i)| i);
         let replaced = state.remove(id).is_some();
         if let (false, Some(capacity)) = (replaced, self.inner.capacity) {
             while state.entries.len() >= capacity.get() {
@@ -271,6 +276,7 @@ impl SessionStore for MemoryStore {
                     updated_at: stamp,
                     size: write.payload.len() as u64,
                     summary: write.summary,
+                    incarnation,
                 },
                 payload: write.payload,
                 version,
@@ -281,6 +287,7 @@ impl SessionStore for MemoryStore {
         Ok(WriteOutcome::Written {
             version,
             created_at,
+            incarnation,
         })
     }
 

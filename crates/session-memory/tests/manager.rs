@@ -459,8 +459,9 @@ async fn a_stale_copy_never_overwrites_a_recreated_session() {
     a.modify(&user, |s| s.chat("old conversation"))
         .await
         .unwrap(); // A remembers version 2
+    // Deleted and created again at once (the same millisecond, most likely): the new session's
+    // incarnation still tells it apart.
     b.delete(&user).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(5)).await;
     b.get_or_create(&user, Agent::new).await.unwrap();
     b.modify(&user, |s| s.chat("new conversation"))
         .await

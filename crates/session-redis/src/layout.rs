@@ -22,6 +22,7 @@ pub(crate) const FIELD_PAYLOAD: &str = "d";
 pub(crate) const FIELD_META: &str = "m";
 pub(crate) const FIELD_VERSION: &str = "v";
 pub(crate) const FIELD_CREATED: &str = "c";
+pub(crate) const FIELD_INCARNATION: &str = "i";
 
 /// The Redis key of a session.
 pub(crate) fn key(prefix: &str, id: &SessionId) -> String {
@@ -74,7 +75,12 @@ pub(crate) fn encode_meta(updated_at: Timestamp, size: u64, summary: &Summary) -
     .unwrap_or_default()
 }
 
-fn decode_meta(id: &SessionId, bytes: &[u8], created: Option<Timestamp>) -> Result<Meta> {
+fn decode_meta(
+    id: &SessionId,
+    bytes: &[u8],
+    created: Option<Timestamp>,
+    incarnation: Option<u64>,
+) -> Result<Meta> {
     let stored: StoredMeta = rmp_serde::from_slice(bytes)
         .map_err(|e| Error::corrupt(id, format!("field m is not readable meta: {e}")))?;
     Ok(Meta {
@@ -83,7 +89,24 @@ fn decode_meta(id: &SessionId, bytes: &[u8], created: Option<Timestamp>) -> Resu
         updated_at: stored.updated_at,
         size: stored.size,
         summary: stored.summary,
+        // ... and before `i` existed: 0, "unknown" (conditional writes then check the version).
+        incarnation: incarnation.unwrap_or(0),
     })
+}
+
+/// The optional `c` and `i` fields, parsed.
+fn creation(
+    id: &SessionId,
+    c: Option<Vec<u8>>,
+    i: Option<Vec<u8>>,
+) -> Result<(Option<Timestamp>, Option<u64>)> {
+    let created = c
+        .map(|c| integer_field(id, FIELD_CREATED, &c).map(Timestamp::from_millis))
+        .transpose()?;
+    let incarnation = i
+        .map(|i| integer_field(id, FIELD_INCARNATION, &i))
+        .transpose()?;
+    Ok((created, incarnation))
 }
 
 /// A field's bytes, or `None` when the field is absent.
@@ -161,9 +184,9 @@ fn value_kind(v: &Value) -> &'static str {
     }
 }
 
-fn split4(id: &SessionId, v: Value) -> Result<[Value; 4]> {
+fn split5(id: &SessionId, v: Value) -> Result<[Value; 5]> {
     match v {
-        Value::Array(items) => <[Value; 4]>::try_from(items)
+        Value::Array(items) => <[Value; 5]>::try_from(items)
             .map_err(|items| Error::corrupt(id, format!("HMGET gave {} values", items.len()))),
         other => Err(Error::corrupt(
             id,
@@ -172,7 +195,7 @@ fn split4(id: &SessionId, v: Value) -> Result<[Value; 4]> {
     }
 }
 
-/// Builds a record from the replies of `HMGET key d m v c` and `PTTL key`.
+/// Builds a record from the replies of `HMGET key d m v c i` and `PTTL key`.
 pub(crate) fn record_from_replies(
     id: &SessionId,
     hmget: Value,
@@ -183,18 +206,19 @@ pub(crate) fn record_from_replies(
     let Some(ttl) = ttl_of(&pttl) else {
         return Ok(None);
     };
-    let [d, m, v, c] = split4(id, hmget)?;
+    let [d, m, v, c, i] = split5(id, hmget)?;
     // HMGET and PTTL are two commands: a session created between them (its key absent for
     // HMGET, present for PTTL) must read as absent, not as a corrupt hash. Writes are atomic,
-    // so a session hash never lacks all four fields; a foreign hash that does is still refused
+    // so a session hash never lacks all these fields; a foreign hash that does is still refused
     // by every write (the script reports it corrupt) and listed as corrupt.
-    if [&d, &m, &v, &c].iter().all(|f| matches!(f, Value::Nil)) {
+    if [&d, &m, &v, &c, &i].iter().all(|f| matches!(f, Value::Nil)) {
         return Ok(None);
     }
     let payload = bytes_of(id, FIELD_PAYLOAD, d)?;
     let meta = bytes_of(id, FIELD_META, m)?;
     let version = bytes_of(id, FIELD_VERSION, v)?;
     let created = bytes_of(id, FIELD_CREATED, c)?;
+    let incarnation = bytes_of(id, FIELD_INCARNATION, i)?;
     let (Some(payload), Some(version)) = (payload, version) else {
         return Err(Error::corrupt(
             id,
@@ -202,11 +226,9 @@ pub(crate) fn record_from_replies(
         ));
     };
     let version = integer_field(id, FIELD_VERSION, &version)?;
-    let created = created
-        .map(|c| integer_field(id, FIELD_CREATED, &c).map(Timestamp::from_millis))
-        .transpose()?;
+    let (created, incarnation) = creation(id, created, incarnation)?;
     let meta = match meta {
-        Some(m) => decode_meta(id, &m, created)?,
+        Some(m) => decode_meta(id, &m, created, incarnation)?,
         None => {
             return Err(Error::corrupt(
                 id,
@@ -222,7 +244,7 @@ pub(crate) fn record_from_replies(
     }))
 }
 
-/// What a listing shows for one key, from `HMGET key m v c` and `PTTL key`.
+/// What a listing shows for one key, from `HMGET key m v c i` and `PTTL key`.
 pub(crate) enum Listed {
     /// A readable entry.
     Entry(SessionInfo),
@@ -254,6 +276,7 @@ pub(crate) fn info_from_replies(id: SessionId, hmget: Value, pttl: Value) -> Lis
                     updated_at: Timestamp::from_millis(0),
                     size: 0,
                     summary: Summary::new(),
+                    incarnation: 0,
                 },
                 version: 0,
                 ttl,
@@ -266,7 +289,7 @@ pub(crate) fn info_from_replies(id: SessionId, hmget: Value, pttl: Value) -> Lis
 fn parse_info(id: &SessionId, hmget: Value) -> Result<Option<(Meta, u64)>> {
     server_error(id, &hmget)?;
     let items = match hmget {
-        Value::Array(items) if items.len() == 3 => items,
+        Value::Array(items) if items.len() == 4 => items,
         other => {
             return Err(Error::corrupt(
                 id,
@@ -276,10 +299,11 @@ fn parse_info(id: &SessionId, hmget: Value) -> Result<Option<(Meta, u64)>> {
     };
     let mut items = items.into_iter();
     let mut next = |field| bytes_of(id, field, items.next().unwrap_or(Value::Nil));
-    let (m, v, c) = (
+    let (m, v, c, i) = (
         next(FIELD_META)?,
         next(FIELD_VERSION)?,
         next(FIELD_CREATED)?,
+        next(FIELD_INCARNATION)?,
     );
     let (Some(m), Some(v)) = (m, v) else {
         return Err(Error::corrupt(
@@ -288,10 +312,8 @@ fn parse_info(id: &SessionId, hmget: Value) -> Result<Option<(Meta, u64)>> {
         ));
     };
     let version = integer_field(id, FIELD_VERSION, &v)?;
-    let created = c
-        .map(|c| integer_field(id, FIELD_CREATED, &c).map(Timestamp::from_millis))
-        .transpose()?;
-    Ok(Some((decode_meta(id, &m, created)?, version)))
+    let (created, incarnation) = creation(id, c, i)?;
+    Ok(Some((decode_meta(id, &m, created, incarnation)?, version)))
 }
 
 #[cfg(test)]
@@ -306,13 +328,28 @@ mod tests {
         Value::BulkString(b.to_vec())
     }
 
+    /// `HMGET d m v c i` of a hash without `i`.
     fn hmget(d: Option<&[u8]>, m: Option<Vec<u8>>, v: Option<&[u8]>, c: Option<&[u8]>) -> Value {
-        Value::Array(vec![
+        with_incarnation(hmget_parts(d, m, v, c), None)
+    }
+
+    fn hmget_parts(
+        d: Option<&[u8]>,
+        m: Option<Vec<u8>>,
+        v: Option<&[u8]>,
+        c: Option<&[u8]>,
+    ) -> Vec<Value> {
+        vec![
             d.map_or(Value::Nil, bulk),
             m.map_or(Value::Nil, Value::BulkString),
             v.map_or(Value::Nil, bulk),
             c.map_or(Value::Nil, bulk),
-        ])
+        ]
+    }
+
+    fn with_incarnation(mut parts: Vec<Value>, i: Option<&[u8]>) -> Value {
+        parts.push(i.map_or(Value::Nil, bulk));
+        Value::Array(parts)
     }
 
     fn meta() -> Vec<u8> {
@@ -344,6 +381,18 @@ mod tests {
         assert_eq!(rec.ttl, Some(Duration::from_millis(5000)));
         assert_eq!(rec.meta.created_at, Timestamp::from_millis(1000));
         assert_eq!(rec.meta.updated_at, Timestamp::from_millis(2000));
+        assert_eq!(rec.meta.incarnation, 0, "no i field: unknown incarnation");
+        let with_i = record_from_replies(
+            &id("a"),
+            with_incarnation(
+                hmget_parts(Some(b"abc"), Some(meta()), Some(b"7"), Some(b"1000")),
+                Some(b"123456789"),
+            ),
+            Value::Int(5000),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(with_i.meta.incarnation, 123_456_789);
         assert_eq!(rec.meta.size, 3);
         assert_eq!(
             rec.meta.summary.get("state").and_then(|v| v.as_str()),
@@ -385,6 +434,10 @@ mod tests {
             hmget(Some(b"x"), Some(b"\xc1garbage".to_vec()), Some(b"1"), None),
             hmget(Some(b"x"), None, Some(b"1"), None),
             hmget(Some(b"x"), Some(meta()), Some(b"1"), Some(b"yesterday")),
+            with_incarnation(
+                hmget_parts(Some(b"x"), Some(meta()), Some(b"1"), Some(b"5")),
+                Some(b"not a number"),
+            ),
             Value::Int(3),
         ];
         for (n, case) in cases.into_iter().enumerate() {
@@ -397,7 +450,12 @@ mod tests {
 
     #[test]
     fn listing_marks_corrupt_entries_and_skips_gone_ones() {
-        let ok = Value::Array(vec![Value::BulkString(meta()), bulk(b"2"), Value::Nil]);
+        let ok = Value::Array(vec![
+            Value::BulkString(meta()),
+            bulk(b"2"),
+            Value::Nil,
+            bulk(b"42"),
+        ]);
         assert!(matches!(
             info_from_replies(id("a"), ok.clone(), Value::Int(10)),
             Listed::Entry(SessionInfo { version: 2, .. })
@@ -406,7 +464,7 @@ mod tests {
             info_from_replies(id("a"), ok, Value::Int(-2)),
             Listed::Gone
         ));
-        let bad = Value::Array(vec![bulk(b"zz"), bulk(b"2"), Value::Nil]);
+        let bad = Value::Array(vec![bulk(b"zz"), bulk(b"2"), Value::Nil, Value::Nil]);
         assert!(matches!(
             info_from_replies(id("a"), bad, Value::Int(10)),
             Listed::Corrupt(SessionInfo { version: 0, .. }, Error::Corrupt { .. })

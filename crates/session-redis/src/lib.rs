@@ -29,6 +29,7 @@
 //! | `m` | MessagePack (`to_vec_named`) of `{ updated_at, size, summary }` |
 //! | `v` | the version, a decimal integer: 1 on create, +1 per write |
 //! | `c` | `created_at` in ms, written only when the key is created |
+//! | `i` | the incarnation: a random non-zero number drawn when the key is created, kept by every write; it tells a session apart from an earlier one with the same id (conditional writes compare it) |
 //!
 //! `created_at` has its own field so that an unconditional rewrite keeps it without reading
 //! anything first. Timestamps are the client's clock ([`session_core::Timestamp::now`]).
@@ -37,10 +38,10 @@
 //!
 //! | operation | round trips | commands the client sends |
 //! |---|---|---|
-//! | `load` | 1 | pipeline `HMGET key d m v c` + `PTTL key` |
-//! | `write` / `save` | 1 | `EVALSHA` (the script runs `HMGET v c`, `EXISTS` on create, `HSET`, `PEXPIRE`; a refused write also `HMGET d m v c` + `PTTL` to return the current record); the first save a server sees adds `SCRIPT LOAD` + `EVALSHA` |
+//! | `load` | 1 | pipeline `HMGET key d m v c i` + `PTTL key` |
+//! | `write` / `save` | 1 | `EVALSHA` (the script runs `HMGET v c i`, `EXISTS` on create, `HSET`, `PEXPIRE`; a refused write also `HMGET d m v c i` + `PTTL` to return the current record); the first save a server sees adds `SCRIPT LOAD` + `EVALSHA` |
 //! | `delete` / `touch` / `exists` | 1 | `UNLINK` / `PEXPIRE` / `EXISTS` |
-//! | `list_page` | 2 | `SCAN cursor MATCH <escaped prefix>* COUNT max(limit, 32)`, then one pipeline of `HMGET key m v c` + `PTTL key` per listed key; the SCAN is skipped while the cursor still carries ids |
+//! | `list_page` | 2 | `SCAN cursor MATCH <escaped prefix>* COUNT max(limit, 32)`, then one pipeline of `HMGET key m v c i` + `PTTL key` per listed key; the SCAN is skipped while the cursor still carries ids |
 //! | `count` | keys in db / 1000 | `SCAN ... COUNT 1000` until the cursor is 0 |
 //! | `ping` | 1 | `PING` |
 //!

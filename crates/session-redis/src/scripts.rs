@@ -8,17 +8,19 @@ use crate::layout;
 /// `KEYS[1]`: the session key.
 /// `ARGV`: condition (`any`, `absent`, `version`, `unchanged`), expected version (decimal, or
 /// empty), payload, meta, now (ms since the epoch, for `c` on create), TTL in ms, expected
-/// `created_at` (ms, for `unchanged`, else empty).
+/// incarnation (for `unchanged`, else empty), the incarnation for a new session (a random
+/// non-zero number the client drew; used only when the session is created).
 ///
 /// Replies:
-/// - `{"ok", new_version, created_at}` after a write;
+/// - `{"ok", new_version, created_at, incarnation}` after a write;
 /// - `{"conflict"}` when the condition failed on an absent session, or
-///   `{"conflict", HMGET d m v c, PTTL}` with the current record, read in the same atomic step,
-///   so that a compare-and-set loop goes on without another round trip;
+///   `{"conflict", HMGET d m v c i, PTTL}` with the current record, read in the same atomic
+///   step, so that a compare-and-set loop goes on without another round trip;
 /// - `{"corrupt", reason}` (the key holds another type, or `v` is not a number), writing nothing.
 ///
-/// `unchanged` compares `c` only when the hash has one: a hash without it (by hand, or from an
-/// older layout) is read with `created_at` = its last update, which `c` could never match.
+/// `unchanged` compares the incarnation `i` only when the hash has one: a hash without it (by
+/// hand, or from an older layout) reads as incarnation 0, which `i` could never match. A write
+/// gives such a hash the fields it lacks (`c`, `i`).
 ///
 /// A missing `v` on an existing key is corrupt too, so that a stray hash can never be mistaken
 /// for "absent" and silently overwritten. Versions are formatted with `%.0f`: Lua 5.1's
@@ -28,11 +30,11 @@ use crate::layout;
 /// that does not parse back).
 pub(crate) const SAVE_LUA: &str = r#"
 local key = KEYS[1]
-local cur = redis.pcall('HMGET', key, 'v', 'c')
+local cur = redis.pcall('HMGET', key, 'v', 'c', 'i')
 if cur.err then
   return {'corrupt', cur.err}
 end
-local v, c = cur[1], cur[2]
+local v, c, inc = cur[1], cur[2], cur[3]
 local version = false
 if v then
   if not string.match(v, '^%d+$') then
@@ -52,25 +54,24 @@ if mode == 'absent' then
 elseif mode == 'version' then
   allowed = version and version == tonumber(ARGV[2])
 elseif mode == 'unchanged' then
-  -- A hash without `c` (written by hand, or by an older layout) has no creation time to
-  -- compare: readers report its last update instead, so only the version can be checked.
-  -- The write then gives it a `c`.
-  allowed = version and version == tonumber(ARGV[2]) and (not c or c == ARGV[7])
+  -- A hash without `i` (written by hand, or by an older layout) has no incarnation to
+  -- compare: readers report 0, so only the version can be checked. The write then gives it one.
+  allowed = version and version == tonumber(ARGV[2]) and (not inc or inc == ARGV[7])
 end
 if not allowed then
   if not version then return {'conflict'} end
-  return {'conflict', redis.call('HMGET', key, 'd', 'm', 'v', 'c'), redis.call('PTTL', key)}
+  return {'conflict', redis.call('HMGET', key, 'd', 'm', 'v', 'c', 'i'), redis.call('PTTL', key)}
 end
 local new = string.format('%.0f', (version or 0) + 1)
-local created = c
-if version and c then
+if version and c and inc then
   redis.call('HSET', key, 'd', ARGV[3], 'm', ARGV[4], 'v', new)
 else
-  created = ARGV[5]
-  redis.call('HSET', key, 'd', ARGV[3], 'm', ARGV[4], 'v', new, 'c', created)
+  c = c or ARGV[5]
+  inc = inc or ARGV[8]
+  redis.call('HSET', key, 'd', ARGV[3], 'm', ARGV[4], 'v', new, 'c', c, 'i', inc)
 end
 redis.call('PEXPIRE', key, ARGV[6])
-return {'ok', new, created}
+return {'ok', new, c, inc}
 "#;
 
 /// The compiled save script (its SHA1 is computed once).
@@ -78,7 +79,7 @@ pub(crate) fn save_script() -> Script {
     Script::new(SAVE_LUA)
 }
 
-/// The condition as the script's arguments: mode, expected version, expected `created_at`.
+/// The condition as the script's arguments: mode, expected version, expected incarnation.
 pub(crate) fn condition_args(condition: Condition) -> (&'static str, String, String) {
     match condition {
         Condition::Any => ("any", String::new(), String::new()),
@@ -86,12 +87,8 @@ pub(crate) fn condition_args(condition: Condition) -> (&'static str, String, Str
         Condition::IfVersion(v) => ("version", v.to_string(), String::new()),
         Condition::IfUnchanged {
             version,
-            created_at,
-        } => (
-            "unchanged",
-            version.to_string(),
-            created_at.as_millis().to_string(),
-        ),
+            incarnation,
+        } => ("unchanged", version.to_string(), incarnation.to_string()),
     }
 }
 
@@ -114,9 +111,11 @@ pub(crate) fn write_outcome(id: &SessionId, reply: Value) -> Result<WriteOutcome
             let created_at = number(items.next())
                 .map(Timestamp::from_millis)
                 .ok_or_else(|| unexpected("no creation time"))?;
+            let incarnation = number(items.next()).ok_or_else(|| unexpected("no incarnation"))?;
             Ok(WriteOutcome::Written {
                 version,
                 created_at,
+                incarnation,
             })
         }
         "conflict" => {
@@ -163,12 +162,18 @@ mod tests {
 
     #[test]
     fn outcomes() {
-        let ok = Value::Array(vec![bulk("ok"), bulk("3"), bulk("1700000000000")]);
+        let ok = Value::Array(vec![
+            bulk("ok"),
+            bulk("3"),
+            bulk("1700000000000"),
+            bulk("77"),
+        ]);
         assert_eq!(
             write_outcome(&id(), ok).unwrap(),
             WriteOutcome::Written {
                 version: 3,
-                created_at: Timestamp::from_millis(1_700_000_000_000)
+                created_at: Timestamp::from_millis(1_700_000_000_000),
+                incarnation: 77,
             }
         );
         let absent = Value::Array(vec![bulk("conflict")]);
@@ -184,6 +189,7 @@ mod tests {
                 Value::BulkString(meta),
                 bulk("5"),
                 bulk("4"),
+                bulk("99"),
             ]),
             Value::Int(60_000),
         ]);
@@ -194,6 +200,7 @@ mod tests {
                 assert_eq!(record.version, 5);
                 assert_eq!(&record.payload[..], b"p");
                 assert_eq!(record.meta.created_at, Timestamp::from_millis(4));
+                assert_eq!(record.meta.incarnation, 99);
             }
             other => panic!("{other:?}"),
         }
@@ -230,7 +237,7 @@ mod tests {
         assert_eq!(
             condition_args(Condition::IfUnchanged {
                 version: 7,
-                created_at: Timestamp::from_millis(99)
+                incarnation: 99
             }),
             ("unchanged", "7".into(), "99".into())
         );

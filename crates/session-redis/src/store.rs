@@ -189,7 +189,8 @@ impl SessionStore for RedisStore {
             .arg(layout::FIELD_PAYLOAD)
             .arg(layout::FIELD_META)
             .arg(layout::FIELD_VERSION)
-            .arg(layout::FIELD_CREATED);
+            .arg(layout::FIELD_CREATED)
+            .arg(layout::FIELD_INCARNATION);
         pipe.cmd("PTTL").arg(&key);
         let reply = self
             .send(Request::Pipe(&pipe), Retry::Idempotent, "load")
@@ -210,7 +211,7 @@ impl SessionStore for RedisStore {
         let key = self.key_of(id);
         let now = Timestamp::now();
         let meta = layout::encode_meta(now, write.payload.len() as u64, &write.summary);
-        let (mode, expected, created_at) = scripts::condition_args(write.condition);
+        let (mode, expected, incarnation) = scripts::condition_args(write.condition);
         let mut invocation = self.inner.save.prepare_invoke();
         invocation
             .key(&key)
@@ -220,7 +221,9 @@ impl SessionStore for RedisStore {
             .arg(meta)
             .arg(now.as_millis())
             .arg(write.ttl.as_millis())
-            .arg(created_at);
+            .arg(incarnation)
+            // Used only if this write creates the session; never 0 ("unknown").
+            .arg(fastrand::u64(1..));
         let reply = self
             .send(Request::Script(&invocation), Retry::Never, "save")
             .await?;
@@ -301,7 +304,8 @@ impl SessionStore for RedisStore {
                     .arg(&key)
                     .arg(layout::FIELD_META)
                     .arg(layout::FIELD_VERSION)
-                    .arg(layout::FIELD_CREATED);
+                    .arg(layout::FIELD_CREATED)
+                    .arg(layout::FIELD_INCARNATION);
                 pipe.cmd("PTTL").arg(key);
             }
             let reply = self
