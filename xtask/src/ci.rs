@@ -22,6 +22,8 @@ enum Action {
     Tests,
     /// The dashboard in headless Chromium, as `cargo xtask dashboard`.
     Dashboard,
+    /// The architecture invariant that a default build compiles no Redis client.
+    NoRedisInDefaultBuild,
 }
 
 /// The steps, in order. The end-to-end test of the demo runs within `test`; the dashboard's
@@ -31,6 +33,10 @@ const STEPS: &[Step] = &[
     Step {
         name: "fmt",
         action: Action::Cargo(&["fmt", "--all", "--check"], &[]),
+    },
+    Step {
+        name: "deps",
+        action: Action::NoRedisInDefaultBuild,
     },
     Step {
         name: "clippy",
@@ -64,6 +70,41 @@ const STEPS: &[Step] = &[
     },
 ];
 
+/// Checks ARCHITECTURE.md's invariant "a default `cargo build` compiles no Redis client": the
+/// dependency tree of the default members (`cargo tree -e normal`) holds no redis-rs and no
+/// deadpool. Returns the step's exit code.
+fn no_redis_in_default_build() -> Result<u8> {
+    let mut cmd = process::cargo();
+    cmd.args(["tree", "-e", "normal", "--prefix", "none"]);
+    let output = cmd.output()?;
+    if !output.status.success() {
+        eprintln!("xtask ci: `cargo tree` failed ({})", output.status);
+        return Ok(1);
+    }
+    let tree = String::from_utf8_lossy(&output.stdout);
+    let offenders = redis_clients(&tree);
+    if offenders.is_empty() {
+        println!("xtask ci: the default members build without a Redis client");
+        Ok(0)
+    } else {
+        eprintln!(
+            "xtask ci: a default `cargo build` would compile a Redis client: {}",
+            offenders.join(", ")
+        );
+        Ok(1)
+    }
+}
+
+/// The lines of a `cargo tree --prefix none` listing that name a Redis client crate.
+fn redis_clients(tree: &str) -> Vec<&str> {
+    tree.lines()
+        .filter(|line| {
+            let name = line.split_whitespace().next().unwrap_or_default();
+            name == "redis" || name.starts_with("deadpool")
+        })
+        .collect()
+}
+
 /// Runs every step; fails fast with the step's name and exit code.
 pub(crate) fn run(interrupted: &AtomicBool) -> Result<ExitCode> {
     let started = Instant::now();
@@ -79,6 +120,7 @@ pub(crate) fn run(interrupted: &AtomicBool) -> Result<ExitCode> {
             }
             Action::Tests => test::suite(interrupted, &[])?,
             Action::Dashboard => dashboard::step(interrupted)?,
+            Action::NoRedisInDefaultBuild => no_redis_in_default_build()?,
         };
         timings.push((step.name, step_started.elapsed()));
         if code != 0 {
@@ -100,4 +142,20 @@ pub(crate) fn run(interrupted: &AtomicBool) -> Result<ExitCode> {
     }
     println!("  {:<8} {:>6.1}s", "total", started.elapsed().as_secs_f64());
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redis_clients;
+
+    #[test]
+    fn the_redis_client_is_found_and_the_test_harness_is_not() {
+        let tree = "session-core v0.1.0\nredis-harness v0.0.0 (/x)\nredis v1.8.1\n\
+                    deadpool-redis v0.23.1\ntokio v1.54.1\n";
+        assert_eq!(
+            redis_clients(tree),
+            ["redis v1.8.1", "deadpool-redis v0.23.1"]
+        );
+        assert!(redis_clients("session-core v0.1.0\nredis-harness v0.0.0\n").is_empty());
+    }
 }
