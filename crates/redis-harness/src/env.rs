@@ -17,6 +17,7 @@
 //! With `SESSION_REQUIRE_REDIS=1` a missing variable panics instead, so a CI run can never pass by
 //! skipping everything.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 /// `redis://127.0.0.1:PORT` of the shared test server (no password).
@@ -167,6 +168,9 @@ fn missing<T>(test: &str, required: bool, why: &str) -> Option<T> {
     if required {
         panic!("{test}: {REQUIRE}=1 but {why}");
     }
-    eprintln!("SKIPPED {test}: {why}");
+    // Straight to the process's stderr, not through `eprintln!`: the test harness captures
+    // what the print macros write and shows it only for failing tests, and a skip must be
+    // visible in a plain `cargo test`.
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
     None
 }
