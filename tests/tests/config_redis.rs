@@ -5,16 +5,14 @@
 //! Settings come from explicit environment maps (`Sources`): the process environment is never
 //! read or changed.
 
-mod common;
-
 use std::{
     io::Write as _,
     sync::{Arc, Mutex},
 };
 
-use common::private_server;
 use integration_tests::{Agent, unique, unique_id};
 use redis_harness::ServerOptions;
+use redis_harness::env::private_server;
 use session_config::{BuiltStore, Settings, Sources};
 use session_core::{Error, SessionId};
 

@@ -345,15 +345,15 @@ fn sessions_move_from_a_memory_demo_into_redis() {
 #[test]
 fn a_redis_outage_is_a_503_and_the_demo_recovers_when_redis_returns() {
     const TEST: &str = "a_redis_outage_is_a_503_and_the_demo_recovers_when_redis_returns";
-    let Some(binary) = redis_harness::env::server_binary(TEST) else {
+    let Some(mut redis) = redis_harness::env::private_server(
+        TEST,
+        redis_harness::ServerOptions {
+            appendonly: true,
+            ..redis_harness::ServerOptions::default()
+        },
+    ) else {
         return;
     };
-    let mut redis = redis_harness::RedisServer::start(redis_harness::ServerOptions {
-        binary: Some(binary),
-        appendonly: true,
-        ..redis_harness::ServerOptions::default()
-    })
-    .unwrap_or_else(|e| panic!("{TEST}: cannot start redis-server: {e}"));
     let bins = Binaries::build();
     let scratch = Scratch::new();
     let env = DemoEnv {

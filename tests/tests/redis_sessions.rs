@@ -1,16 +1,14 @@
 //! The scenarios on real Redis: two service instances, restarts of the service and of
 //! redis-server, TTL expiry, what `redis-cli` sees, credentials, corrupt data.
 
-mod common;
-
 use std::{sync::Arc, time::Duration};
 
-use common::private_server;
 use integration_tests::{
     Agent, connect, options_with_unique_prefix, port_and_db, redis_cli, run_redis_cli, unique,
     unique_id,
 };
 use redis_harness::ServerOptions;
+use redis_harness::env::private_server;
 use session_core::{Error, SessionManager, SessionStore, Summarize, Ttl};
 use session_redis::{RedisOptions, RedisStore, RedisTarget};
 

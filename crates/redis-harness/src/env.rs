@@ -140,6 +140,19 @@ pub fn server_binary(test: &str) -> Option<PathBuf> {
     }
 }
 
+/// A `redis-server` of the test's own (for restarts, passwords, ACLs, command counts ...),
+/// started with `options` on the binary [`server_binary`] finds; `None` (after the SKIPPED
+/// line, or a panic when Redis is required) when there is none. Panics, naming the test, when
+/// the server does not start.
+pub fn private_server(test: &str, options: crate::ServerOptions) -> Option<crate::RedisServer> {
+    let binary = server_binary(test)?;
+    let server = crate::RedisServer::start(crate::ServerOptions {
+        binary: Some(binary),
+        ..options
+    });
+    Some(server.unwrap_or_else(|e| panic!("{test}: cannot start redis-server: {e}")))
+}
+
 /// The first executable file called `name` in the directories of `PATH`.
 pub fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -162,6 +175,13 @@ fn is_executable(path: &Path) -> bool {
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// What a test does when something Redis-related it needs is absent: panics naming `test` and
+/// `why` when Redis is required ([`REQUIRE`]), else prints `SKIPPED <test>: <why>` where a plain
+/// `cargo test` shows it and returns `None`.
+pub fn skip_or_require<T>(test: &str, why: &str) -> Option<T> {
+    missing(test, redis_required(), why)
 }
 
 fn missing<T>(test: &str, required: bool, why: &str) -> Option<T> {

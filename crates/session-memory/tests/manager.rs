@@ -52,6 +52,17 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// What the user said, in order.
+    fn user_messages(&self) -> Vec<&str> {
+        self.conversation_history
+            .iter()
+            .filter(|m| m.role == "user")
+            .map(|m| m.content.as_str())
+            .collect()
+    }
+}
+
 impl Summarize for Agent {
     fn summary(&self) -> Summary {
         Summary::new()
@@ -419,12 +430,7 @@ async fn modify_after_another_instance_wrote_costs_no_extra_read() {
     // A's copy is stale: its write is refused, the refusal carries B's state, A writes again.
     let agent = a.modify(&user, |s| s.chat("from a")).await.unwrap();
     assert_eq!(store.take(), (0, 2), "(loads, writes)");
-    let said: Vec<_> = agent
-        .conversation_history
-        .iter()
-        .filter(|m| m.role == "user")
-        .map(|m| m.content.as_str())
-        .collect();
+    let said = agent.user_messages();
     assert_eq!(said, ["from b", "from a"]);
     // An instance that never saw the session reads once, then writes once.
     let c = agents(store.clone());
@@ -467,12 +473,7 @@ async fn a_stale_copy_never_overwrites_a_recreated_session() {
         .await
         .unwrap(); // version 2 again
     let agent = a.modify(&user, |s| s.chat("next")).await.unwrap();
-    let said: Vec<_> = agent
-        .conversation_history
-        .iter()
-        .filter(|m| m.role == "user")
-        .map(|m| m.content.as_str())
-        .collect();
+    let said = agent.user_messages();
     assert_eq!(
         said,
         ["new conversation", "next"],

@@ -7,21 +7,19 @@ mod common;
 use std::{collections::BTreeMap, sync::Arc};
 
 use bytes::Bytes;
-use redis_harness::{RedisServer, ServerOptions};
+use redis_harness::{RedisServer, ServerOptions, env::private_server as server};
 use session_core::{
     Condition, Error, SessionId, SessionManager, SessionStore, Summary, Ttl, Write,
 };
 use session_redis::{ConnectionMode, RedisOptions, RedisStore};
 
-fn server(test: &str, options: ServerOptions) -> Option<RedisServer> {
-    let binary = redis_harness::env::server_binary(test)?;
-    Some(
-        RedisServer::start(ServerOptions {
-            binary: Some(binary),
-            ..options
-        })
-        .unwrap_or_else(|e| panic!("{test}: cannot start redis-server: {e}")),
-    )
+/// One `modify` of a counter session, which must succeed.
+async fn increment(counter: &SessionManager<u64>, id: &SessionId) {
+    counter
+        .modify(id, |n| *n += 1)
+        .await
+        .map(drop)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn id(s: &str) -> SessionId {
@@ -151,13 +149,7 @@ async fn check_command_counts(mode: ConnectionMode, test: &str) {
     let modify = measure(
         &server,
         "SessionManager::modify, this instance wrote last",
-        || async {
-            manager
-                .modify(&c, |n| *n += 1)
-                .await
-                .map(drop)
-                .unwrap_or_else(|e| panic!("{e}"))
-        },
+        || increment(&manager, &c),
     )
     .await;
     assert_eq!(
@@ -167,12 +159,8 @@ async fn check_command_counts(mode: ConnectionMode, test: &str) {
     );
 
     let other = SessionManager::<u64>::new(Arc::new(store.clone()) as Arc<dyn SessionStore>);
-    let first_sight = measure(&server, "SessionManager::modify, first sight", || async {
-        other
-            .modify(&c, |n| *n += 1)
-            .await
-            .map(drop)
-            .unwrap_or_else(|e| panic!("{e}"))
+    let first_sight = measure(&server, "SessionManager::modify, first sight", || {
+        increment(&other, &c)
     })
     .await;
     assert_eq!(
@@ -190,13 +178,7 @@ async fn check_command_counts(mode: ConnectionMode, test: &str) {
     let stale = measure(
         &server,
         "SessionManager::modify, another instance wrote last",
-        || async {
-            manager
-                .modify(&c, |n| *n += 1)
-                .await
-                .map(drop)
-                .unwrap_or_else(|e| panic!("{e}"))
-        },
+        || increment(&manager, &c),
     )
     .await;
     assert_eq!(

@@ -65,12 +65,7 @@ pub fn start(test: &str) -> Option<Env> {
 }
 
 pub fn start_with(test: &str, options: ServerOptions) -> Option<Env> {
-    let binary = redis_harness::env::server_binary(test)?;
-    let server = RedisServer::start(ServerOptions {
-        binary: Some(binary),
-        ..options
-    })
-    .expect("redis-server starts");
+    let server = redis_harness::env::private_server(test, options)?;
     let dir = server.dir().join("sessionctl-cwd");
     std::fs::create_dir_all(dir.join("config")).expect("scratch directory");
     let url = server.url();
