@@ -233,7 +233,7 @@ async fn redis_cli_sees_the_session_key_with_a_ttl() {
     let fields = run_redis_cli(&cli, port, db, &["HKEYS", &key]);
     let mut fields: Vec<&str> = fields.lines().collect();
     fields.sort_unstable();
-    assert_eq!(fields, ["c", "d", "i", "m", "v"]);
+    assert_eq!(fields, ["c", "d", "m", "t", "v"]);
     assert_eq!(run_redis_cli(&cli, port, db, &["HGET", &key, "v"]), "1");
     manager.delete(&id).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(run_redis_cli(&cli, port, db, &["EXISTS", &key]), "0");
@@ -288,12 +288,17 @@ async fn an_acl_user_with_only_the_commands_the_store_needs_works() {
         ">app-secret",
         "resetkeys",
         "~cql:session:*",
+        // The write path stages each new record under `{<session key>}~w<nonce>`.
+        "~{cql:session:*",
         "-@all",
         "+ping",
         "+select",
         "+evalsha",
         "+script|load",
         "+hmget",
+        "+rename",
+        "+renamenx",
+        "+hmset",
         "+pttl",
         "+scan",
         "+pexpire",

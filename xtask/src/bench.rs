@@ -1,8 +1,11 @@
-//! `cargo xtask bench`: the benchmark suite against a private Redis, written to BENCHMARKS.md.
+//! `cargo xtask bench`: the benchmark suite against a private Redis (or Valkey), written to
+//! BENCHMARKS.md (or BENCHMARKS-valkey.md).
 //!
 //! 1. builds `session-bench` in release;
-//! 2. starts a private `redis-server` (no RDB, no AOF) on a free loopback port through
-//!    redis-harness;
+//! 2. starts a private server (no RDB, no AOF) on a free loopback port through redis-harness:
+//!    `redis-server` by default or with `--server redis`, a Valkey 9 `valkey-server` with
+//!    `--server valkey` (provided like the Valkey pass of `cargo xtask test`: see
+//!    [`provide::valkey_server`]);
 //! 3. when `taskset` exists, pins the server (every thread: `taskset -a -p -c 0 <pid>`) and
 //!    the benchmark (`taskset -c 0 session-bench ...`) to core 0: a same-core loopback round
 //!    trip is the cheapest and steadiest there is; across cores it is 2-3x slower and bimodal.
@@ -10,45 +13,95 @@
 //!    section, which runs on 2 threads;
 //! 4. runs the benchmark, which measures the library and its raw redis-rs baselines in the same
 //!    run and renders the tables;
-//! 5. stops the server (also when the benchmark failed) and writes `BENCHMARKS.md`: the machine,
-//!    the Redis and rustc versions, the command, the placement, the tables. Everything below the
-//!    line [`NOTES_MARKER`] in the existing file is kept, so hand-written findings survive a
-//!    re-run. `--quick` (a smoke run) writes `target/bench/BENCHMARKS-quick.md` instead.
+//! 5. stops the server (also when the benchmark failed) and writes the report: the machine,
+//!    the server (name and version) and rustc versions, the command, the placement, the tables.
+//!    One file per server, so that a run on one never overwrites the other's figures or notes:
+//!    `BENCHMARKS.md` for Redis, `BENCHMARKS-valkey.md` for Valkey. Everything below the line
+//!    [`NOTES_MARKER`] in the existing file is kept, so hand-written findings survive a re-run.
+//!    `--quick` (a smoke run) writes `target/bench/BENCHMARKS-quick.md` (Valkey:
+//!    `BENCHMARKS-valkey-quick.md`) instead.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use redis_harness::{RedisServer, ServerOptions};
 
+use crate::provide::Kind;
 use crate::{Result, process, provide};
 
 /// The line in BENCHMARKS.md after which hand-written notes start; the tables go above it.
 pub(crate) const NOTES_MARKER: &str =
     "<!-- notes below this line are kept by `cargo xtask bench` -->";
 
-/// Runs `cargo xtask bench [--quick] [-- BENCH-ARGS]`.
-pub(crate) fn run(interrupted: &AtomicBool, args: &[&str]) -> Result<ExitCode> {
-    let mut quick = false;
-    let mut extra: Vec<&str> = Vec::new();
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        match *arg {
-            "--quick" => quick = true,
-            "--" => extra.extend(rest.by_ref()),
-            other => {
-                return Err(format!(
-                    "unknown argument `{other}` for `cargo xtask bench [--quick] [-- ARGS]`"
-                )
-                .into());
-            }
+const BENCH_USAGE: &str = "cargo xtask bench [--quick] [--server redis|valkey] [-- ARGS]";
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+struct Options<'a> {
+    quick: bool,
+    server: Kind,
+    /// Arguments for session-bench.
+    extra: Vec<&'a str>,
+}
+
+impl<'a> Options<'a> {
+    fn parse(args: &[&'a str]) -> Result<Options<'a>> {
+        let mut options = Options {
+            quick: false,
+            server: Kind::Redis,
+            extra: Vec::new(),
+        };
+        let mut rest = args.iter();
+        while let Some(&arg) = rest.next() {
+            let server = match arg {
+                "--quick" => {
+                    options.quick = true;
+                    continue;
+                }
+                "--" => {
+                    options.extra.extend(rest.by_ref());
+                    break;
+                }
+                "--server" => rest
+                    .next()
+                    .ok_or(format!("`--server` needs a value: {BENCH_USAGE}"))?,
+                other => match other.strip_prefix("--server=") {
+                    Some(value) => value,
+                    None => {
+                        return Err(
+                            format!("unknown argument `{other}` for `{BENCH_USAGE}`").into()
+                        );
+                    }
+                },
+            };
+            options.server = Kind::parse(server).ok_or_else(|| {
+                format!("unknown server `{server}` (redis or valkey): {BENCH_USAGE}")
+            })?;
+        }
+        Ok(options)
+    }
+
+    /// Where the report goes: one file per server.
+    fn report_path(&self, root: &Path, out_dir: &Path) -> PathBuf {
+        let suffix = match self.server {
+            Kind::Redis => "",
+            Kind::Valkey => "-valkey",
+        };
+        if self.quick {
+            out_dir.join(format!("BENCHMARKS{suffix}-quick.md"))
+        } else {
+            root.join(format!("BENCHMARKS{suffix}.md"))
         }
     }
+}
+
+/// Runs `cargo xtask bench [--quick] [--server redis|valkey] [-- BENCH-ARGS]`.
+pub(crate) fn run(interrupted: &AtomicBool, args: &[&str]) -> Result<ExitCode> {
+    let options = Options::parse(args)?;
     let root = process::workspace_root();
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map_or_else(|| root.join("target"), |d| root.join(d));
+    let target_dir = process::target_dir();
     let out_dir = target_dir.join("bench");
     std::fs::create_dir_all(&out_dir)?;
 
@@ -59,24 +112,33 @@ pub(crate) fn run(interrupted: &AtomicBool, args: &[&str]) -> Result<ExitCode> {
     }
     let bench_bin = target_dir.join("release").join("session-bench");
 
-    let binary = provide::redis_server()?;
+    let kind = options.server;
+    let binary = kind.binary()?;
     let mut server = RedisServer::start(ServerOptions {
-        binary: Some(binary.path),
+        binary: Some(binary.path.clone()),
         appendonly: false,
         extra_args: vec!["--save".into(), String::new()],
         ..ServerOptions::default()
-    })?;
+    })
+    .map_err(|err| format!("cannot start {} for the benchmark: {err}", kind.program()))?;
     println!(
-        "xtask: Redis for the benchmark: {} (pid {})",
+        "xtask: {} {} for the benchmark: {} (pid {}, {}, from {})",
+        kind.product(),
+        provide::running_version(&server).unwrap_or_else(|| "(unknown version)".into()),
         server.url(),
-        server.pid()
+        server.pid(),
+        binary.path.display(),
+        binary.origin
     );
-    let outcome = bench_with(&server, &bench_bin, &out_dir, quick, &extra);
-    // Stop Redis whatever happened.
+    let outcome = bench_with(&server, kind, &bench_bin, &out_dir, &options);
+    // Stop the server whatever happened.
     let stopped = server.stop();
     let (report, started) = outcome?;
     if let Err(err) = stopped {
-        eprintln!("xtask: warning: stopping the benchmark's Redis: {err}");
+        eprintln!(
+            "xtask: warning: stopping the benchmark's {}: {err}",
+            kind.program()
+        );
     }
     if interrupted.load(Ordering::Relaxed) {
         eprintln!("xtask: interrupted");
@@ -85,11 +147,7 @@ pub(crate) fn run(interrupted: &AtomicBool, args: &[&str]) -> Result<ExitCode> {
     let Some(report) = report else {
         return Ok(ExitCode::FAILURE);
     };
-    let target = if quick {
-        out_dir.join("BENCHMARKS-quick.md")
-    } else {
-        root.join("BENCHMARKS.md")
-    };
+    let target = options.report_path(&root, &out_dir);
     let notes = std::fs::read_to_string(&target)
         .ok()
         .and_then(|old| {
@@ -110,13 +168,14 @@ pub(crate) fn run(interrupted: &AtomicBool, args: &[&str]) -> Result<ExitCode> {
 /// Pins, runs the benchmark and renders the report; `None` when the benchmark failed.
 fn bench_with(
     server: &RedisServer,
-    bench_bin: &std::path::Path,
-    out_dir: &std::path::Path,
-    quick: bool,
-    extra: &[&str],
+    kind: Kind,
+    bench_bin: &Path,
+    out_dir: &Path,
+    options: &Options<'_>,
 ) -> Result<(Option<String>, Instant)> {
+    let (quick, extra) = (options.quick, options.extra.as_slice());
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let pinned = have_taskset() && pin(server.pid());
+    let pinned = have_taskset() && pin(server.pid(), kind);
     let tables = out_dir.join("results.md");
     let json = out_dir.join("results.json");
     let mut bench_args: Vec<String> = vec![
@@ -148,10 +207,11 @@ fn bench_with(
     }
     let tables = std::fs::read_to_string(&tables)
         .map_err(|e| format!("reading {}: {e}", tables.display()))?;
-    let redis_version = server.version().unwrap_or_else(|| "unknown".into());
+    let server_version = provide::running_version(server).unwrap_or_else(|| "unknown".into());
+    let program = kind.program();
     let placement = if pinned {
         format!(
-            "redis-server (all threads) and the benchmark pinned to core 0 with `taskset` \
+            "{program} (all threads) and the benchmark pinned to core 0 with `taskset` \
              (same-core loopback); the memory-store section runs on 2 threads over cores 0-{}",
             cores - 1
         )
@@ -162,19 +222,22 @@ fn bench_with(
     if quick {
         shown.push("--quick".into());
     }
+    if kind != Kind::Redis {
+        shown.push(format!("--server {}", kind.name()));
+    }
     if !extra.is_empty() {
         shown.push("--".into());
         shown.extend(extra.iter().map(|s| (*s).to_owned()));
     }
     let report = format!(
-        "# Benchmarks\n\n\
+        "# Benchmarks{on}\n\n\
          Written by `{command}` on {date}. Each figure is measured in one run beside its \
          baseline and reported as a ratio: these machines are shared and noisy, so absolute \
          numbers move between runs while ratios measured side by side hold. Speed is never \
          asserted in tests.\n\n\
          | | |\n|---|---|\n\
          | machine | {cpu}, {cores} logical cores, Linux {kernel} |\n\
-         | Redis | {redis_version} (private `redis-server`, `--save ''`, `--appendonly no`, loopback) |\n\
+         | server | {product} {server_version} (private `{program}`, `--save ''`, `--appendonly no`, loopback) |\n\
          | rustc | {rustc} |\n\
          | command | `{command}` → `{bench} {args}` |\n\
          | placement | {placement} |\n\
@@ -188,6 +251,11 @@ fn bench_with(
          above 1 for large payloads means the request arrived in several reads), and under \
          concurrency it shows how many operations shared one read (pipelining).\n\n\
          {tables}",
+        on = match kind {
+            Kind::Redis => String::new(),
+            Kind::Valkey => " on Valkey".to_owned(),
+        },
+        product = kind.product(),
         command = shown.join(" "),
         date = shell(&["date", "-u", "+%Y-%m-%d %H:%M UTC"]),
         cpu = cpu_model(),
@@ -229,15 +297,18 @@ fn have_taskset() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Pins every thread of `pid` to core 0.
-fn pin(pid: u32) -> bool {
+/// Pins every thread of `pid` (a `kind` server) to core 0.
+fn pin(pid: u32, kind: Kind) -> bool {
     let pinned = Command::new("taskset")
         .args(["-a", "-p", "-c", "0", &pid.to_string()])
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     if !pinned {
-        eprintln!("xtask: warning: could not pin redis-server (pid {pid}); running unpinned");
+        eprintln!(
+            "xtask: warning: could not pin {} (pid {pid}); running unpinned",
+            kind.program()
+        );
     }
     pinned
 }
@@ -267,4 +338,45 @@ fn shell(argv: &[&str]) -> String {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::{Kind, Options};
+
+    #[test]
+    fn the_server_flag_chooses_the_server_and_the_report() {
+        let parse = |args: &[&'static str]| Options::parse(args).unwrap();
+        let (root, out) = (Path::new("/w"), Path::new("/w/target/bench"));
+        let default = parse(&[]);
+        assert_eq!(default.server, Kind::Redis);
+        assert_eq!(default.report_path(root, out), root.join("BENCHMARKS.md"));
+        let valkey = parse(&["--server", "valkey", "--", "--only", "list"]);
+        assert_eq!(
+            valkey,
+            Options {
+                quick: false,
+                server: Kind::Valkey,
+                extra: vec!["--only", "list"]
+            }
+        );
+        assert_eq!(
+            valkey.report_path(root, out),
+            root.join("BENCHMARKS-valkey.md")
+        );
+        let quick = parse(&["--quick", "--server=valkey"]);
+        assert_eq!(
+            quick.report_path(root, out),
+            out.join("BENCHMARKS-valkey-quick.md")
+        );
+        assert_eq!(
+            parse(&["--server=redis", "--quick"]).report_path(root, out),
+            out.join("BENCHMARKS-quick.md")
+        );
+        assert!(Options::parse(&["--server"]).is_err());
+        assert!(Options::parse(&["--server", "memcached"]).is_err());
+        assert!(Options::parse(&["--fast"]).is_err());
+    }
 }

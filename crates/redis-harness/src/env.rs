@@ -1,7 +1,9 @@
 //! The environment contract between `cargo xtask test` and the Redis tests.
 //!
 //! `cargo xtask test` starts one `redis-server` (plain and TLS port), exports the variables
-//! below and sets [`REQUIRE`] to `1`. A test asks for what it needs and skips when it is absent:
+//! below and sets [`REQUIRE`] to `1`; then it runs the server tests again against a Valkey 9
+//! `valkey-server` without TLS ([`SERVER_KIND`] `valkey`, [`REQUIRE_TLS`] and [`SERVER_TLS`]
+//! `0`). A test asks for what it needs and skips when it is absent:
 //!
 //! ```no_run
 //! #[test]
@@ -32,6 +34,12 @@ pub const TLS_CLIENT_CERT: &str = "SESSION_TEST_REDIS_TLS_CLIENT_CERT";
 pub const TLS_CLIENT_KEY: &str = "SESSION_TEST_REDIS_TLS_CLIENT_KEY";
 /// Path of the `redis-server` binary, for tests that start their own servers.
 pub const SERVER: &str = "SESSION_TEST_REDIS_SERVER";
+/// `0`: the binary in [`SERVER`] has no TLS support (the Valkey build `cargo xtask test` runs):
+/// [`private_server`] with `tls: true` skips then, like [`tls`] (see [`server_has_tls`]).
+pub const SERVER_TLS: &str = "SESSION_TEST_REDIS_SERVER_TLS";
+/// Which server [`URL`] and [`SERVER`] are: `redis` (also when unset) or `valkey`. For messages,
+/// and for the rare test whose expectation differs between the two (see [`server_kind`]).
+pub const SERVER_KIND: &str = "SESSION_TEST_SERVER_KIND";
 /// `1`: a missing Redis fails the test instead of skipping it.
 pub const REQUIRE: &str = "SESSION_REQUIRE_REDIS";
 /// `0`: with [`REQUIRE`] set, TLS tests may still skip ([`tls`] returns `None`). For a run
@@ -64,6 +72,17 @@ pub fn redis_required() -> bool {
 fn part_required(part: &str) -> bool {
     redis_required()
         && !std::env::var(part).is_ok_and(|v| v == "0" || v.eq_ignore_ascii_case("false"))
+}
+
+/// The server under test, from [`SERVER_KIND`]: `redis` (the default) or `valkey`.
+pub fn server_kind() -> String {
+    var(SERVER_KIND).unwrap_or_else(|| "redis".to_owned())
+}
+
+/// Whether the binary of [`server_binary`] supports TLS: unless [`SERVER_TLS`] is `0` (or
+/// `false`).
+pub fn server_has_tls() -> bool {
+    !std::env::var(SERVER_TLS).is_ok_and(|v| v == "0" || v.eq_ignore_ascii_case("false"))
 }
 
 /// The URL of the shared test Redis, from [`URL`].
@@ -142,10 +161,18 @@ pub fn server_binary(test: &str) -> Option<PathBuf> {
 
 /// A `redis-server` of the test's own (for restarts, passwords, ACLs, command counts ...),
 /// started with `options` on the binary [`server_binary`] finds; `None` (after the SKIPPED
-/// line, or a panic when Redis is required) when there is none. Panics, naming the test, when
-/// the server does not start.
+/// line, or a panic when Redis is required) when there is none, or when `options` ask for TLS
+/// and the binary has none ([`server_has_tls`]; a panic then only when [`REQUIRE_TLS`] is not
+/// `0`). Panics, naming the test, when the server does not start.
 pub fn private_server(test: &str, options: crate::ServerOptions) -> Option<crate::RedisServer> {
     let binary = server_binary(test)?;
+    if options.tls && !server_has_tls() {
+        return missing(
+            test,
+            part_required(REQUIRE_TLS),
+            &format!("{} has no TLS ({SERVER_TLS}=0)", binary.display()),
+        );
+    }
     let server = crate::RedisServer::start(crate::ServerOptions {
         binary: Some(binary),
         ..options

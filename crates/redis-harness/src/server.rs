@@ -219,6 +219,18 @@ impl RedisServer {
         self.spawn_and_wait()
     }
 
+    /// Stops the server, lets `prepare` change its directory (put an older `dump.rdb` there,
+    /// remove the AOF ...), and starts it again on the same port(s): a restart from whatever
+    /// `prepare` left, e.g. from an older snapshot, losing what was written since.
+    pub fn restart_with(
+        &mut self,
+        prepare: impl FnOnce(&Path) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.stop()?;
+        prepare(&self.dir)?;
+        self.spawn_and_wait()
+    }
+
     /// Sends one command on the plain port (authenticating first when the server has a password)
     /// and returns a readable rendering of the reply; an error reply is an `Err`. See
     /// [`command_on`] for the rendering.

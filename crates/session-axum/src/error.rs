@@ -26,7 +26,8 @@ use session_core::{Error, InvalidId, SessionId};
 /// | `not_found` | 404 Not Found |
 /// | `conflict` | 409 Conflict |
 /// | `too_large` | 413 Payload Too Large |
-/// | `unavailable`, `auth` | 503 Service Unavailable (with `Retry-After: 1`) |
+/// | `unavailable`, `auth` | 503 Service Unavailable (with `Retry-After: 1`): nothing was written, retrying is safe |
+/// | `outcome_unknown` | 500 Internal Server Error, **no** `Retry-After`: the write may have been applied; a client must read the session first, or retry with the same idempotency key, never blindly |
 /// | `corrupt`, `backend`, `encode`, `config` | 500 Internal Server Error |
 ///
 /// and from axum's JSON, query and path rejections (`invalid_json`, `invalid_query`,
@@ -145,6 +146,9 @@ fn status_of(e: &Error) -> StatusCode {
         Error::Conflict { .. } => StatusCode::CONFLICT,
         Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Unavailable { .. } | Error::Auth { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        // Not 503: a 503 invites a retry, and a retry of a write that may have landed can
+        // apply it twice.
+        Error::OutcomeUnknown { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         // Corrupt, Encode, Backend, Config, and whatever a later version adds.
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -157,7 +161,8 @@ fn id_of(e: &Error) -> Option<SessionId> {
         | Error::Conflict { id, .. }
         | Error::Corrupt { id, .. }
         | Error::Encode { id, .. }
-        | Error::TooLarge { id, .. } => Some(id.clone()),
+        | Error::TooLarge { id, .. }
+        | Error::OutcomeUnknown { id, .. } => Some(id.clone()),
         _ => None,
     }
 }
@@ -342,6 +347,17 @@ mod tests {
 
     #[test]
     fn unavailable_tells_clients_when_to_retry() {
+        let unknown = ApiError::from(Error::OutcomeUnknown {
+            id: id(),
+            backend: "redis",
+            reason: "the reply was lost".into(),
+        })
+        .into_response();
+        assert_eq!(unknown.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            unknown.headers().get(header::RETRY_AFTER).is_none(),
+            "a write that may have landed must not invite a retry"
+        );
         let e = ApiError::from(Error::Unavailable {
             backend: "redis",
             reason: "timed out".into(),

@@ -90,6 +90,24 @@ pub enum Error {
         source: Option<BoxError>,
     },
 
+    /// A write was sent but its reply was lost, and the backend could not be asked in time
+    /// whether it was applied: the session may hold the new state or the old one.
+    ///
+    /// Unlike [`Unavailable`](Self::Unavailable), this is **not** safe to retry blindly: a
+    /// retry may apply the change twice. Read the session first, or retry with an idempotency
+    /// key stored in the state. The library returns it only after it tried, on a new
+    /// connection, to read the record's recent write tokens and failed; a lost reply the
+    /// backend can still answer for becomes success or a known refusal instead.
+    #[error("the outcome of writing session {id} is unknown: {reason}")]
+    OutcomeUnknown {
+        /// The session written.
+        id: SessionId,
+        /// The backend's name.
+        backend: &'static str,
+        /// What happened, without credentials.
+        reason: String,
+    },
+
     /// The backend refused the credentials (wrong password, unknown ACL user, missing rights).
     #[error("{backend} refused the credentials: {reason}")]
     Auth {
@@ -142,6 +160,7 @@ impl Error {
             Self::TooLarge { .. } => "too_large",
             Self::InvalidCursor { .. } => "invalid_cursor",
             Self::Unavailable { .. } => "unavailable",
+            Self::OutcomeUnknown { .. } => "outcome_unknown",
             Self::Auth { .. } => "auth",
             Self::Backend { .. } => "backend",
             Self::Config { .. } => "config",
@@ -153,7 +172,10 @@ impl Error {
     pub fn is_backend_failure(&self) -> bool {
         matches!(
             self,
-            Self::Unavailable { .. } | Self::Auth { .. } | Self::Backend { .. }
+            Self::Unavailable { .. }
+                | Self::OutcomeUnknown { .. }
+                | Self::Auth { .. }
+                | Self::Backend { .. }
         )
     }
 
@@ -168,6 +190,13 @@ impl Error {
             reason: reason.into(),
             source: Some(source.into()),
         }
+    }
+
+    /// Whether retrying the failed operation as it was is safe: the backend failed and
+    /// nothing was applied ([`Unavailable`](Self::Unavailable)). `false` for
+    /// [`OutcomeUnknown`](Self::OutcomeUnknown), whose write may have been applied.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
     }
 
     /// Builds [`Error::Backend`] from a driver error.

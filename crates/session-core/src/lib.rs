@@ -39,6 +39,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod cas;
 mod codec;
 mod error;
 mod fallback;
@@ -51,6 +52,7 @@ mod session;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod token;
 mod ttl;
 
 pub use codec::{
@@ -65,7 +67,8 @@ pub use record::{
     Cursor, Meta, Page, Record, SessionInfo, Summarize, Summary, SummaryValue, Timestamp,
 };
 pub use session::Session;
-pub use store::{Condition, Health, SessionStore, Write, WriteOutcome};
+pub use store::{Basis, Condition, Health, SessionStore, Write, WriteOutcome};
+pub use token::{RECENT_TOKENS, RecentTokens, TOKEN_HEX_LEN, WriteToken};
 pub use ttl::{InvalidTtl, Ttl};
 
 // Re-exported so that backends implement the trait with the same macro version.

@@ -18,7 +18,7 @@ use std::{
 
 use bytes::Bytes;
 
-use crate::{Record, SessionId};
+use crate::{Basis, Record, SessionId};
 
 /// Default budget: the bytes kept, all sessions together (payloads, ids and a per-entry
 /// allowance for the maps).
@@ -37,20 +37,31 @@ fn footprint(id: &SessionId, copy: &Copy) -> usize {
         .saturating_add(ENTRY_OVERHEAD)
 }
 
-/// What a copy holds: enough for a conditional write.
+/// What a copy holds: enough for a conditional write (the payload to decode and apply the
+/// change to, and the basis that names exactly that content).
 #[derive(Debug, Clone)]
 pub(crate) struct Copy {
     pub(crate) payload: Bytes,
-    pub(crate) version: u64,
-    pub(crate) incarnation: u64,
+    pub(crate) basis: Basis,
 }
 
 impl From<Record> for Copy {
     fn from(r: Record) -> Self {
         Self {
+            basis: r.basis(),
             payload: r.payload,
-            version: r.version,
-            incarnation: r.meta.incarnation,
+        }
+    }
+}
+
+impl Copy {
+    /// Whether `self` and `other` are the same content: the same token (or, for records
+    /// without tokens, the same version).
+    fn same_content(&self, other: &Copy) -> bool {
+        match (self.basis.token(), other.basis.token()) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => self.basis.version() == other.basis.version(),
+            _ => false,
         }
     }
 }
@@ -115,9 +126,7 @@ impl LocalCopies {
     /// at work: the session is marked shared. If it is, nobody else wrote: the mark is cleared.
     pub(crate) fn remember_read(&self, id: &SessionId, copy: Copy, ttl: Option<Duration>) {
         self.put(id, copy, ttl, |known, copy| {
-            known.is_some_and(|k| {
-                k.copy.version != copy.version || k.copy.incarnation != copy.incarnation
-            })
+            known.is_some_and(|k| !k.copy.same_content(copy))
         });
     }
 
@@ -173,7 +182,13 @@ impl LocalCopies {
         );
     }
 
-    /// Forgets `id` (deleted, or found absent).
+    /// Whether a copy of `id` is kept (shared or not): this instance has seen the session
+    /// recently, so it most likely exists.
+    pub(crate) fn knows(&self, id: &SessionId) -> bool {
+        self.budget != 0 && self.lock().entries.contains_key(id)
+    }
+
+    /// Forgets `id` (deleted, found absent, or its state unknown after a failed write).
     pub(crate) fn remove(&self, id: &SessionId) {
         if self.budget == 0 {
             return;
@@ -206,10 +221,15 @@ mod tests {
     use super::*;
 
     fn copy(n: usize, version: u64) -> Copy {
+        // One token per version, so that equal versions are equal content here.
+        let token = crate::WriteToken::from_u64(version).unwrap();
         Copy {
             payload: Bytes::from(vec![0; n]),
-            version,
-            incarnation: 1,
+            basis: Basis::new(
+                version,
+                crate::Timestamp::from_millis(1),
+                crate::RecentTokens::first(token),
+            ),
         }
     }
 
@@ -234,7 +254,7 @@ mod tests {
         assert_eq!(copies.lock().bytes, 3 * unit);
         copies.remember_write(&id("a"), copy(50, 2), None);
         assert_eq!(copies.lock().bytes, 3 * unit - 50);
-        assert_eq!(copies.basis(&id("a")).map(|c| c.version), Some(2));
+        assert_eq!(copies.basis(&id("a")).map(|c| c.basis.version()), Some(2));
         copies.remember_write(&id("huge"), copy(3 * unit, 1), None);
         assert!(copies.basis(&id("huge")).is_none());
         copies.remove(&id("a"));

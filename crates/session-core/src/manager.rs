@@ -8,12 +8,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
-    Codec, Condition, Cursor, Error, Meta, Page, Record, Result, Session, SessionId, SessionInfo,
-    SessionStore, Summary, Timestamp, Ttl, Write, WriteOutcome,
+    Codec, Cursor, Page, Record, Result, Session, SessionId, SessionInfo, SessionStore, Summary,
+    Ttl,
     local_copies::{Copy, DEFAULT_LOCAL_COPY_BYTES, LocalCopies},
     observe,
 };
@@ -33,6 +32,7 @@ macro_rules! session_event {
         )
     };
 }
+pub(crate) use session_event;
 
 /// Default bound on compare-and-set attempts in [`SessionManager::modify`].
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 64;
@@ -61,21 +61,21 @@ type Summarizer<T> = dyn Fn(&T) -> Summary + Send + Sync;
 /// # Ok(()) }
 /// ```
 pub struct SessionManager<T> {
-    inner: Arc<Inner<T>>,
+    pub(crate) inner: Arc<Inner<T>>,
 }
 
-struct Inner<T> {
-    store: Arc<dyn SessionStore>,
-    codec: Codec,
-    ttl: Ttl,
+pub(crate) struct Inner<T> {
+    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) codec: Codec,
+    pub(crate) ttl: Ttl,
     sliding: Option<Duration>,
-    max_attempts: u32,
+    pub(crate) max_attempts: u32,
     summarize: Option<Box<Summarizer<T>>>,
     /// When this instance last refreshed a session's TTL on read, so that a burst of reads
     /// costs one `touch`, not one per read.
     recent_touches: Mutex<HashMap<SessionId, Instant>>,
     /// The last known state of recently used sessions, the basis of one-round-trip modifies.
-    copies: LocalCopies,
+    pub(crate) copies: LocalCopies,
 }
 
 impl<T> Clone for SessionManager<T> {
@@ -226,49 +226,6 @@ where
         &self.inner.codec
     }
 
-    /// Loads the session, or creates it from `create` if there is none (the seed's
-    /// `get_or_create_agent`). Two instances racing to create the same id end up with one
-    /// session: the loser returns the winner's state.
-    pub async fn get_or_create(
-        &self,
-        id: &SessionId,
-        create: impl FnOnce() -> T + Send,
-    ) -> Result<Session<T>> {
-        let start = Instant::now();
-        let result = self.get_or_create_inner(id, create).await;
-        observe::record("get_or_create", self.backend(), start, &result);
-        result
-    }
-
-    async fn get_or_create_inner(
-        &self,
-        id: &SessionId,
-        create: impl FnOnce() -> T + Send,
-    ) -> Result<Session<T>> {
-        if let Some(session) = self.load(id).await? {
-            return Ok(session);
-        }
-        let value = create();
-        let payload = self.inner.codec.encode(id, &value)?;
-        let summary = self.summary(&value);
-        for _ in 0..self.inner.max_attempts {
-            let write = self.write_request(payload.clone(), summary.clone(), Condition::IfAbsent);
-            match self.write(id, write).await? {
-                Written::Yes { version, meta } => {
-                    self.created(id);
-                    return Ok(self.session(id, value, version, meta));
-                }
-                // Another instance created it first: theirs is the session.
-                Written::No {
-                    current: Some(record),
-                } => return self.adopt(id, record),
-                // ... and it vanished again (deleted or expired): try to create once more.
-                Written::No { current: None } => {}
-            }
-        }
-        Err(self.gave_up(id, None))
-    }
-
     /// Loads a session. `None` when there is none (or it expired).
     pub async fn get(&self, id: &SessionId) -> Result<Option<Session<T>>> {
         let start = Instant::now();
@@ -283,185 +240,6 @@ where
         let result = self.inner.store.exists(id).await;
         observe::record("exists", self.backend(), start, &result);
         result
-    }
-
-    /// Writes `value` whatever is stored (creating the session if needed) and resets the TTL:
-    /// the seed's `update_agent`. Returns the new version. Prefer [`modify`](Self::modify) or
-    /// [`save`](Self::save) when another instance may write the same session.
-    pub async fn update(&self, id: &SessionId, value: &T) -> Result<u64> {
-        self.update_with_ttl(id, value, self.inner.ttl).await
-    }
-
-    /// [`update`](Self::update) with a TTL for this write only.
-    pub async fn update_with_ttl(&self, id: &SessionId, value: &T, ttl: Ttl) -> Result<u64> {
-        let start = Instant::now();
-        let result = async {
-            let payload = self.inner.codec.encode(id, value)?;
-            let mut write = self.write_request(payload, self.summary(value), Condition::Any);
-            write.ttl = ttl;
-            match self.write(id, write).await? {
-                Written::Yes { version, .. } => Ok(version),
-                // `Any` cannot be refused; a store that does is broken.
-                Written::No { .. } => Err(Error::Backend {
-                    backend: self.backend(),
-                    reason: format!("the store refused an unconditional write of session {id}"),
-                    source: None,
-                }),
-            }
-        }
-        .await;
-        observe::record("update", self.backend(), start, &result);
-        result
-    }
-
-    /// Writes a loaded session back only if nobody wrote it since it was loaded; on success the
-    /// session's version and meta are brought up to date. Otherwise [`Error::Conflict`] and
-    /// nothing is written: load again, reapply, save again (or use [`modify`](Self::modify)).
-    pub async fn save(&self, session: &mut Session<T>) -> Result<()> {
-        let start = Instant::now();
-        let result = async {
-            let id = session.id.clone();
-            let payload = self.inner.codec.encode(&id, &session.value)?;
-            let condition = Condition::IfUnchanged {
-                version: session.version,
-                incarnation: session.meta.incarnation,
-            };
-            let write = self.write_request(payload, self.summary(&session.value), condition);
-            match self.write(&id, write).await? {
-                Written::Yes { version, meta } => {
-                    session.version = version;
-                    session.meta = meta;
-                    session.ttl = Some(self.inner.ttl.as_duration());
-                    Ok(())
-                }
-                Written::No { current } => Err(Error::Conflict {
-                    id,
-                    expected: Some(session.version),
-                    actual: current.map(|r| r.version),
-                }),
-            }
-        }
-        .await;
-        observe::record("save", self.backend(), start, &result);
-        result
-    }
-
-    /// Loads the session, applies `f`, and writes the result if nobody wrote in between;
-    /// otherwise applies `f` again to the current state (so `f` may run more than once), up to
-    /// the configured number of attempts. Concurrent modifies from any number of instances lose
-    /// no update. [`Error::NotFound`] when there is no session.
-    ///
-    /// When this instance read or wrote the session last, the write starts from its local copy
-    /// and takes one round trip; a refused write returns the current state, so a conflict costs
-    /// no extra read.
-    pub async fn modify<F, R>(&self, id: &SessionId, f: F) -> Result<Session<T>>
-    where
-        F: FnMut(&mut T) -> R + Send,
-        R: Send,
-    {
-        self.modify_with(id, f).await.map(|(session, _)| session)
-    }
-
-    /// [`modify`](Self::modify), also returning what `f` returned on the attempt that won.
-    pub async fn modify_with<F, R>(&self, id: &SessionId, f: F) -> Result<(Session<T>, R)>
-    where
-        F: FnMut(&mut T) -> R + Send,
-        R: Send,
-    {
-        let start = Instant::now();
-        let result = self.modify_inner(id, None::<fn() -> T>, f).await;
-        observe::record("modify", self.backend(), start, &result);
-        result
-    }
-
-    /// [`modify_with`](Self::modify_with) that creates the session from `create` first when
-    /// there is none (then applies `f` to the new state): "create on first message".
-    pub async fn modify_or_create<C, F, R>(
-        &self,
-        id: &SessionId,
-        create: C,
-        f: F,
-    ) -> Result<(Session<T>, R)>
-    where
-        C: FnMut() -> T + Send,
-        F: FnMut(&mut T) -> R + Send,
-        R: Send,
-    {
-        let start = Instant::now();
-        let result = self.modify_inner(id, Some(create), f).await;
-        observe::record("modify", self.backend(), start, &result);
-        result
-    }
-
-    async fn modify_inner<C, F, R>(
-        &self,
-        id: &SessionId,
-        mut create: Option<C>,
-        mut f: F,
-    ) -> Result<(Session<T>, R)>
-    where
-        C: FnMut() -> T + Send,
-        F: FnMut(&mut T) -> R + Send,
-        R: Send,
-    {
-        // What the next attempt starts from: a known state, known absence, or nothing (read).
-        let mut basis = match self.inner.copies.basis(id) {
-            Some(copy) => Basis::Known(copy),
-            None => Basis::Unknown,
-        };
-        let mut conflicts = 0;
-        let mut last_seen = None;
-        for _ in 0..self.inner.max_attempts {
-            if matches!(basis, Basis::Unknown) {
-                basis = match self.inner.store.load(id).await? {
-                    Some(record) => {
-                        let ttl = record.ttl;
-                        let copy = Copy::from(record);
-                        self.inner.copies.remember_read(id, copy.clone(), ttl);
-                        Basis::Known(copy)
-                    }
-                    None => {
-                        self.inner.copies.remove(id);
-                        Basis::Absent
-                    }
-                };
-            }
-            let (mut value, condition) = match std::mem::replace(&mut basis, Basis::Unknown) {
-                Basis::Known(copy) => {
-                    last_seen = Some(copy.version);
-                    let value = self.inner.codec.decode(id, &copy.payload)?;
-                    let condition = Condition::IfUnchanged {
-                        version: copy.version,
-                        incarnation: copy.incarnation,
-                    };
-                    (value, condition)
-                }
-                Basis::Absent | Basis::Unknown => match create.as_mut() {
-                    Some(create) => (create(), Condition::IfAbsent),
-                    None => return Err(Error::NotFound { id: id.clone() }),
-                },
-            };
-            let out = f(&mut value);
-            let payload = self.inner.codec.encode(id, &value)?;
-            let write = self.write_request(payload, self.summary(&value), condition);
-            match self.write(id, write).await? {
-                Written::Yes { version, meta } => {
-                    if condition == Condition::IfAbsent {
-                        self.created(id);
-                    }
-                    return Ok((self.session(id, value, version, meta), out));
-                }
-                Written::No { current } => {
-                    basis = match current {
-                        Some(record) => Basis::Known(Copy::from(record)),
-                        None => Basis::Absent,
-                    };
-                    conflicts += 1;
-                    self.retry_after_conflict(id, conflicts).await;
-                }
-            }
-        }
-        Err(self.gave_up(id, last_seen))
     }
 
     /// Deletes a session. `true` if it existed.
@@ -527,7 +305,7 @@ where
         result
     }
 
-    async fn load(&self, id: &SessionId) -> Result<Option<Session<T>>> {
+    pub(crate) async fn load(&self, id: &SessionId) -> Result<Option<Session<T>>> {
         let Some(record) = self.inner.store.load(id).await? else {
             self.inner.copies.remove(id);
             return Ok(None);
@@ -548,29 +326,20 @@ where
         Ok(Some(session))
     }
 
-    /// Decodes a record read from the store, remembers it as the local copy, and refreshes
-    /// its TTL when sliding expiry asks for it.
-    fn adopt(&self, id: &SessionId, record: Record) -> Result<Session<T>> {
+    /// Decodes a record read from the store and remembers it as the local copy.
+    pub(crate) fn adopt(&self, id: &SessionId, record: Record) -> Result<Session<T>> {
         let value = self.inner.codec.decode(id, &record.payload)?;
+        let basis = record.basis();
         let Record {
-            payload,
-            meta,
-            version,
-            ttl,
+            payload, meta, ttl, ..
         } = record;
-        self.inner.copies.remember_read(
-            id,
-            Copy {
-                payload,
-                version,
-                incarnation: meta.incarnation,
-            },
-            ttl,
-        );
+        self.inner
+            .copies
+            .remember_read(id, Copy { payload, basis }, ttl);
         Ok(Session {
             id: id.clone(),
             value,
-            version,
+            basis,
             ttl,
             meta,
         })
@@ -607,127 +376,11 @@ where
         true
     }
 
-    fn summary(&self, value: &T) -> Summary {
+    pub(crate) fn summary(&self, value: &T) -> Summary {
         self.inner
             .summarize
             .as_ref()
             .map(|f| f(value))
             .unwrap_or_default()
     }
-
-    fn write_request(&self, payload: Bytes, summary: Summary, condition: Condition) -> Write {
-        Write {
-            payload,
-            summary,
-            condition,
-            ttl: self.inner.ttl,
-        }
-    }
-
-    /// Writes, keeps the local copy up to date either way, and logs the save.
-    async fn write(&self, id: &SessionId, write: Write) -> Result<Written> {
-        let payload = write.payload.clone();
-        let summary = write.summary.clone();
-        let ttl = write.ttl.as_duration();
-        match self.inner.store.write(id, write).await? {
-            WriteOutcome::Written {
-                version,
-                created_at,
-                incarnation,
-            } => {
-                session_event!(debug, self, id, SESSION_SAVED, version, "session saved");
-                let meta = Meta {
-                    created_at,
-                    updated_at: Timestamp::now(),
-                    size: payload.len() as u64,
-                    summary,
-                    incarnation,
-                };
-                let copy = Copy {
-                    payload,
-                    version,
-                    incarnation,
-                };
-                self.inner.copies.remember_write(id, copy, Some(ttl));
-                Ok(Written::Yes { version, meta })
-            }
-            WriteOutcome::Rejected { current } => {
-                match &current {
-                    Some(record) => self.inner.copies.remember_refusal(
-                        id,
-                        Copy::from(record.clone()),
-                        record.ttl,
-                    ),
-                    None => self.inner.copies.remove(id),
-                }
-                Ok(Written::No { current })
-            }
-        }
-    }
-
-    /// Counts and logs the `conflicts`-th refused write of a `modify`, then waits before the
-    /// next attempt.
-    async fn retry_after_conflict(&self, id: &SessionId, conflicts: u32) {
-        metrics::counter!(observe::metric::CONFLICT_RETRIES, "backend" => self.backend())
-            .increment(1);
-        session_event!(
-            debug,
-            self,
-            id,
-            CONFLICT_RETRY,
-            conflicts,
-            "version conflict, retrying"
-        );
-        backoff(conflicts).await;
-    }
-
-    fn created(&self, id: &SessionId) {
-        session_event!(info, self, id, AGENT_CREATED, "session created");
-    }
-
-    fn session(&self, id: &SessionId, value: T, version: u64, meta: Meta) -> Session<T> {
-        Session {
-            id: id.clone(),
-            value,
-            version,
-            ttl: Some(self.inner.ttl.as_duration()),
-            meta,
-        }
-    }
-
-    fn gave_up(&self, id: &SessionId, last_seen: Option<u64>) -> Error {
-        Error::Conflict {
-            id: id.clone(),
-            expected: last_seen,
-            actual: None,
-        }
-    }
-}
-
-/// The outcome of [`SessionManager::write`].
-enum Written {
-    Yes { version: u64, meta: Meta },
-    No { current: Option<Record> },
-}
-
-/// What a `modify` attempt starts from.
-enum Basis {
-    /// Not read yet.
-    Unknown,
-    /// Known to be absent.
-    Absent,
-    /// Known state.
-    Known(Copy),
-}
-
-/// Waits after the `conflicts`-th refused write: no wait after the first (a stale local copy is
-/// not contention), then a random wait under a cap that doubles up to 20 ms, so that racing
-/// writers spread out.
-async fn backoff(conflicts: u32) {
-    let attempt = conflicts;
-    if attempt <= 1 {
-        return;
-    }
-    let cap_us = (100u64 << (attempt - 2).min(8)).min(20_000);
-    tokio::time::sleep(Duration::from_micros(fastrand::u64(0..=cap_us))).await;
 }

@@ -9,23 +9,72 @@ use std::{
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::SessionId;
+use crate::{Basis, RecentTokens, SessionId, WriteToken};
 
 /// The stored form of one session, as a store returns it.
+///
+/// Built by stores with [`Record::new`] and the `with_*` setters; new fields may be added.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Record {
     /// The encoded state (a [`Codec`](crate::Codec) envelope). Stores treat it as opaque bytes.
     pub payload: Bytes,
     /// Timestamps, size and summary.
     pub meta: Meta,
-    /// 1 on create, +1 on every write.
+    /// 1 on create, +1 on every write: the counter users see.
     pub version: u64,
     /// The time left before the session expires, when read (`None`: it does not expire).
     pub ttl: Option<Duration>,
+    /// The write tokens of the record's last writes, newest first: the first one identifies
+    /// this content (see [`WriteToken`]). Empty for records that predate tokens.
+    pub tokens: RecentTokens,
+}
+
+impl Record {
+    /// A record without TTL or tokens (set them with [`with_ttl`](Self::with_ttl) and
+    /// [`with_tokens`](Self::with_tokens)).
+    pub fn new(payload: Bytes, meta: Meta, version: u64) -> Self {
+        Self {
+            payload,
+            meta,
+            version,
+            ttl: None,
+            tokens: RecentTokens::new(),
+        }
+    }
+
+    /// The record with this remaining TTL.
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// The record with these write tokens (newest first).
+    #[must_use]
+    pub fn with_tokens(mut self, tokens: RecentTokens) -> Self {
+        self.tokens = tokens;
+        self
+    }
+
+    /// The token of the write that produced this content, if the record has one.
+    pub fn token(&self) -> Option<WriteToken> {
+        self.tokens.current()
+    }
+
+    /// What a conditional write built on this record needs:
+    /// `Condition::IfUnchanged(record.basis())` writes only if the session still holds
+    /// exactly this content.
+    pub fn basis(&self) -> Basis {
+        Basis::new(self.version, self.meta.created_at, self.tokens)
+    }
 }
 
 /// What a store knows about a session besides its payload.
+///
+/// Built with [`Meta::new`]; new fields may be added.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Meta {
     /// When the session was first written.
     pub created_at: Timestamp,
@@ -36,11 +85,19 @@ pub struct Meta {
     /// What a listing shows without decoding the payload.
     #[serde(default)]
     pub summary: Summary,
-    /// A random number drawn when the session is created and kept by every write: it tells a
-    /// session apart from an earlier one with the same id (deleted or expired, then created
-    /// again), even one created in the same millisecond. 0 for records that predate it.
-    #[serde(default)]
-    pub incarnation: u64,
+}
+
+impl Meta {
+    /// The meta of a session created at `created_at` and last written at `updated_at`, with a
+    /// payload of `size` bytes.
+    pub fn new(created_at: Timestamp, updated_at: Timestamp, size: u64, summary: Summary) -> Self {
+        Self {
+            created_at,
+            updated_at,
+            size,
+            summary,
+        }
+    }
 }
 
 /// A point in time, in milliseconds since the Unix epoch (UTC).
@@ -278,8 +335,10 @@ pub trait Summarize {
     }
 }
 
-/// One entry of a listing: everything but the payload.
+/// One entry of a listing: everything but the payload. Built with [`SessionInfo::new`]; new
+/// fields may be added.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct SessionInfo {
     /// The session.
     pub id: SessionId,
@@ -291,13 +350,33 @@ pub struct SessionInfo {
     pub ttl: Option<Duration>,
 }
 
-/// One page of a listing.
+impl SessionInfo {
+    /// A listing entry.
+    pub fn new(id: SessionId, meta: Meta, version: u64, ttl: Option<Duration>) -> Self {
+        Self {
+            id,
+            meta,
+            version,
+            ttl,
+        }
+    }
+}
+
+/// One page of a listing. Built with [`Page::new`]; new fields may be added.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct Page {
     /// The sessions of this page, at most the requested limit.
     pub sessions: Vec<SessionInfo>,
     /// Where the next page starts; `None` when the listing is complete.
     pub next: Option<Cursor>,
+}
+
+impl Page {
+    /// A page of `sessions`, followed by the page at `next` (`None`: the last page).
+    pub fn new(sessions: Vec<SessionInfo>, next: Option<Cursor>) -> Self {
+        Self { sessions, next }
+    }
 }
 
 /// An opaque position in a listing, produced by a store and handed back to it.

@@ -5,7 +5,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{Meta, SessionId};
+use crate::{Basis, Meta, SessionId, WriteToken};
 
 /// A session's state as loaded (or just written), with the version it was read at.
 ///
@@ -15,7 +15,7 @@ use crate::{Meta, SessionId};
 pub struct Session<T> {
     pub(crate) id: SessionId,
     pub(crate) value: T,
-    pub(crate) version: u64,
+    pub(crate) basis: Basis,
     pub(crate) ttl: Option<Duration>,
     pub(crate) meta: Meta,
 }
@@ -28,7 +28,14 @@ impl<T> Session<T> {
 
     /// The version this state was read or written at.
     pub fn version(&self) -> u64 {
-        self.version
+        self.basis.version()
+    }
+
+    /// The write token of the content this state was read or written as (`None`: a record
+    /// from an older layout). [`SessionManager::save`](crate::SessionManager::save) writes only
+    /// if the stored session still carries it.
+    pub fn token(&self) -> Option<WriteToken> {
+        self.basis.token()
     }
 
     /// The time left before expiry, as of the read or write (`None`: no expiry).

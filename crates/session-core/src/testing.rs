@@ -12,13 +12,15 @@
 //! Each check gets a fresh, empty store from the factory (for a shared Redis: a new key
 //! prefix), so checks never see each other's sessions. A failed check panics with its name.
 
+pub mod faults;
+
 use std::{collections::HashSet, future::Future, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 
 use crate::{
-    Codec, Condition, Cursor, Error, SessionId, SessionManager, SessionStore, Summary, Ttl, Write,
-    WriteOutcome,
+    Codec, Condition, Cursor, Error, RECENT_TOKENS, RecentTokens, SessionId, SessionManager,
+    SessionStore, Summary, Ttl, Write, WriteOutcome,
 };
 
 /// A check of the suite: its name and the function.
@@ -43,6 +45,8 @@ checks![
     if_version_writes_only_at_the_current_version,
     refused_writes_return_the_current_record,
     written_reports_the_creation_that_loads_show,
+    every_write_keeps_its_token_in_front_of_the_recent_ones,
+    if_unchanged_compares_tokens_not_versions,
     if_unchanged_tells_a_recreated_session_apart,
     payload_and_meta_round_trip,
     created_at_is_kept_and_updated_at_moves,
@@ -98,12 +102,7 @@ fn ttl_ms(ms: u64) -> Ttl {
 }
 
 fn write(payload: &'static [u8], condition: Condition) -> Write {
-    Write {
-        payload: Bytes::from_static(payload),
-        summary: Summary::new(),
-        condition,
-        ttl: Ttl::DEFAULT,
-    }
+    Write::new(Bytes::from_static(payload), condition)
 }
 
 fn must<T>(what: &str, r: crate::Result<T>) -> T {
@@ -189,7 +188,7 @@ async fn refused_writes_return_the_current_record(store: Arc<dyn SessionStore>) 
         "write to missing",
         store.write(&s, write(b"a", Condition::IfVersion(1))).await,
     ) {
-        WriteOutcome::Rejected { current: None } => {}
+        WriteOutcome::Rejected { current: None, .. } => {}
         other => panic!(
             "IfVersion on a missing session: expected Rejected without a record, got {other:?}"
         ),
@@ -209,6 +208,7 @@ async fn refused_writes_return_the_current_record(store: Arc<dyn SessionStore>) 
         match must(what, store.write(&s, write(b"lost", condition)).await) {
             WriteOutcome::Rejected {
                 current: Some(record),
+                ..
             } => {
                 assert_eq!(
                     &record.payload[..],
@@ -234,36 +234,113 @@ async fn refused_writes_return_the_current_record(store: Arc<dyn SessionStore>) 
 
 async fn written_reports_the_creation_that_loads_show(store: Arc<dyn SessionStore>) {
     let s = id("s1");
+    let first = write(b"a", Condition::IfAbsent);
+    let token = first.token;
     let WriteOutcome::Written {
         version: 1,
         created_at,
-        incarnation,
-    } = must(
-        "create",
-        store.write(&s, write(b"a", Condition::IfAbsent)).await,
-    )
+        tokens,
+        ..
+    } = must("create", store.write(&s, first).await)
     else {
         panic!("create was refused");
     };
+    assert_eq!(
+        tokens,
+        RecentTokens::first(token),
+        "a create stores its token"
+    );
     let rec = must("load", store.load(&s).await).unwrap_or_else(|| panic!("s1 missing"));
     assert_eq!(rec.meta.created_at, created_at);
-    assert_eq!(rec.meta.incarnation, incarnation);
-    assert_ne!(incarnation, 0, "a new session must get an incarnation");
+    assert_eq!(
+        rec.tokens, tokens,
+        "loads show the tokens the write reported"
+    );
+    assert_eq!(rec.token(), Some(token));
     tokio::time::sleep(Duration::from_millis(5)).await;
-    match must(
-        "rewrite",
-        store.write(&s, write(b"b", Condition::Any)).await,
-    ) {
+    let second = write(b"b", Condition::Any);
+    let token2 = second.token;
+    match must("rewrite", store.write(&s, second).await) {
         WriteOutcome::Written {
             version: 2,
             created_at: again,
-            incarnation: same,
+            tokens,
+            ..
         } => {
             assert_eq!(again, created_at);
-            assert_eq!(same, incarnation, "a rewrite must keep the incarnation");
+            assert_eq!(tokens, RecentTokens::first(token).after(token2));
         }
         other => panic!("rewrite: {other:?}"),
     }
+}
+
+async fn every_write_keeps_its_token_in_front_of_the_recent_ones(store: Arc<dyn SessionStore>) {
+    let s = id("s1");
+    let mut expected = RecentTokens::new();
+    let mut basis = None;
+    for n in 0..(RECENT_TOKENS + 3) {
+        // Every kind of write keeps the history: unconditional, version-checked, token-checked.
+        let condition = match (n % 3, basis) {
+            (_, None) => Condition::IfAbsent,
+            (0, Some(b)) => Condition::IfUnchanged(b),
+            (1, Some(_)) => Condition::IfVersion(n as u64),
+            (_, Some(_)) => Condition::Any,
+        };
+        let w = write(b"x", condition);
+        expected = expected.after(w.token);
+        match must("write", store.write(&s, w).await) {
+            WriteOutcome::Written { tokens, .. } => {
+                assert_eq!(tokens, expected, "write {n} ({condition:?})")
+            }
+            other => panic!("write {n} ({condition:?}) refused: {other:?}"),
+        }
+        let rec = must("load", store.load(&s).await).unwrap_or_else(|| panic!("s1 missing"));
+        assert_eq!(rec.tokens, expected, "after write {n}");
+        assert_eq!(rec.version, n as u64 + 1);
+        basis = Some(rec.basis());
+    }
+    assert_eq!(expected.len(), RECENT_TOKENS);
+}
+
+async fn if_unchanged_compares_tokens_not_versions(store: Arc<dyn SessionStore>) {
+    let s = id("s1");
+    must(
+        "create",
+        store.save(&s, write(b"v1", Condition::IfAbsent)).await,
+    );
+    let v1 = must("load", store.load(&s).await).unwrap_or_else(|| panic!("s1 missing"));
+    must(
+        "write from v1",
+        store
+            .save(&s, write(b"v2 by a", Condition::IfUnchanged(v1.basis())))
+            .await,
+    );
+    let a = must("load", store.load(&s).await).unwrap_or_else(|| panic!("s1 missing"));
+    // The same basis again: the session was written from it once already.
+    match must(
+        "second write from v1",
+        store
+            .write(&s, write(b"v2 by b", Condition::IfUnchanged(v1.basis())))
+            .await,
+    ) {
+        WriteOutcome::Rejected {
+            current: Some(record),
+            ..
+        } => assert_eq!(
+            record.tokens, a.tokens,
+            "the refusal shows the current record"
+        ),
+        other => panic!("a basis that is no longer current was accepted: {other:?}"),
+    }
+    assert_eq!(
+        must(
+            "write from the current basis",
+            store
+                .save(&s, write(b"v3", Condition::IfUnchanged(a.basis())))
+                .await
+        ),
+        3
+    );
 }
 
 async fn if_unchanged_tells_a_recreated_session_apart(store: Arc<dyn SessionStore>) {
@@ -284,26 +361,22 @@ async fn if_unchanged_tells_a_recreated_session_apart(store: Arc<dyn SessionStor
     );
     let new = must("load", store.load(&s).await).unwrap_or_else(|| panic!("s1 missing"));
     assert_eq!(new.version, old.version, "the test needs equal versions");
-    assert_ne!(new.meta.incarnation, old.meta.incarnation);
-    let stale = Condition::IfUnchanged {
-        version: old.version,
-        incarnation: old.meta.incarnation,
-    };
+    assert_ne!(new.token(), old.token());
     match must(
         "stale IfUnchanged",
-        store.write(&s, write(b"lost", stale)).await,
+        store
+            .write(&s, write(b"lost", Condition::IfUnchanged(old.basis())))
+            .await,
     ) {
         WriteOutcome::Rejected {
             current: Some(record),
+            ..
         } => {
             assert_eq!(&record.payload[..], b"new life");
         }
-        other => panic!("IfUnchanged with the old incarnation: expected Rejected, got {other:?}"),
+        other => panic!("IfUnchanged with the old basis: expected Rejected, got {other:?}"),
     }
-    let current = Condition::IfUnchanged {
-        version: new.version,
-        incarnation: new.meta.incarnation,
-    };
+    let current = Condition::IfUnchanged(new.basis());
     assert_eq!(
         must("IfUnchanged", store.save(&s, write(b"next", current)).await),
         2
@@ -326,12 +399,8 @@ async fn payload_and_meta_round_trip(store: Arc<dyn SessionStore>) {
         store
             .save(
                 &s,
-                Write {
-                    payload: Bytes::from(payload.clone()),
-                    summary: summary.clone(),
-                    condition: Condition::Any,
-                    ttl: Ttl::DEFAULT,
-                },
+                Write::new(Bytes::from(payload.clone()), Condition::Any)
+                    .with_summary(summary.clone()),
             )
             .await,
     );
@@ -524,12 +593,9 @@ async fn listing_shows_summary_version_and_ttl(store: Arc<dyn SessionStore>) {
     let summary = Summary::new()
         .with("state", "resolved")
         .with("current_attempt", 3);
-    let w = Write {
-        payload: Bytes::from_static(b"p"),
-        summary: summary.clone(),
-        condition: Condition::Any,
-        ttl: ttl_ms(120_000),
-    };
+    let w = Write::new(Bytes::from_static(b"p"), Condition::Any)
+        .with_summary(summary.clone())
+        .with_ttl(ttl_ms(120_000));
     must("save", store.save(&s, w.clone()).await);
     must("save", store.save(&s, w).await);
     let page = must("list", store.list_page(None, 10).await);
@@ -636,12 +702,7 @@ async fn concurrent_creates_make_exactly_one_session(store: Arc<dyn SessionStore
         let store = Arc::clone(&store);
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
-            let w = Write {
-                payload: Bytes::from(vec![n]),
-                summary: Summary::new(),
-                condition: Condition::IfAbsent,
-                ttl: Ttl::DEFAULT,
-            };
+            let w = Write::new(Bytes::from(vec![n]), Condition::IfAbsent);
             store.save(&s, w).await.map(|_| n)
         }));
     }
@@ -715,15 +776,7 @@ async fn corrupt_payload_is_reported_not_panicked(store: Arc<dyn SessionStore>) 
     must(
         "save good",
         store
-            .save(
-                &good,
-                Write {
-                    payload: envelope,
-                    summary: Summary::new(),
-                    condition: Condition::Any,
-                    ttl: Ttl::DEFAULT,
-                },
-            )
+            .save(&good, Write::new(envelope, Condition::Any))
             .await,
     );
     match manager.get(&bad).await {

@@ -22,6 +22,7 @@
 //! Every message and every reply is appended to `conversation_history`, so a conversation of
 //! `n` messages has `2n` entries.
 
+use std::collections::VecDeque;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -164,6 +165,23 @@ pub struct Agent {
     pub use_web_search: bool,
     /// The problem as first described.
     pub problem: Option<String>,
+    /// The idempotency keys of the last [`REMEMBERED_REQUESTS`] messages handled, with their
+    /// replies, oldest first: a client that resends a message with the same key (after a lost
+    /// response) gets the first reply again, and the message is not handled twice. Kept in the
+    /// state, so the check and the change are one compare-and-set.
+    pub recent_requests: VecDeque<HandledRequest>,
+}
+
+/// How many idempotency keys an agent remembers.
+pub const REMEMBERED_REQUESTS: usize = 32;
+
+/// A message handled under an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandledRequest {
+    /// The client's `Idempotency-Key`.
+    pub key: String,
+    /// The reply it got.
+    pub reply: String,
 }
 
 impl Default for Agent {
@@ -176,6 +194,7 @@ impl Default for Agent {
             use_rag: false,
             use_web_search: false,
             problem: None,
+            recent_requests: VecDeque::new(),
         }
     }
 }
@@ -206,6 +225,27 @@ impl Agent {
     /// A new conversation, waiting for a problem.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// [`handle`](Self::handle) under an idempotency key: a key seen before returns the reply
+    /// it got then and changes nothing (`true`: a replay); a new key handles the message and
+    /// remembers the key with its reply. Without a key, the same as `handle`.
+    pub fn handle_once(&mut self, key: Option<&str>, message: Message<'_>) -> (String, bool) {
+        let Some(key) = key else {
+            return (self.handle(message), false);
+        };
+        if let Some(done) = self.recent_requests.iter().find(|r| r.key == key) {
+            return (done.reply.clone(), true);
+        }
+        let reply = self.handle(message);
+        if self.recent_requests.len() >= REMEMBERED_REQUESTS {
+            self.recent_requests.pop_front();
+        }
+        self.recent_requests.push_back(HandledRequest {
+            key: key.to_owned(),
+            reply: reply.clone(),
+        });
+        (reply, false)
     }
 
     /// Handles one message: updates flags, moves the state machine, records the message and

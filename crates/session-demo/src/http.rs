@@ -159,11 +159,50 @@ pub struct MessageResponse {
     pub current_attempt: u32,
 }
 
+/// The request header that makes a message idempotent: a resend with the same key (after a
+/// lost response, or an `outcome_unknown` error) is answered with the first reply and handled
+/// once. 1 to [`MAX_IDEMPOTENCY_KEY_LEN`] visible ASCII characters.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// Longest idempotency key accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+/// Response header set to `true` when the reply is a replay of an earlier request with the
+/// same idempotency key.
+pub const IDEMPOTENT_REPLAYED_HEADER: &str = "idempotent-replayed";
+
+/// The `Idempotency-Key` of a request, if it has a valid one.
+fn idempotency_key(
+    headers: &HeaderMap,
+    id: &session_core::SessionId,
+) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
+        return Ok(None);
+    };
+    let valid = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN)
+        .filter(|k| k.bytes().all(|b| b.is_ascii_graphic()));
+    match valid {
+        Some(key) => Ok(Some(key.to_owned())),
+        None => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_idempotency_key",
+            format!(
+                "the Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII \
+                 characters"
+            ),
+        )
+        .with_session_id(id.clone())),
+    }
+}
+
 async fn post_message(
     ResolvedId(id): ResolvedId,
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<MessageRequest>, JsonRejection>,
-) -> Result<Json<MessageResponse>, ApiError> {
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers, &id)?;
     let Json(request) = body?;
     let chars = request.message.chars().count();
     if chars > MAX_MESSAGE_CHARS {
@@ -189,10 +228,13 @@ async fn post_message(
         use_rag: request.use_rag,
         use_web_search: request.use_web_search,
     };
-    // One compare-and-set: two instances answering the same session never lose a message.
-    let (agent, reply) = state
+    // One compare-and-set: two instances answering the same session never lose a message, and
+    // the idempotency check is part of it.
+    let (agent, (reply, replayed)) = state
         .manager()
-        .modify_or_create(&id, Agent::new, |agent| agent.handle(message))
+        .modify_or_create(&id, Agent::new, |agent| {
+            agent.handle_once(key.as_deref(), message)
+        })
         .await?;
     tracing::info!(
         component = "agent",
@@ -201,14 +243,22 @@ async fn post_message(
         state = %agent.state,
         current_attempt = agent.current_attempt,
         version = agent.version(),
+        replayed,
         "agent replied"
     );
-    Ok(Json(MessageResponse {
+    let mut response = Json(MessageResponse {
         session_id: id.to_string(),
         reply,
         state: agent.state.to_string(),
         current_attempt: agent.current_attempt,
-    }))
+    })
+    .into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }
 
 /// One entry of `GET /sessions`.

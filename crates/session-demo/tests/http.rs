@@ -338,3 +338,61 @@ async fn the_generic_admin_router_is_mounted_under_admin() {
     let detail = call(&app, get("/admin/sessions/user-x")).await.json();
     assert_eq!(detail["value"]["state"], "diagnosing");
 }
+
+fn keyed(id: &str, message: &str, key: &str) -> axum::http::Request<axum::body::Body> {
+    let mut request = post_raw(
+        &format!("/sessions/{id}/messages"),
+        json!({ "message": message }).to_string(),
+    );
+    request
+        .headers_mut()
+        .insert("idempotency-key", key.parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn a_message_resent_with_the_same_idempotency_key_is_handled_once() {
+    let app = demo();
+    let first = call(&app, keyed("u-idem", "my screen flickers", "k-1")).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert!(first.headers.get("idempotent-replayed").is_none());
+    let again = call(&app, keyed("u-idem", "my screen flickers", "k-1")).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.json()["reply"], first.json()["reply"]);
+    assert_eq!(again.json()["state"], "diagnosing");
+    // A new key is a new message.
+    let next = call(&app, keyed("u-idem", "since yesterday", "k-2")).await;
+    assert_eq!(next.json()["state"], "awaiting_feedback");
+    let view = call(&app, get("/sessions/u-idem")).await.json();
+    let said: Vec<&str> = view["conversation_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["role"] == "user")
+        .map(|t| t["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(said, ["my screen flickers", "since yesterday"]);
+}
+
+#[tokio::test]
+async fn a_malformed_idempotency_key_is_a_400_and_changes_nothing() {
+    let app = demo();
+    for bad in ["", "has space", &"k".repeat(129)] {
+        let mut request = post_raw(
+            "/sessions/u-bad-key/messages",
+            json!({ "message": "hello" }).to_string(),
+        );
+        request.headers_mut().insert(
+            "idempotency-key",
+            axum::http::HeaderValue::from_str(bad).unwrap(),
+        );
+        let reply = call(&app, request).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad:?}");
+        assert_eq!(reply.json()["error"], "invalid_idempotency_key");
+    }
+    assert_eq!(
+        call(&app, get("/sessions/u-bad-key")).await.status,
+        StatusCode::NOT_FOUND
+    );
+}

@@ -40,8 +40,8 @@ use std::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use session_core::{
-    Cursor, Error, Meta, Page, Record, Result, SessionId, SessionInfo, SessionStore, Timestamp,
-    Ttl, Write, WriteOutcome,
+    Cursor, Error, Meta, Page, RecentTokens, Record, Result, SessionId, SessionInfo, SessionStore,
+    Timestamp, Ttl, Write, WriteOutcome,
 };
 
 /// The backend name this store reports.
@@ -72,12 +72,29 @@ struct State {
     clock: u64,
 }
 
+#[derive(Clone)]
 struct Entry {
     payload: Bytes,
     meta: Meta,
     version: u64,
+    tokens: RecentTokens,
     expires_at: Instant,
     last_used: u64,
+}
+
+/// The sessions of a [`MemoryStore`] at one moment ([`MemoryStore::snapshot`]).
+#[derive(Clone)]
+pub struct MemorySnapshot {
+    taken_at: Instant,
+    entries: BTreeMap<SessionId, Entry>,
+}
+
+impl fmt::Debug for MemorySnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemorySnapshot")
+            .field("sessions", &self.entries.len())
+            .finish()
+    }
 }
 
 impl Default for MemoryStore {
@@ -125,6 +142,47 @@ impl MemoryStore {
     /// does this too; call it to free memory in a process that stops using the store.
     pub fn purge_expired(&self) -> usize {
         self.lock().purge_expired(Instant::now())
+    }
+
+    /// A copy of every live session as it is now, to [`restore`](Self::restore) later.
+    ///
+    /// For tests and tools: restoring an older snapshot is what a Redis restart from an
+    /// older RDB file does to a server, and the conformance suite uses it to prove that a
+    /// stale local copy never overwrites a newer acknowledged write after such a rollback.
+    pub fn snapshot(&self) -> MemorySnapshot {
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.purge_expired(now);
+        MemorySnapshot {
+            taken_at: now,
+            entries: state.entries.clone(),
+        }
+    }
+
+    /// Replaces every session with those of `snapshot`, each with the TTL it had left when
+    /// the snapshot was taken (as Redis restores keys from an RDB file: versions, tokens and
+    /// payloads as they were then).
+    pub fn restore(&self, snapshot: &MemorySnapshot) {
+        let now = Instant::now();
+        let bounded = self.inner.capacity.is_some();
+        let mut state = self.lock();
+        *state = State::default();
+        for (id, entry) in &snapshot.entries {
+            let left = entry
+                .expires_at
+                .saturating_duration_since(snapshot.taken_at);
+            if left.is_zero() {
+                continue;
+            }
+            let mut entry = entry.clone();
+            entry.expires_at = now + left;
+            entry.last_used = state.next_tick();
+            if bounded {
+                state.lru.insert(entry.last_used, id.clone());
+            }
+            state.expiry.insert((entry.expires_at, id.clone()));
+            state.entries.insert(id.clone(), entry);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -195,21 +253,18 @@ impl State {
     }
 
     fn record(entry: &Entry, now: Instant) -> Record {
-        Record {
-            payload: entry.payload.clone(),
-            meta: entry.meta.clone(),
-            version: entry.version,
-            ttl: Some(entry.expires_at.saturating_duration_since(now)),
-        }
+        Record::new(entry.payload.clone(), entry.meta.clone(), entry.version)
+            .with_ttl(Some(entry.expires_at.saturating_duration_since(now)))
+            .with_tokens(entry.tokens)
     }
 
     fn info(id: &SessionId, entry: &Entry, now: Instant) -> SessionInfo {
-        SessionInfo {
-            id: id.clone(),
-            meta: entry.meta.clone(),
-            version: entry.version,
-            ttl: Some(entry.expires_at.saturating_duration_since(now)),
-        }
+        SessionInfo::new(
+            id.clone(),
+            entry.meta.clone(),
+            entry.version,
+            Some(entry.expires_at.saturating_duration_since(now)),
+        )
     }
 }
 
@@ -244,18 +299,20 @@ impl SessionStore for MemoryStore {
         let current = state
             .entries
             .get(id)
-            .map(|e| (e.version, e.meta.created_at, e.meta.incarnation));
+            .map(|e| (e.version, e.meta.created_at, e.tokens));
         if !write
             .condition
-            .allows(current.map(|(version, _, incarnation)| (version, incarnation)))
+            .allows(current.map(|(version, _, tokens)| (version, tokens.current())))
         {
             let current = state.entries.get(id).map(|entry| State::record(entry, now));
-            return Ok(WriteOutcome::Rejected { current });
+            return Ok(WriteOutcome::rejected(current));
         }
         let version = current.map_or(1, |(v, _, _)| v + 1);
         let created_at = current.map_or(stamp, |(_, c, _)| c);
-        // Drawn on create (never 0, which means "unknown"), kept by every rewrite.
-        let incarnation = current.map_or_else(|| fastrand::u64(1..), |(_, _, i)| i);
+        let tokens = current.map_or_else(
+            || RecentTokens::first(write.token),
+            |(_, _, tokens)| tokens.after(write.token),
+        );
         let replaced = state.remove(id).is_some();
         if let (false, Some(capacity)) = (replaced, self.inner.capacity) {
             while state.entries.len() >= capacity.get() {
@@ -271,24 +328,15 @@ impl SessionStore for MemoryStore {
         state.entries.insert(
             id.clone(),
             Entry {
-                meta: Meta {
-                    created_at,
-                    updated_at: stamp,
-                    size: write.payload.len() as u64,
-                    summary: write.summary,
-                    incarnation,
-                },
+                meta: Meta::new(created_at, stamp, write.payload.len() as u64, write.summary),
                 payload: write.payload,
                 version,
+                tokens,
                 expires_at,
                 last_used,
             },
         );
-        Ok(WriteOutcome::Written {
-            version,
-            created_at,
-            incarnation,
-        })
+        Ok(WriteOutcome::written(version, created_at, tokens))
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
@@ -341,7 +389,7 @@ impl SessionStore for MemoryStore {
             Some(last) if more => Some(Cursor::from(format!("{CURSOR_PREFIX}{}", last.id))),
             _ => None,
         };
-        Ok(Page { sessions, next })
+        Ok(Page::new(sessions, next))
     }
 
     async fn count(&self) -> Result<u64> {
@@ -358,7 +406,7 @@ impl SessionStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use session_core::{Condition, Summary};
+    use session_core::Condition;
     use std::time::Duration;
 
     fn id(s: &str) -> SessionId {
@@ -366,12 +414,8 @@ mod tests {
     }
 
     fn write(ttl_ms: u64) -> Write {
-        Write {
-            payload: Bytes::from_static(b"x"),
-            summary: Summary::new(),
-            condition: Condition::Any,
-            ttl: Ttl::from_millis(ttl_ms).unwrap(),
-        }
+        Write::new(Bytes::from_static(b"x"), Condition::Any)
+            .with_ttl(Ttl::from_millis(ttl_ms).unwrap())
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,6 +434,57 @@ mod tests {
             )) as Arc<dyn SessionStore>
         })
         .await;
+    }
+
+    /// The memory store's real fault: a restore of an older snapshot (what a restart from an
+    /// older RDB file does to Redis). It has no reply to lose and no restart.
+    struct Rollbacks {
+        store: MemoryStore,
+        snapshot: std::sync::Mutex<Option<MemorySnapshot>>,
+    }
+
+    #[async_trait]
+    impl session_core::testing::faults::FaultHarness for Rollbacks {
+        async fn store(&self) -> Arc<dyn SessionStore> {
+            Arc::new(self.store.clone())
+        }
+
+        async fn snapshot(&self) {
+            *self.snapshot.lock().unwrap() = Some(self.store.snapshot());
+        }
+
+        async fn roll_back(&self) {
+            let snapshot = self.snapshot.lock().unwrap().clone().expect("no snapshot");
+            self.store.restore(&snapshot);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fault_checks() {
+        let harness = Rollbacks {
+            store: MemoryStore::new(),
+            snapshot: std::sync::Mutex::new(None),
+        };
+        session_core::testing::faults::run_fault_checks(&harness).await;
+    }
+
+    #[tokio::test]
+    async fn a_restored_snapshot_brings_back_versions_tokens_and_ttls() {
+        let store = MemoryStore::new();
+        store.save(&id("a"), write(60_000)).await.unwrap();
+        let before = store.load(&id("a")).await.unwrap().unwrap();
+        let snapshot = store.snapshot();
+        store.save(&id("a"), write(60_000)).await.unwrap();
+        store.save(&id("b"), write(60_000)).await.unwrap();
+        store.restore(&snapshot);
+        let after = store.load(&id("a")).await.unwrap().unwrap();
+        assert_eq!(
+            (after.version, after.tokens),
+            (before.version, before.tokens)
+        );
+        assert!(after.ttl.unwrap() <= before.ttl.unwrap());
+        assert!(store.load(&id("b")).await.unwrap().is_none());
+        assert_eq!(store.count().await.unwrap(), 1);
     }
 
     #[tokio::test]

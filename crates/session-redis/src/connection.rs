@@ -43,10 +43,9 @@ impl Request<'_> {
 /// Whether a request may be sent again after its connection dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Retry {
-    /// Reads, deletes, TTL resets: repeating them changes nothing.
+    /// Reads, deletes, TTL resets: repeating them changes nothing. (Writes never go through
+    /// [`Connection::send`]: `write.rs` resolves their lost replies instead.)
     Idempotent,
-    /// Saves: a lost reply may hide a write that happened (see the crate docs).
-    Never,
 }
 
 #[derive(Clone)]
@@ -147,31 +146,15 @@ impl Connection {
         &self.url
     }
 
-    /// Sends `request`; `what` names it in errors.
+    /// Sends `request`; `what` names it in errors. An idempotent request that meets a
+    /// dropped connection is sent once more.
     pub(crate) async fn send(
         &self,
         request: Request<'_>,
         retry: Retry,
         what: &str,
     ) -> Result<Value> {
-        let attempt = || {
-            let request = &request;
-            async move {
-                // The multiplexed driver bounds every request itself (response timeout, and a
-                // connection timeout with bounded retries while it reconnects): a second timer
-                // per request would cost a timer-wheel entry on the hot path for nothing. A
-                // pooled request may also wait for a free connection, which only the overall
-                // deadline bounds.
-                if matches!(self.inner, Inner::Multiplexed(_)) {
-                    return self.send_once(request).await;
-                }
-                match tokio::time::timeout(self.deadline, self.send_once(request)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(Failure::TimedOut),
-                }
-            }
-        };
-        let first = attempt().await;
+        let first = self.send_once(&request).await;
         let result = match first {
             Err(Failure::Redis(e))
                 if retry == Retry::Idempotent && errors::is_dropped_connection(&e) =>
@@ -183,18 +166,39 @@ impl Connection {
                     error = %e,
                     "connection dropped; retrying once on a new connection"
                 );
-                attempt().await
+                self.send_once(&request).await
             }
             other => other,
         };
         result.map_err(|f| match f {
-            Failure::Redis(e) => errors::map(e, what, &self.url),
+            Failure::Redis(e) => self.error(e, what),
             Failure::TimedOut => errors::timed_out(what, &self.url, self.deadline),
             Failure::Other(e) => e,
         })
     }
 
-    async fn send_once(&self, request: &Request<'_>) -> Result<Value, Failure> {
+    /// Sends `request` once, bounded in time, and reports how it failed without mapping the
+    /// failure: the write path decides from it whether the request may have been applied.
+    pub(crate) async fn send_once(&self, request: &Request<'_>) -> Result<Value, Failure> {
+        // The multiplexed driver bounds every request itself (response timeout, and a
+        // connection timeout with bounded retries while it reconnects): a second timer per
+        // request would cost a timer-wheel entry on the hot path for nothing. A pooled request
+        // may also wait for a free connection, which only the overall deadline bounds.
+        if matches!(self.inner, Inner::Multiplexed(_)) {
+            return self.send_unbounded(request).await;
+        }
+        match tokio::time::timeout(self.deadline, self.send_unbounded(request)).await {
+            Ok(result) => result,
+            Err(_) => Err(Failure::TimedOut),
+        }
+    }
+
+    /// A driver error met while doing `what`, as the library's error (the URL redacted).
+    pub(crate) fn error(&self, e: RedisError, what: &str) -> Error {
+        errors::map(e, what, &self.url)
+    }
+
+    async fn send_unbounded(&self, request: &Request<'_>) -> Result<Value, Failure> {
         match &self.inner {
             Inner::Multiplexed(manager) => {
                 let mut con = manager.clone();

@@ -52,6 +52,12 @@ pub(crate) fn is_dropped_connection(e: &RedisError) -> bool {
     !e.is_timeout() && (e.is_connection_dropped() || e.is_io_error())
 }
 
+/// Whether a request that failed with `e` may have reached the server without its reply
+/// coming back: the connection dropped, broke, or timed out (anything but an answer).
+pub(crate) fn is_transport(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error()
+}
+
 /// Converts a redis-rs error met while doing `what` against the server at `url` (redacted).
 pub(crate) fn map(e: RedisError, what: &str, url: &str) -> Error {
     let reason = format!("{what} on {url}: {}", describe(&e));

@@ -6,7 +6,10 @@
 //! | `m` | MessagePack (named) of `{ updated_at, size, summary }` |
 //! | `v` | the version, a decimal integer |
 //! | `c` | `created_at`, decimal milliseconds, written only when the key is created |
+//! | `t` | the write tokens of the last writes, newest first: 16 lowercase hex digits each, no separator |
 //!
+//! Hashes of the older layout carry `i` (an incarnation) instead of `t`: they read with no
+//! tokens, and their next write replaces the whole hash with one of this layout.
 //! The key carries the TTL (`PEXPIRE`). This module turns Redis replies into records and
 //! reports anything unexpected as [`Error::Corrupt`] for the session it concerns.
 
@@ -15,14 +18,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::Value;
 use serde::{Deserialize, Serialize};
-use session_core::{Error, Meta, Record, Result, SessionId, SessionInfo, Summary, Timestamp};
+use session_core::{
+    Error, Meta, RecentTokens, Record, Result, SessionId, SessionInfo, Summary, Timestamp,
+};
 
 /// Field names, in the order reads fetch them.
 pub(crate) const FIELD_PAYLOAD: &str = "d";
 pub(crate) const FIELD_META: &str = "m";
 pub(crate) const FIELD_VERSION: &str = "v";
 pub(crate) const FIELD_CREATED: &str = "c";
-pub(crate) const FIELD_INCARNATION: &str = "i";
+pub(crate) const FIELD_TOKENS: &str = "t";
 
 /// The Redis key of a session.
 pub(crate) fn key(prefix: &str, id: &SessionId) -> String {
@@ -75,38 +80,38 @@ pub(crate) fn encode_meta(updated_at: Timestamp, size: u64, summary: &Summary) -
     .unwrap_or_default()
 }
 
-fn decode_meta(
-    id: &SessionId,
-    bytes: &[u8],
-    created: Option<Timestamp>,
-    incarnation: Option<u64>,
-) -> Result<Meta> {
+fn decode_meta(id: &SessionId, bytes: &[u8], created: Option<Timestamp>) -> Result<Meta> {
     let stored: StoredMeta = rmp_serde::from_slice(bytes)
         .map_err(|e| Error::corrupt(id, format!("field m is not readable meta: {e}")))?;
-    Ok(Meta {
+    Ok(Meta::new(
         // Records written before `c` existed (or by hand) fall back to the last write.
-        created_at: created.unwrap_or(stored.updated_at),
-        updated_at: stored.updated_at,
-        size: stored.size,
-        summary: stored.summary,
-        // ... and before `i` existed: 0, "unknown" (conditional writes then check the version).
-        incarnation: incarnation.unwrap_or(0),
-    })
+        created.unwrap_or(stored.updated_at),
+        stored.updated_at,
+        stored.size,
+        stored.summary,
+    ))
 }
 
-/// The optional `c` and `i` fields, parsed.
-fn creation(
-    id: &SessionId,
-    c: Option<Vec<u8>>,
-    i: Option<Vec<u8>>,
-) -> Result<(Option<Timestamp>, Option<u64>)> {
-    let created = c
-        .map(|c| integer_field(id, FIELD_CREATED, &c).map(Timestamp::from_millis))
-        .transpose()?;
-    let incarnation = i
-        .map(|i| integer_field(id, FIELD_INCARNATION, &i))
-        .transpose()?;
-    Ok((created, incarnation))
+/// The optional `c` field, parsed.
+fn creation(id: &SessionId, c: Option<Vec<u8>>) -> Result<Option<Timestamp>> {
+    c.map(|c| integer_field(id, FIELD_CREATED, &c).map(Timestamp::from_millis))
+        .transpose()
+}
+
+/// The optional `t` field, parsed: no field is no tokens (an older layout).
+pub(crate) fn tokens(id: &SessionId, t: Option<&[u8]>) -> Result<RecentTokens> {
+    match t {
+        None => Ok(RecentTokens::new()),
+        Some(t) => RecentTokens::parse_hex(t).ok_or_else(|| {
+            Error::corrupt(
+                id,
+                format!(
+                    "field t is not a list of write tokens: {:?}",
+                    String::from_utf8_lossy(&t[..t.len().min(48)])
+                ),
+            )
+        }),
+    }
 }
 
 /// A field's bytes, or `None` when the field is absent.
@@ -195,7 +200,7 @@ fn split5(id: &SessionId, v: Value) -> Result<[Value; 5]> {
     }
 }
 
-/// Builds a record from the replies of `HMGET key d m v c i` and `PTTL key`.
+/// Builds a record from the replies of `HMGET key d m v c t` and `PTTL key`.
 pub(crate) fn record_from_replies(
     id: &SessionId,
     hmget: Value,
@@ -206,19 +211,19 @@ pub(crate) fn record_from_replies(
     let Some(ttl) = ttl_of(&pttl) else {
         return Ok(None);
     };
-    let [d, m, v, c, i] = split5(id, hmget)?;
+    let [d, m, v, c, t] = split5(id, hmget)?;
     // HMGET and PTTL are two commands: a session created between them (its key absent for
     // HMGET, present for PTTL) must read as absent, not as a corrupt hash. Writes are atomic,
     // so a session hash never lacks all these fields; a foreign hash that does is still refused
     // by every write (the script reports it corrupt) and listed as corrupt.
-    if [&d, &m, &v, &c, &i].iter().all(|f| matches!(f, Value::Nil)) {
+    if [&d, &m, &v, &c, &t].iter().all(|f| matches!(f, Value::Nil)) {
         return Ok(None);
     }
     let payload = bytes_of(id, FIELD_PAYLOAD, d)?;
     let meta = bytes_of(id, FIELD_META, m)?;
     let version = bytes_of(id, FIELD_VERSION, v)?;
     let created = bytes_of(id, FIELD_CREATED, c)?;
-    let incarnation = bytes_of(id, FIELD_INCARNATION, i)?;
+    let t = bytes_of(id, FIELD_TOKENS, t)?;
     let (Some(payload), Some(version)) = (payload, version) else {
         return Err(Error::corrupt(
             id,
@@ -226,9 +231,10 @@ pub(crate) fn record_from_replies(
         ));
     };
     let version = integer_field(id, FIELD_VERSION, &version)?;
-    let (created, incarnation) = creation(id, created, incarnation)?;
+    let created = creation(id, created)?;
+    let tokens = tokens(id, t.as_deref())?;
     let meta = match meta {
-        Some(m) => decode_meta(id, &m, created, incarnation)?,
+        Some(m) => decode_meta(id, &m, created)?,
         None => {
             return Err(Error::corrupt(
                 id,
@@ -236,15 +242,14 @@ pub(crate) fn record_from_replies(
             ));
         }
     };
-    Ok(Some(Record {
-        payload: Bytes::from(payload),
-        meta,
-        version,
-        ttl,
-    }))
+    Ok(Some(
+        Record::new(Bytes::from(payload), meta, version)
+            .with_ttl(ttl)
+            .with_tokens(tokens),
+    ))
 }
 
-/// What a listing shows for one key, from `HMGET key m v c i` and `PTTL key`.
+/// What a listing shows for one key, from `HMGET key m v c` and `PTTL key`.
 pub(crate) enum Listed {
     /// A readable entry.
     Entry(SessionInfo),
@@ -261,35 +266,20 @@ pub(crate) fn info_from_replies(id: SessionId, hmget: Value, pttl: Value) -> Lis
         (_, Some(ttl)) => ttl,
     };
     match parse_info(&id, hmget) {
-        Ok(Some((meta, version))) => Listed::Entry(SessionInfo {
-            id,
-            meta,
-            version,
-            ttl,
-        }),
+        Ok(Some((meta, version))) => Listed::Entry(SessionInfo::new(id, meta, version, ttl)),
         Ok(None) => Listed::Gone,
-        Err(e) => Listed::Corrupt(
-            SessionInfo {
-                id,
-                meta: Meta {
-                    created_at: Timestamp::from_millis(0),
-                    updated_at: Timestamp::from_millis(0),
-                    size: 0,
-                    summary: Summary::new(),
-                    incarnation: 0,
-                },
-                version: 0,
-                ttl,
-            },
-            e,
-        ),
+        Err(e) => {
+            let zero = Timestamp::from_millis(0);
+            let meta = Meta::new(zero, zero, 0, Summary::new());
+            Listed::Corrupt(SessionInfo::new(id, meta, 0, ttl), e)
+        }
     }
 }
 
 fn parse_info(id: &SessionId, hmget: Value) -> Result<Option<(Meta, u64)>> {
     server_error(id, &hmget)?;
     let items = match hmget {
-        Value::Array(items) if items.len() == 4 => items,
+        Value::Array(items) if items.len() == 3 => items,
         other => {
             return Err(Error::corrupt(
                 id,
@@ -299,11 +289,10 @@ fn parse_info(id: &SessionId, hmget: Value) -> Result<Option<(Meta, u64)>> {
     };
     let mut items = items.into_iter();
     let mut next = |field| bytes_of(id, field, items.next().unwrap_or(Value::Nil));
-    let (m, v, c, i) = (
+    let (m, v, c) = (
         next(FIELD_META)?,
         next(FIELD_VERSION)?,
         next(FIELD_CREATED)?,
-        next(FIELD_INCARNATION)?,
     );
     let (Some(m), Some(v)) = (m, v) else {
         return Err(Error::corrupt(
@@ -312,8 +301,8 @@ fn parse_info(id: &SessionId, hmget: Value) -> Result<Option<(Meta, u64)>> {
         ));
     };
     let version = integer_field(id, FIELD_VERSION, &v)?;
-    let (created, incarnation) = creation(id, c, i)?;
-    Ok(Some((decode_meta(id, &m, created, incarnation)?, version)))
+    let created = creation(id, c)?;
+    Ok(Some((decode_meta(id, &m, created)?, version)))
 }
 
 #[cfg(test)]
@@ -328,9 +317,9 @@ mod tests {
         Value::BulkString(b.to_vec())
     }
 
-    /// `HMGET d m v c i` of a hash without `i`.
+    /// `HMGET d m v c t` of a hash without `t` (the older layout).
     fn hmget(d: Option<&[u8]>, m: Option<Vec<u8>>, v: Option<&[u8]>, c: Option<&[u8]>) -> Value {
-        with_incarnation(hmget_parts(d, m, v, c), None)
+        with_tokens(hmget_parts(d, m, v, c), None)
     }
 
     fn hmget_parts(
@@ -347,8 +336,8 @@ mod tests {
         ]
     }
 
-    fn with_incarnation(mut parts: Vec<Value>, i: Option<&[u8]>) -> Value {
-        parts.push(i.map_or(Value::Nil, bulk));
+    fn with_tokens(mut parts: Vec<Value>, t: Option<&[u8]>) -> Value {
+        parts.push(t.map_or(Value::Nil, bulk));
         Value::Array(parts)
     }
 
@@ -381,18 +370,19 @@ mod tests {
         assert_eq!(rec.ttl, Some(Duration::from_millis(5000)));
         assert_eq!(rec.meta.created_at, Timestamp::from_millis(1000));
         assert_eq!(rec.meta.updated_at, Timestamp::from_millis(2000));
-        assert_eq!(rec.meta.incarnation, 0, "no i field: unknown incarnation");
-        let with_i = record_from_replies(
+        assert!(rec.tokens.is_empty(), "no t field: no tokens");
+        let with_t = record_from_replies(
             &id("a"),
-            with_incarnation(
+            with_tokens(
                 hmget_parts(Some(b"abc"), Some(meta()), Some(b"7"), Some(b"1000")),
-                Some(b"123456789"),
+                Some(b"00000000000000ff0000000000000001"),
             ),
             Value::Int(5000),
         )
         .unwrap()
         .unwrap();
-        assert_eq!(with_i.meta.incarnation, 123_456_789);
+        assert_eq!(with_t.token().map(|t| t.as_u64()), Some(0xff));
+        assert_eq!(with_t.tokens.len(), 2);
         assert_eq!(rec.meta.size, 3);
         assert_eq!(
             rec.meta.summary.get("state").and_then(|v| v.as_str()),
@@ -434,9 +424,9 @@ mod tests {
             hmget(Some(b"x"), Some(b"\xc1garbage".to_vec()), Some(b"1"), None),
             hmget(Some(b"x"), None, Some(b"1"), None),
             hmget(Some(b"x"), Some(meta()), Some(b"1"), Some(b"yesterday")),
-            with_incarnation(
+            with_tokens(
                 hmget_parts(Some(b"x"), Some(meta()), Some(b"1"), Some(b"5")),
-                Some(b"not a number"),
+                Some(b"not a token list"),
             ),
             Value::Int(3),
         ];
@@ -450,12 +440,7 @@ mod tests {
 
     #[test]
     fn listing_marks_corrupt_entries_and_skips_gone_ones() {
-        let ok = Value::Array(vec![
-            Value::BulkString(meta()),
-            bulk(b"2"),
-            Value::Nil,
-            bulk(b"42"),
-        ]);
+        let ok = Value::Array(vec![Value::BulkString(meta()), bulk(b"2"), Value::Nil]);
         assert!(matches!(
             info_from_replies(id("a"), ok.clone(), Value::Int(10)),
             Listed::Entry(SessionInfo { version: 2, .. })
@@ -464,7 +449,7 @@ mod tests {
             info_from_replies(id("a"), ok, Value::Int(-2)),
             Listed::Gone
         ));
-        let bad = Value::Array(vec![bulk(b"zz"), bulk(b"2"), Value::Nil, Value::Nil]);
+        let bad = Value::Array(vec![bulk(b"zz"), bulk(b"2"), Value::Nil]);
         assert!(matches!(
             info_from_replies(id("a"), bad, Value::Int(10)),
             Listed::Corrupt(SessionInfo { version: 0, .. }, Error::Corrupt { .. })

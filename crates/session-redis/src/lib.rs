@@ -133,6 +133,8 @@ mod scripts;
 mod store;
 #[cfg(feature = "tls")]
 mod tls;
+#[cfg(feature = "driver")]
+mod write;
 
 pub use options::{
     ClientIdentity, ConnectionMode, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,

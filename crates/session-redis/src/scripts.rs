@@ -1,245 +1,175 @@
-//! The Lua script every write runs: condition check, HSET, PEXPIRE in one atomic round trip.
+//! The small Lua scripts of the write path. None of them touches a payload on the way in: the
+//! new record is staged by a plain `HSET` in a key of the same cluster slot, and a script only
+//! checks the condition and moves the staged record into place with `RENAME` (see
+//! `write.rs`). Redis 7.0 hashes every byte of every string a script receives, so a script
+//! that carried the state cost ~1 µs of server time per KB; these cost the same for any size.
+//!
+//! Replies (an array whose first element is the status):
+//! - `{"ok"}` (guard), `{"ok", version, created_at, tokens}` (update): written;
+//! - `{"conflict"}` (refused, no session) or `{"conflict", HMGET d m v c t, PTTL}` (refused,
+//!   with the current record, read in the same atomic step);
+//! - `{"corrupt", reason}`: the key holds another type, or a hash whose `v` is not a version;
+//!   nothing written;
+//! - `{"fenced"}`: the write was declared lost by a resolve (see [`RESOLVE_LUA`]) and must
+//!   never land; nothing written. Only a write delivered late can meet this, and nobody waits
+//!   for its reply any more;
+//! - `{"staged_missing", error}`: the staged record is gone (its TTL ran out before the script
+//!   ran); nothing written.
+//!
+//! Every refusal removes the staged record (`UNLINK`), so it never outlives its write.
 
-use redis::{Script, Value};
-use session_core::{Condition, Error, Result, SessionId, Timestamp, WriteOutcome};
+use redis::Script;
+use session_core::Result;
 
-use crate::layout;
+use crate::connection::{Connection, Request, Retry};
 
-/// `KEYS[1]`: the session key.
-/// `ARGV`: condition (`any`, `absent`, `version`, `unchanged`), expected version (decimal, or
-/// empty), payload, meta, now (ms since the epoch, for `c` on create), TTL in ms, expected
-/// incarnation (for `unchanged`, else empty), the incarnation for a new session (a random
-/// non-zero number the client drew; used only when the session is created).
+/// The guard of a write built on a basis with a token (`Condition::IfUnchanged`): the client
+/// staged the complete new record (it knows the version, `created_at` and tokens from the
+/// basis, which the token proves current), so the script compares one field and renames.
 ///
-/// Replies:
-/// - `{"ok", new_version, created_at, incarnation}` after a write;
-/// - `{"conflict"}` when the condition failed on an absent session, or
-///   `{"conflict", HMGET d m v c i, PTTL}` with the current record, read in the same atomic
-///   step, so that a compare-and-set loop goes on without another round trip;
-/// - `{"corrupt", reason}` (the key holds another type, or `v` is not a number), writing nothing.
+/// `KEYS[1]`: the session key; `KEYS[2]`: the staged record.
+/// `ARGV[1]`: the basis token (16 hex digits); `ARGV[2]`: this write's fence field (`x` and
+/// its token).
 ///
-/// `unchanged` compares the incarnation `i` only when the hash has one: a hash without it (by
-/// hand, or from an older layout) reads as incarnation 0, which `i` could never match. A write
-/// gives such a hash the fields it lacks (`c`, `i`).
-///
-/// A missing `v` on an existing key is corrupt too, so that a stray hash can never be mistaken
-/// for "absent" and silently overwritten. Versions are formatted with `%.0f`: Lua 5.1's
-/// `tostring` would switch to exponent notation from 1e14 on. A version of 2^53 or more is
-/// corrupt: Lua numbers are doubles, so it could not grow by exactly one (2^53 + 1 is 2^53,
-/// which would let two writers at the same version through, and larger ones reply in a form
-/// that does not parse back).
-pub(crate) const SAVE_LUA: &str = r#"
-local key = KEYS[1]
-local cur = redis.pcall('HMGET', key, 'v', 'c', 'i')
+/// Two Redis calls when the write goes through (`HMGET`, `RENAME`).
+pub(crate) const GUARD_LUA: &str = r#"
+local cur = redis.pcall('HMGET', KEYS[1], 't', ARGV[2])
 if cur.err then
+  redis.call('UNLINK', KEYS[2])
   return {'corrupt', cur.err}
 end
-local v, c, inc = cur[1], cur[2], cur[3]
+if cur[2] then
+  redis.call('UNLINK', KEYS[2])
+  return {'fenced'}
+end
+local t = cur[1]
+if t and string.sub(t, 1, 16) == ARGV[1] then
+  local moved = redis.pcall('RENAME', KEYS[2], KEYS[1])
+  if moved.err then return {'staged_missing', moved.err} end
+  return {'ok'}
+end
+redis.call('UNLINK', KEYS[2])
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'conflict'} end
+return {'conflict', redis.call('HMGET', KEYS[1], 'd', 'm', 'v', 'c', 't'), redis.call('PTTL', KEYS[1])}
+"#;
+
+/// The guard of the writes whose new version the client cannot know: `Condition::Any` (the
+/// seed's `update_agent`), `IfVersion`, and `IfUnchanged` on a basis without a token (a record
+/// of the older layout). The client staged `d` and `m`; the script reads the current `v`, `c`
+/// and `t`, checks the condition, renames the staged record into place and adds `v`, `c` and
+/// `t` to it.
+///
+/// `KEYS[1]`: the session key; `KEYS[2]`: the staged record.
+/// `ARGV[1]`: `any`, `version` (`v` must equal `ARGV[2]`) or `untokened` (`v` must equal
+/// `ARGV[2]` and the hash must have no `t`); `ARGV[2]`: the expected version or empty;
+/// `ARGV[3]`: this write's token (16 hex digits); `ARGV[4]`: now in ms (`c` of a new session).
+///
+/// A missing `v` on an existing key is corrupt, so that a stray hash is never mistaken for
+/// "absent" and overwritten. Versions are formatted with `%.0f` (Lua 5.1's `tostring` switches
+/// to exponent notation from 1e14 on); a version of 2^53 or more is corrupt, since a Lua number
+/// (a double) could not grow by exactly one. A malformed `t` is dropped by the write (the
+/// record's history starts again from this write). The small fields are written with `HMSET`,
+/// HSET's alias, so that `INFO commandstats` tells them apart from the staging `HSET` that
+/// carries the payload.
+pub(crate) const UPDATE_LUA: &str = r#"
+local cur = redis.pcall('HMGET', KEYS[1], 'v', 'c', 't', 'x' .. ARGV[3])
+local function refuse(reply)
+  redis.call('UNLINK', KEYS[2])
+  return reply
+end
+if cur.err then return refuse({'corrupt', cur.err}) end
+local v, c, t = cur[1], cur[2], cur[3]
+if cur[4] then return refuse({'fenced'}) end
 local version = false
 if v then
   if not string.match(v, '^%d+$') then
-    return {'corrupt', 'field v is not a version number'}
+    return refuse({'corrupt', 'field v is not a version number'})
   end
   version = tonumber(v)
   if version >= 9007199254740992 then
-    return {'corrupt', 'field v is too large to be incremented exactly'}
+    return refuse({'corrupt', 'field v is too large to be incremented exactly'})
   end
-elseif redis.call('EXISTS', key) == 1 then
-  return {'corrupt', 'the session hash has no version field v'}
+elseif redis.call('EXISTS', KEYS[1]) == 1 then
+  return refuse({'corrupt', 'the session hash has no version field v'})
 end
 local mode = ARGV[1]
 local allowed = true
-if mode == 'absent' then
-  allowed = not version
-elseif mode == 'version' then
+if mode == 'version' then
   allowed = version and version == tonumber(ARGV[2])
-elseif mode == 'unchanged' then
-  -- A hash without `i` (written by hand, or by an older layout) has no incarnation to
-  -- compare: readers report 0, so only the version can be checked. The write then gives it one.
-  allowed = version and version == tonumber(ARGV[2]) and (not inc or inc == ARGV[7])
+elseif mode == 'untokened' then
+  allowed = version and version == tonumber(ARGV[2]) and not t
 end
 if not allowed then
-  if not version then return {'conflict'} end
-  return {'conflict', redis.call('HMGET', key, 'd', 'm', 'v', 'c', 'i'), redis.call('PTTL', key)}
+  if not version then return refuse({'conflict'}) end
+  local current = redis.call('HMGET', KEYS[1], 'd', 'm', 'v', 'c', 't')
+  return refuse({'conflict', current, redis.call('PTTL', KEYS[1])})
 end
+if not (t and #t % 16 == 0 and string.match(t, '^[0-9a-f]*$')) then t = '' end
 local new = string.format('%.0f', (version or 0) + 1)
-if version and c and inc then
-  redis.call('HSET', key, 'd', ARGV[3], 'm', ARGV[4], 'v', new)
-else
-  c = c or ARGV[5]
-  inc = inc or ARGV[8]
-  redis.call('HSET', key, 'd', ARGV[3], 'm', ARGV[4], 'v', new, 'c', c, 'i', inc)
-end
-redis.call('PEXPIRE', key, ARGV[6])
-return {'ok', new, c, inc}
+c = c or ARGV[4]
+local tokens = ARGV[3] .. string.sub(t, 1, 112)
+local moved = redis.pcall('RENAME', KEYS[2], KEYS[1])
+if moved.err then return {'staged_missing', moved.err} end
+redis.call('HMSET', KEYS[1], 'v', new, 'c', c, 't', tokens)
+return {'ok', new, c, tokens}
 "#;
 
-/// The compiled save script (its SHA1 is computed once).
-pub(crate) fn save_script() -> Script {
-    Script::new(SAVE_LUA)
+/// After a write's reply was lost: did it land? Looks for the write's token among the
+/// record's recent tokens; if it is not there, *fences* the write (a field `x<token>` in the
+/// session hash, which both guards check), so that the write can never land later, delivered
+/// late from a dead connection's buffers. The fence lives until the next write replaces the
+/// hash, and after that the lost write's condition can no longer hold anyway (the token
+/// moved on).
+///
+/// `KEYS[1]`: the session key. `ARGV[1]`: the token (16 hex digits); `ARGV[2]`: its fence
+/// field. Replies `{"landed" | "not_landed", HMGET d m v c t, PTTL}`, or `{"corrupt", reason}`.
+///
+/// A create (`RENAMENX`, no script) is not fenced: a create delivered late finds the session
+/// created by the resend (or anyone) and does nothing, unless the session was deleted in
+/// between.
+pub(crate) const RESOLVE_LUA: &str = r#"
+local t = redis.pcall('HGET', KEYS[1], 't')
+if type(t) == 'table' and t.err then return {'corrupt', t.err} end
+local landed = false
+if t then
+  for i = 1, #t - 15, 16 do
+    if string.sub(t, i, i + 15) == ARGV[1] then
+      landed = true
+      break
+    end
+  end
+end
+if not landed and redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], ARGV[2], '1')
+end
+local current = redis.call('HMGET', KEYS[1], 'd', 'm', 'v', 'c', 't')
+return {landed and 'landed' or 'not_landed', current, redis.call('PTTL', KEYS[1])}
+"#;
+
+/// The three scripts, compiled (their SHA1s computed once).
+pub(crate) struct Scripts {
+    pub(crate) guard: Script,
+    pub(crate) update: Script,
+    pub(crate) resolve: Script,
 }
 
-/// The condition as the script's arguments: mode, expected version, expected incarnation.
-pub(crate) fn condition_args(condition: Condition) -> (&'static str, String, String) {
-    match condition {
-        Condition::Any => ("any", String::new(), String::new()),
-        Condition::IfAbsent => ("absent", String::new(), String::new()),
-        Condition::IfVersion(v) => ("version", v.to_string(), String::new()),
-        Condition::IfUnchanged {
-            version,
-            incarnation,
-        } => ("unchanged", version.to_string(), incarnation.to_string()),
-    }
-}
-
-/// Turns the script's reply into a write outcome, or a corrupt-record error.
-pub(crate) fn write_outcome(id: &SessionId, reply: Value) -> Result<WriteOutcome> {
-    let unexpected = |what: &str| Error::Backend {
-        backend: crate::errors::BACKEND,
-        reason: format!("saving session {id}: unexpected script reply ({what})"),
-        source: None,
-    };
-    let Value::Array(items) = reply else {
-        return Err(unexpected("not an array"));
-    };
-    let mut items = items.into_iter();
-    let status = text(items.next()).ok_or_else(|| unexpected("no status"))?;
-    let number = |v: Option<Value>| text(v).and_then(|s| s.parse::<u64>().ok());
-    match status.as_str() {
-        "ok" => {
-            let version = number(items.next()).ok_or_else(|| unexpected("no version"))?;
-            let created_at = number(items.next())
-                .map(Timestamp::from_millis)
-                .ok_or_else(|| unexpected("no creation time"))?;
-            let incarnation = number(items.next()).ok_or_else(|| unexpected("no incarnation"))?;
-            Ok(WriteOutcome::Written {
-                version,
-                created_at,
-                incarnation,
-            })
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        Self {
+            guard: Script::new(GUARD_LUA),
+            update: Script::new(UPDATE_LUA),
+            resolve: Script::new(RESOLVE_LUA),
         }
-        "conflict" => {
-            let current = match (items.next(), items.next()) {
-                (Some(hmget), Some(pttl)) => layout::record_from_replies(id, hmget, pttl)?,
-                _ => None,
-            };
-            Ok(WriteOutcome::Rejected { current })
+    }
+
+    /// Loads the three scripts (`SCRIPT LOAD`, one pipeline).
+    pub(crate) async fn load(&self, conn: &Connection) -> Result<()> {
+        let mut pipe = redis::pipe();
+        for source in [GUARD_LUA, UPDATE_LUA, RESOLVE_LUA] {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(source);
         }
-        "corrupt" => {
-            let reason = text(items.next()).unwrap_or_default();
-            let reason = if reason.starts_with("WRONGTYPE") {
-                "the key holds another Redis type, not a session hash (delete it to reuse the id)"
-                    .to_owned()
-            } else {
-                reason
-            };
-            Err(Error::corrupt(id, reason))
-        }
-        other => Err(unexpected(other)),
-    }
-}
-
-fn text(v: Option<Value>) -> Option<String> {
-    match v? {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(&b).into_owned()),
-        Value::SimpleString(s) => Some(s),
-        Value::Int(i) => Some(i.to_string()),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn id() -> SessionId {
-        SessionId::new("s").unwrap()
-    }
-
-    fn bulk(s: &str) -> Value {
-        Value::BulkString(s.as_bytes().to_vec())
-    }
-
-    #[test]
-    fn outcomes() {
-        let ok = Value::Array(vec![
-            bulk("ok"),
-            bulk("3"),
-            bulk("1700000000000"),
-            bulk("77"),
-        ]);
-        assert_eq!(
-            write_outcome(&id(), ok).unwrap(),
-            WriteOutcome::Written {
-                version: 3,
-                created_at: Timestamp::from_millis(1_700_000_000_000),
-                incarnation: 77,
-            }
-        );
-        let absent = Value::Array(vec![bulk("conflict")]);
-        assert_eq!(
-            write_outcome(&id(), absent).unwrap(),
-            WriteOutcome::Rejected { current: None }
-        );
-        let meta = layout::encode_meta(Timestamp::from_millis(5), 1, &Default::default());
-        let current = Value::Array(vec![
-            bulk("conflict"),
-            Value::Array(vec![
-                bulk("p"),
-                Value::BulkString(meta),
-                bulk("5"),
-                bulk("4"),
-                bulk("99"),
-            ]),
-            Value::Int(60_000),
-        ]);
-        match write_outcome(&id(), current).unwrap() {
-            WriteOutcome::Rejected {
-                current: Some(record),
-            } => {
-                assert_eq!(record.version, 5);
-                assert_eq!(&record.payload[..], b"p");
-                assert_eq!(record.meta.created_at, Timestamp::from_millis(4));
-                assert_eq!(record.meta.incarnation, 99);
-            }
-            other => panic!("{other:?}"),
-        }
-        let wrongtype = Value::Array(vec![
-            bulk("corrupt"),
-            bulk("WRONGTYPE Operation against a key"),
-        ]);
-        match write_outcome(&id(), wrongtype) {
-            Err(Error::Corrupt { reason, .. }) => assert!(reason.contains("another Redis type")),
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            write_outcome(&id(), Value::Okay),
-            Err(Error::Backend { .. })
-        ));
-        assert!(matches!(
-            write_outcome(&id(), Value::Array(vec![bulk("ok")])),
-            Err(Error::Backend { .. })
-        ));
-    }
-
-    #[test]
-    fn conditions_become_arguments() {
-        let none = String::new;
-        assert_eq!(condition_args(Condition::Any), ("any", none(), none()));
-        assert_eq!(
-            condition_args(Condition::IfAbsent),
-            ("absent", none(), none())
-        );
-        assert_eq!(
-            condition_args(Condition::IfVersion(42)),
-            ("version", "42".into(), none())
-        );
-        assert_eq!(
-            condition_args(Condition::IfUnchanged {
-                version: 7,
-                incarnation: 99
-            }),
-            ("unchanged", "7".into(), "99".into())
-        );
+        conn.send(Request::Pipe(&pipe), Retry::Idempotent, "SCRIPT LOAD")
+            .await
+            .map(drop)
     }
 }

@@ -2,9 +2,9 @@
 
 use std::{collections::HashSet, fmt, sync::Arc};
 
-use redis::{Script, Value};
+use redis::Value;
 use session_core::{
-    Cursor, Error, Page, Record, Result, SessionId, SessionStore, Timestamp, Ttl, Write,
+    Condition, Cursor, Error, Page, Record, Result, SessionId, SessionStore, Ttl, Write,
     WriteOutcome, async_trait,
 };
 
@@ -14,7 +14,8 @@ use crate::{
     errors::BACKEND,
     layout::{self, Listed},
     options::{ConnectionMode, RedisOptions},
-    scripts,
+    scripts::Scripts,
+    write::WritePath,
 };
 
 /// Largest page a listing returns, whatever the caller asks for: bounds one pipeline.
@@ -42,7 +43,8 @@ struct Inner {
     prefix: String,
     pattern: String,
     mode: ConnectionMode,
-    save: Script,
+    scripts: Scripts,
+    resolve_within: std::time::Duration,
 }
 
 impl fmt::Debug for RedisStore {
@@ -75,13 +77,29 @@ impl RedisStore {
             mode = ?options.mode(),
             "connected to redis"
         );
+        let scripts = Scripts::new();
+        // Loaded now, so that the first write of each kind takes one round trip. After a
+        // server restart the write path loads whichever one the server answers NOSCRIPT for.
+        // A user without the right to load scripts (a read-only ACL user, for listings) still
+        // connects; its writes are refused with `Auth` when they are tried.
+        match scripts.load(&conn).await {
+            Ok(()) => {}
+            Err(e @ Error::Auth { .. }) => tracing::debug!(
+                component = "session",
+                backend = BACKEND,
+                error = %e,
+                "cannot load the write scripts: writes will be refused"
+            ),
+            Err(e) => return Err(e),
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 conn,
                 pattern: layout::match_pattern(options.key_prefix()),
                 prefix: options.key_prefix().to_owned(),
                 mode: options.mode(),
-                save: scripts::save_script(),
+                scripts,
+                resolve_within: options.connect_timeout() + options.command_timeout(),
             }),
         })
     }
@@ -167,6 +185,21 @@ impl RedisStore {
         Ok(((next != 0).then_some(next), keys))
     }
 
+    /// A create refused although no session was seen: either one was created in the same
+    /// instant (read it), or the key holds something that is not a session.
+    async fn explain_refused_create(&self, id: &SessionId) -> Result<WriteOutcome> {
+        if let Some(record) = self.load(id).await? {
+            return Ok(WriteOutcome::rejected(Some(record)));
+        }
+        if self.exists(id).await? {
+            return Err(Error::corrupt(
+                id,
+                "the key holds a hash without the session fields d, m, v (delete it to reuse the id)",
+            ));
+        }
+        Ok(WriteOutcome::rejected(None))
+    }
+
     fn debug(&self, op: &'static str, id: &SessionId) {
         tracing::debug!(component = "session", backend = BACKEND, session_id = %id, op, "redis operation");
     }
@@ -178,7 +211,7 @@ impl SessionStore for RedisStore {
         BACKEND
     }
 
-    /// One round trip: a pipeline of `HMGET key d m v c` and `PTTL key`.
+    /// One round trip: a pipeline of `HMGET key d m v c t` and `PTTL key`.
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
         self.debug("load", id);
         let key = self.key_of(id);
@@ -190,7 +223,7 @@ impl SessionStore for RedisStore {
             .arg(layout::FIELD_META)
             .arg(layout::FIELD_VERSION)
             .arg(layout::FIELD_CREATED)
-            .arg(layout::FIELD_INCARNATION);
+            .arg(layout::FIELD_TOKENS);
         pipe.cmd("PTTL").arg(&key);
         let reply = self
             .send(Request::Pipe(&pipe), Retry::Idempotent, "load")
@@ -203,31 +236,25 @@ impl SessionStore for RedisStore {
         layout::record_from_replies(id, hmget, pttl)
     }
 
-    /// One round trip: `EVALSHA` of the save script (plus `SCRIPT LOAD` and a second `EVALSHA`
-    /// the first time a server meets the script). A refused write brings the current record
-    /// back in the same reply. Never retried: see the crate docs.
+    /// One round trip: the staging `HSET` + `PEXPIRE`, then the guard that checks the
+    /// condition and moves the staged record into place (see the crate docs). A lost reply is
+    /// resolved before this returns: the outcome is the one the reply would have carried, or
+    /// [`Error::OutcomeUnknown`] when the server cannot be asked in time.
     async fn write(&self, id: &SessionId, write: Write) -> Result<WriteOutcome> {
         self.debug("save", id);
         let key = self.key_of(id);
-        let now = Timestamp::now();
-        let meta = layout::encode_meta(now, write.payload.len() as u64, &write.summary);
-        let (mode, expected, incarnation) = scripts::condition_args(write.condition);
-        let mut invocation = self.inner.save.prepare_invoke();
-        invocation
-            .key(&key)
-            .arg(mode)
-            .arg(expected)
-            .arg(&write.payload[..])
-            .arg(meta)
-            .arg(now.as_millis())
-            .arg(write.ttl.as_millis())
-            .arg(incarnation)
-            // Used only if this write creates the session; never 0 ("unknown").
-            .arg(fastrand::u64(1..));
-        let reply = self
-            .send(Request::Script(&invocation), Retry::Never, "save")
-            .await?;
-        scripts::write_outcome(id, reply)
+        let path = WritePath {
+            conn: &self.inner.conn,
+            scripts: &self.inner.scripts,
+            resolve_within: self.inner.resolve_within,
+        };
+        let outcome = path.write(id, &key, &write).await?;
+        if let WriteOutcome::Rejected { current: None, .. } = &outcome
+            && write.condition == Condition::IfAbsent
+        {
+            return self.explain_refused_create(id).await;
+        }
+        Ok(outcome)
     }
 
     /// One round trip: `UNLINK key`.
@@ -304,8 +331,7 @@ impl SessionStore for RedisStore {
                     .arg(&key)
                     .arg(layout::FIELD_META)
                     .arg(layout::FIELD_VERSION)
-                    .arg(layout::FIELD_CREATED)
-                    .arg(layout::FIELD_INCARNATION);
+                    .arg(layout::FIELD_CREATED);
                 pipe.cmd("PTTL").arg(key);
             }
             let reply = self
@@ -340,10 +366,7 @@ impl SessionStore for RedisStore {
                 }
             }
         }
-        Ok(Page {
-            sessions,
-            next: position.to_cursor(),
-        })
+        Ok(Page::new(sessions, position.to_cursor()))
     }
 
     /// Counts the keys under the prefix with a full `SCAN` (`COUNT 1000` per step, so about one

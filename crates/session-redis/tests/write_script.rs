@@ -110,12 +110,7 @@ async fn a_version_lua_cannot_increment_exactly_is_corrupt_and_nothing_is_writte
     else {
         return;
     };
-    let write = |condition| session_core::Write {
-        payload: bytes::Bytes::from_static(b"new"),
-        summary: session_core::Summary::new(),
-        condition,
-        ttl: session_core::Ttl::DEFAULT,
-    };
+    let write = |condition| session_core::Write::new(bytes::Bytes::from_static(b"new"), condition);
     let key_of = |id: &SessionId| store.key_of(id);
     // 2^53: Lua numbers are doubles, so 2^53 + 1 is 2^53 again.
     let at_limit = id("at-limit");

@@ -130,12 +130,11 @@ fn a_corrupt_session_is_reported_and_raw_shows_its_fields() {
     };
     // A complete hash whose payload is not an envelope (JSON, say, written by another tool).
     let (rt, store) = env.store();
-    let write = session_core::Write {
-        payload: bytes::Bytes::from_static(b"{\"json\":1}"),
-        summary: session_core::Summary::new(),
-        condition: session_core::Condition::Any,
-        ttl: session_core::Ttl::from_secs(600).unwrap(),
-    };
+    let write = session_core::Write::new(
+        bytes::Bytes::from_static(b"{\"json\":1}"),
+        session_core::Condition::Any,
+    )
+    .with_ttl(session_core::Ttl::from_secs(600).unwrap());
     rt.block_on(store.save(&SessionId::new("broken").unwrap(), write))
         .unwrap();
     // A hash without its meta and version fields.

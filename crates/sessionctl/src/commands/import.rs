@@ -163,12 +163,9 @@ fn validate(
     };
     Ok((
         id,
-        Write {
-            payload,
-            summary: line.summary,
-            condition,
-            ttl,
-        },
+        Write::new(payload, condition)
+            .with_summary(line.summary)
+            .with_ttl(ttl),
     ))
 }
 

@@ -30,12 +30,7 @@ pub(crate) async fn run(ctx: &Context, args: ShowArgs) -> CliResult<ExitCode> {
         .ok_or_else(|| not_found(&id))?;
     let state = state::decode(&ctx.codec(), &id, &record.payload).map_err(|e| ctx.fail(e))?;
     if ctx.json {
-        let info = SessionInfo {
-            id: id.clone(),
-            meta: record.meta,
-            version: record.version,
-            ttl: record.ttl,
-        };
+        let info = SessionInfo::new(id.clone(), record.meta, record.version, record.ttl);
         let mut doc = output::info_json(&info);
         doc["state"] = state;
         output::print_json(&doc)?;

@@ -1,0 +1,653 @@
+//! The write path: one round trip that stages the new record and moves it into place under
+//! its condition, and what happens when the reply to it is lost.
+//!
+//! # One write, one pipeline
+//!
+//! The new record is staged with a plain `HSET` in a key of the session key's cluster slot
+//! (`{<session key>}~w<nonce>`, or `<session key>~w<nonce>` when the key already has a hash
+//! tag), given the session's TTL, and moved into place by the step that checks the condition:
+//!
+//! | condition | after `HSET staged ...` + `PEXPIRE staged ttl` |
+//! |---|---|
+//! | `IfUnchanged` (basis with a token) | `EVALSHA` guard: `HMGET key t x<token>`, compare, `RENAME staged key` |
+//! | `IfAbsent` | `HMGET key d m v c t` + `PTTL key` (the session before), `RENAMENX staged key`, `UNLINK staged`: no Lua at all |
+//! | `Any`, `IfVersion`, `IfUnchanged` without token | `EVALSHA` update: `HMGET key v c t x<token>`, check, `RENAME`, `HMSET key v c t` |
+//!
+//! No script ever sees the payload. A script that is not there (`NOSCRIPT`, after a server
+//! restart) or a connection that drops between the staging and the guard leaves the session
+//! untouched: the staged record is refused, expires, or is removed by the guard.
+//!
+//! # Lost replies
+//!
+//! A write whose reply does not arrive (the connection dropped, or the command timed out) is
+//! *resolved* before the caller hears anything: the resolve script looks for the write's token
+//! among the record's recent tokens and, when it is not there, fences the write so that it can
+//! never land later. Its own token there: the write landed, and the caller gets exactly the
+//! outcome the lost reply carried. Not there: the write did not land and never will, and it is
+//! sent once more with a fresh token (a refusal of that second send is the truth the caller
+//! gets). Only when the server cannot be asked within the connect + command timeout is the
+//! outcome unknown: [`Error::OutcomeUnknown`]. A write that failed before anything was sent
+//! (the connection was refused) is sent once more at once.
+
+use std::time::{Duration, Instant};
+
+use redis::Value;
+use session_core::{
+    Basis, Condition, Error, RecentTokens, Record, Result, SessionId, Timestamp, Write,
+    WriteOutcome, WriteToken,
+};
+
+use crate::{
+    connection::{Connection, Failure, Request},
+    errors::{self, BACKEND},
+    layout,
+    scripts::{GUARD_LUA, Scripts, UPDATE_LUA},
+};
+
+/// The first wait between two resolve attempts while the server does not answer; doubled each
+/// time, within the resolve deadline.
+const RESOLVE_BACKOFF: Duration = Duration::from_millis(20);
+
+/// The write path of one store.
+pub(crate) struct WritePath<'a> {
+    pub(crate) conn: &'a Connection,
+    pub(crate) scripts: &'a Scripts,
+    /// How long a lost reply may take to resolve: connect + command timeout.
+    pub(crate) resolve_within: Duration,
+}
+
+/// What one send of a write came to.
+enum Sent {
+    /// The server answered.
+    Answered(WriteOutcome),
+    /// Nothing reached the server (the connection was refused): safe to send again.
+    Unsent(Error),
+    /// The request may have reached the server, but no reply came: resolve it.
+    InDoubt(String),
+}
+
+/// What a resolve found.
+enum Resolved {
+    Landed(WriteOutcome),
+    /// Not applied, and fenced so that it never will be; the record as it is now.
+    NotLanded,
+    /// The server could not be asked in time.
+    Unreachable(String),
+}
+
+impl WritePath<'_> {
+    /// Writes `write` to session `id` under `key`.
+    pub(crate) async fn write(
+        &self,
+        id: &SessionId,
+        key: &str,
+        write: &Write,
+    ) -> Result<WriteOutcome> {
+        let mut token = write.token;
+        // Tokens of earlier sends that may have landed after all (a create delivered late).
+        let mut earlier: Vec<WriteToken> = Vec::new();
+        let mut deadline: Option<Instant> = None;
+        let mut last_failure = String::new();
+        for send in 1..=2 {
+            match self.send(id, key, write, token).await? {
+                Sent::Answered(outcome) => return Ok(recognise(outcome, &earlier)),
+                Sent::Unsent(e) if send == 1 => {
+                    tracing::debug!(
+                        component = "session", backend = BACKEND, session_id = %id, error = %e,
+                        "write not sent (connection refused); sending it once more"
+                    );
+                    last_failure = e.to_string();
+                }
+                Sent::Unsent(e) => return Err(e),
+                Sent::InDoubt(reason) => {
+                    let deadline =
+                        *deadline.get_or_insert_with(|| Instant::now() + self.resolve_within);
+                    tracing::debug!(
+                        component = "session", backend = BACKEND, session_id = %id,
+                        reason = %reason, "write reply lost; asking the server whether it landed"
+                    );
+                    match self.resolve(id, key, token, deadline).await? {
+                        Resolved::Landed(outcome) => {
+                            tracing::debug!(
+                                component = "session", backend = BACKEND, session_id = %id,
+                                "the write whose reply was lost had landed"
+                            );
+                            return Ok(outcome);
+                        }
+                        Resolved::NotLanded => {
+                            earlier.push(token);
+                            token = WriteToken::random();
+                            last_failure = reason;
+                        }
+                        Resolved::Unreachable(why) => {
+                            return Err(Error::OutcomeUnknown {
+                                id: id.clone(),
+                                backend: BACKEND,
+                                reason: format!(
+                                    "the reply was lost ({reason}) and the server could not \
+                                     be asked whether the write landed within {:?} ({why})",
+                                    self.resolve_within
+                                ),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Err(Error::Unavailable {
+            backend: BACKEND,
+            reason: format!(
+                "writing session {id} on {}: sent twice, applied neither time ({last_failure})",
+                self.conn.url()
+            ),
+            source: None,
+        })
+    }
+
+    /// Sends the write once (loading a script the server lacks, then sending again).
+    async fn send(
+        &self,
+        id: &SessionId,
+        key: &str,
+        write: &Write,
+        token: WriteToken,
+    ) -> Result<Sent> {
+        let plan = Plan::new(self.scripts, key, write, token);
+        let mut loaded = false;
+        loop {
+            let reply = match self.conn.send_once(&Request::Pipe(&plan.pipe)).await {
+                Ok(reply) => reply,
+                Err(failure) => return Ok(self.failed(failure)),
+            };
+            match plan.outcome(id, reply, self.conn) {
+                Err(Missing::Script(source)) if !loaded => {
+                    self.load(source).await?;
+                    loaded = true;
+                }
+                Err(Missing::Script(_)) => {
+                    return Err(Error::Backend {
+                        backend: BACKEND,
+                        reason: format!(
+                            "writing session {id}: the server forgot the write script right \
+                             after loading it"
+                        ),
+                        source: None,
+                    });
+                }
+                Err(Missing::Error(e)) => return Err(e),
+                Ok(outcome) => return Ok(Sent::Answered(outcome)),
+            }
+        }
+    }
+
+    /// Classifies a failed send.
+    fn failed(&self, failure: Failure) -> Sent {
+        match failure {
+            Failure::Redis(e) if e.is_connection_refusal() => {
+                Sent::Unsent(self.conn.error(e, "writing"))
+            }
+            Failure::Redis(e) if errors::is_transport(&e) => Sent::InDoubt(e.to_string()),
+            // The server answered with an error to the whole request: nothing to resolve.
+            Failure::Redis(e) => Sent::Unsent(self.conn.error(e, "writing")),
+            Failure::TimedOut => Sent::InDoubt("no reply within the command timeout".to_owned()),
+            // No connection could be had (a pool that stayed exhausted): nothing was sent.
+            Failure::Other(e) => Sent::Unsent(e),
+        }
+    }
+
+    async fn load(&self, source: &str) -> Result<()> {
+        let mut cmd = redis::cmd("SCRIPT");
+        cmd.arg("LOAD").arg(source);
+        self.conn
+            .send(
+                Request::Cmd(&cmd),
+                crate::connection::Retry::Idempotent,
+                "SCRIPT LOAD",
+            )
+            .await
+            .map(drop)
+    }
+
+    /// Asks the server whether the write with `token` landed, until `deadline`.
+    async fn resolve(
+        &self,
+        id: &SessionId,
+        key: &str,
+        token: WriteToken,
+        deadline: Instant,
+    ) -> Result<Resolved> {
+        let token_hex = token.to_string();
+        let fence = fence_field(token);
+        let mut wait = RESOLVE_BACKOFF;
+        let mut last = String::from("no attempt finished");
+        loop {
+            let Some(remaining) = deadline.checked_duration_since(Instant::now()) else {
+                return Ok(Resolved::Unreachable(last));
+            };
+            if remaining.is_zero() {
+                return Ok(Resolved::Unreachable(last));
+            }
+            let mut invocation = self.scripts.resolve.prepare_invoke();
+            invocation.key(key).arg(&token_hex).arg(&fence);
+            let request = Request::Script(&invocation);
+            match tokio::time::timeout(remaining, self.conn.send_once(&request)).await {
+                Ok(Ok(reply)) => return resolved(id, token, reply),
+                Ok(Err(Failure::Redis(e))) if !errors::is_transport(&e) => {
+                    return Err(self.conn.error(e, "resolving a lost write reply"));
+                }
+                Ok(Err(Failure::Redis(e))) => last = e.to_string(),
+                Ok(Err(Failure::TimedOut)) => last = "no reply in time".to_owned(),
+                Ok(Err(Failure::Other(e))) => last = e.to_string(),
+                Err(_) => return Ok(Resolved::Unreachable("no reply in time".to_owned())),
+            }
+            let Some(remaining) = deadline.checked_duration_since(Instant::now()) else {
+                return Ok(Resolved::Unreachable(last));
+            };
+            tokio::time::sleep(wait.min(remaining)).await;
+            wait = wait.saturating_mul(2);
+        }
+    }
+}
+
+/// A refusal whose current record carries the token of an earlier send of this write: that
+/// send landed after all (a create delivered late), so the write succeeded.
+fn recognise(outcome: WriteOutcome, earlier: &[WriteToken]) -> WriteOutcome {
+    if let WriteOutcome::Rejected {
+        current: Some(record),
+        ..
+    } = &outcome
+        && let Some(landed) = earlier.iter().find_map(|t| landed_as(record, *t))
+    {
+        return landed;
+    }
+    outcome
+}
+
+/// The outcome a write with `token` had, if `record` shows it among its recent tokens: its
+/// version is as many below the current one as it is writes back.
+fn landed_as(record: &Record, token: WriteToken) -> Option<WriteOutcome> {
+    let position = record.tokens.position(token)?;
+    Some(WriteOutcome::written(
+        record.version.saturating_sub(position as u64),
+        record.meta.created_at,
+        record.tokens.since(position),
+    ))
+}
+
+/// The field that fences the write with `token` (see `scripts::RESOLVE_LUA`).
+fn fence_field(token: WriteToken) -> String {
+    format!("x{token}")
+}
+
+/// The staged key of one send: in the session key's cluster slot, never matched as a session
+/// (`~` is not a session id character).
+pub(crate) fn staged_key(key: &str, nonce: u64) -> String {
+    if has_hash_tag(key) {
+        format!("{key}~w{nonce:016x}")
+    } else {
+        format!("{{{key}}}~w{nonce:016x}")
+    }
+}
+
+/// Whether Redis Cluster would hash `key` by a `{tag}` inside it rather than whole.
+fn has_hash_tag(key: &str) -> bool {
+    key.find('{')
+        .and_then(|open| key[open + 1..].find('}'))
+        .is_some_and(|len| len > 0)
+}
+
+/// Which step moves the staged record into place.
+enum Step {
+    Guard {
+        basis: Basis,
+        basis_token: WriteToken,
+    },
+    Update,
+    Create {
+        now: Timestamp,
+    },
+}
+
+/// One send of a write: the pipeline and how to read its reply.
+struct Plan {
+    pipe: redis::Pipeline,
+    step: Step,
+    token: WriteToken,
+}
+
+/// Why a reply is not an outcome.
+enum Missing {
+    /// The server lacks the script with this source: load it and send again.
+    Script(&'static str),
+    Error(Error),
+}
+
+impl From<Error> for Missing {
+    fn from(e: Error) -> Self {
+        Self::Error(e)
+    }
+}
+
+impl Plan {
+    fn new(scripts: &Scripts, key: &str, write: &Write, token: WriteToken) -> Self {
+        let now = Timestamp::now();
+        let staged = staged_key(key, fastrand::u64(..));
+        let meta = layout::encode_meta(now, write.payload.len() as u64, &write.summary);
+        let step = match write.condition {
+            Condition::IfUnchanged(basis) => match basis.token() {
+                Some(basis_token) => Step::Guard { basis, basis_token },
+                None => Step::Update,
+            },
+            Condition::IfAbsent => Step::Create { now },
+            _ => Step::Update,
+        };
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        let hset = pipe
+            .cmd("HSET")
+            .arg(&staged)
+            .arg(layout::FIELD_PAYLOAD)
+            .arg(&write.payload[..])
+            .arg(layout::FIELD_META)
+            .arg(meta);
+        match &step {
+            Step::Guard { basis, .. } => {
+                let version = basis.version().saturating_add(1);
+                hset.arg(layout::FIELD_VERSION)
+                    .arg(version)
+                    .arg(layout::FIELD_CREATED)
+                    .arg(basis.created_at().as_millis())
+                    .arg(layout::FIELD_TOKENS)
+                    .arg(basis.tokens().after(token).to_hex());
+            }
+            Step::Create { now } => {
+                hset.arg(layout::FIELD_VERSION)
+                    .arg(1)
+                    .arg(layout::FIELD_CREATED)
+                    .arg(now.as_millis())
+                    .arg(layout::FIELD_TOKENS)
+                    .arg(RecentTokens::first(token).to_hex());
+            }
+            Step::Update => {}
+        }
+        pipe.cmd("PEXPIRE").arg(&staged).arg(write.ttl.as_millis());
+        match &step {
+            Step::Guard { basis_token, .. } => {
+                let mut guard = scripts.guard.prepare_invoke();
+                guard
+                    .key(key)
+                    .key(&staged)
+                    .arg(basis_token.to_string())
+                    .arg(fence_field(token));
+                pipe.invoke_script(&guard);
+            }
+            Step::Update => {
+                let (mode, expected) = match write.condition {
+                    Condition::IfVersion(v) => ("version", v.to_string()),
+                    Condition::IfUnchanged(basis) => ("untokened", basis.version().to_string()),
+                    _ => ("any", String::new()),
+                };
+                let mut update = scripts.update.prepare_invoke();
+                update
+                    .key(key)
+                    .key(&staged)
+                    .arg(mode)
+                    .arg(expected)
+                    .arg(token.to_string())
+                    .arg(now.as_millis());
+                pipe.invoke_script(&update);
+            }
+            Step::Create { .. } => {
+                pipe.cmd("HMGET")
+                    .arg(key)
+                    .arg(layout::FIELD_PAYLOAD)
+                    .arg(layout::FIELD_META)
+                    .arg(layout::FIELD_VERSION)
+                    .arg(layout::FIELD_CREATED)
+                    .arg(layout::FIELD_TOKENS);
+                pipe.cmd("PTTL").arg(key);
+                pipe.cmd("RENAMENX").arg(&staged).arg(key);
+                pipe.cmd("UNLINK").arg(&staged);
+            }
+        }
+        Self { pipe, step, token }
+    }
+
+    /// What the pipeline's reply says.
+    fn outcome(
+        &self,
+        id: &SessionId,
+        reply: Value,
+        conn: &Connection,
+    ) -> Result<WriteOutcome, Missing> {
+        let unexpected = |what: &str| {
+            Missing::Error(Error::Backend {
+                backend: BACKEND,
+                reason: format!("saving session {id}: unexpected reply ({what})"),
+                source: None,
+            })
+        };
+        let Value::Array(replies) = reply else {
+            return Err(unexpected("not an array"));
+        };
+        let mut replies = replies.into_iter();
+        // The staging commands: an error here (out of memory, a read-only replica ...) means
+        // nothing was written.
+        for _ in 0..2 {
+            match replies.next() {
+                Some(Value::ServerError(e)) => {
+                    return Err(conn.error(redis::RedisError::from(e), "saving").into());
+                }
+                Some(_) => {}
+                None => return Err(unexpected("too few replies")),
+            }
+        }
+        match &self.step {
+            Step::Guard { basis, .. } => {
+                let reply = script_reply(replies.next(), GUARD_LUA, conn)?;
+                match status(id, reply)? {
+                    Status::Ok(_) => Ok(WriteOutcome::written(
+                        basis.version().saturating_add(1),
+                        basis.created_at(),
+                        basis.tokens().after(self.token),
+                    )),
+                    Status::Conflict(current) => Ok(WriteOutcome::rejected(current)),
+                }
+            }
+            Step::Update => {
+                let reply = script_reply(replies.next(), UPDATE_LUA, conn)?;
+                match status(id, reply)? {
+                    Status::Ok(mut rest) => {
+                        let number = |v: Option<Value>| text(v).and_then(|s| s.parse::<u64>().ok());
+                        let version =
+                            number(rest.next()).ok_or_else(|| unexpected("no version"))?;
+                        let created = number(rest.next())
+                            .map(Timestamp::from_millis)
+                            .ok_or_else(|| unexpected("no creation time"))?;
+                        let tokens = text(rest.next())
+                            .and_then(|t| RecentTokens::parse_hex(t.as_bytes()))
+                            .ok_or_else(|| unexpected("no tokens"))?;
+                        Ok(WriteOutcome::written(version, created, tokens))
+                    }
+                    Status::Conflict(current) => Ok(WriteOutcome::rejected(current)),
+                }
+            }
+            Step::Create { now } => {
+                let (Some(hmget), Some(pttl), Some(renamed)) =
+                    (replies.next(), replies.next(), replies.next())
+                else {
+                    return Err(unexpected("too few replies"));
+                };
+                match renamed {
+                    Value::Int(1) => Ok(WriteOutcome::written(
+                        1,
+                        *now,
+                        RecentTokens::first(self.token),
+                    )),
+                    Value::Int(0) => {
+                        let current = layout::record_from_replies(id, hmget, pttl)?;
+                        Ok(WriteOutcome::rejected(current))
+                    }
+                    Value::ServerError(e) => {
+                        Err(conn.error(redis::RedisError::from(e), "creating").into())
+                    }
+                    _ => Err(unexpected("RENAMENX")),
+                }
+            }
+        }
+    }
+}
+
+/// The reply of a pipelined `EVALSHA`: `NOSCRIPT` asks for the script to be loaded.
+fn script_reply(
+    reply: Option<Value>,
+    source: &'static str,
+    conn: &Connection,
+) -> Result<Value, Missing> {
+    match reply {
+        Some(Value::ServerError(e)) if e.code() == "NOSCRIPT" => Err(Missing::Script(source)),
+        Some(Value::ServerError(e)) => Err(conn.error(redis::RedisError::from(e), "saving").into()),
+        Some(v) => Ok(v),
+        None => Err(Missing::Error(Error::Backend {
+            backend: BACKEND,
+            reason: "saving: the write script gave no reply".to_owned(),
+            source: None,
+        })),
+    }
+}
+
+/// A script's reply, by status.
+enum Status {
+    Ok(std::vec::IntoIter<Value>),
+    Conflict(Option<Record>),
+}
+
+fn status(id: &SessionId, reply: Value) -> Result<Status> {
+    let unexpected = |what: &str| Error::Backend {
+        backend: BACKEND,
+        reason: format!("saving session {id}: unexpected script reply ({what})"),
+        source: None,
+    };
+    let Value::Array(items) = reply else {
+        return Err(unexpected("not an array"));
+    };
+    let mut items = items.into_iter();
+    let status = text(items.next()).ok_or_else(|| unexpected("no status"))?;
+    match status.as_str() {
+        "ok" => Ok(Status::Ok(items)),
+        "conflict" => {
+            let current = match (items.next(), items.next()) {
+                (Some(hmget), Some(pttl)) => layout::record_from_replies(id, hmget, pttl)?,
+                _ => None,
+            };
+            Ok(Status::Conflict(current))
+        }
+        "corrupt" => Err(corrupt(id, text(items.next()).unwrap_or_default())),
+        "staged_missing" => Err(Error::Backend {
+            backend: BACKEND,
+            reason: format!(
+                "saving session {id}: the staged record expired before it could be moved into \
+                 place (is the TTL shorter than a round trip?)"
+            ),
+            source: None,
+        }),
+        // A send whose token a resolve fenced: this process never sends one (a send after a
+        // resolve has a fresh token), so the reply means another client reused a token.
+        "fenced" => Err(unexpected("the write was fenced")),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// What the resolve script found.
+fn resolved(id: &SessionId, token: WriteToken, reply: Value) -> Result<Resolved> {
+    let Value::Array(items) = reply else {
+        return Err(Error::Backend {
+            backend: BACKEND,
+            reason: format!("resolving a lost write of session {id}: unexpected reply"),
+            source: None,
+        });
+    };
+    let mut items = items.into_iter();
+    let status = text(items.next()).unwrap_or_default();
+    match status.as_str() {
+        "landed" | "not_landed" => {
+            let current = match (items.next(), items.next()) {
+                (Some(hmget), Some(pttl)) => layout::record_from_replies(id, hmget, pttl)?,
+                _ => None,
+            };
+            match current.as_ref().and_then(|record| landed_as(record, token)) {
+                Some(outcome) => Ok(Resolved::Landed(outcome)),
+                None => Ok(Resolved::NotLanded),
+            }
+        }
+        "corrupt" => Err(corrupt(id, text(items.next()).unwrap_or_default())),
+        other => Err(Error::Backend {
+            backend: BACKEND,
+            reason: format!("resolving a lost write of session {id}: unexpected status {other}"),
+            source: None,
+        }),
+    }
+}
+
+fn corrupt(id: &SessionId, reason: String) -> Error {
+    let reason = if reason.starts_with("WRONGTYPE") {
+        "the key holds another Redis type, not a session hash (delete it to reuse the id)"
+            .to_owned()
+    } else {
+        reason
+    };
+    Error::corrupt(id, reason)
+}
+
+fn text(v: Option<Value>) -> Option<String> {
+    match v? {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+        Value::SimpleString(s) => Some(s),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staged_keys_share_the_session_key_slot() {
+        assert_eq!(
+            staged_key("cql:session:u-1", 0xab),
+            "{cql:session:u-1}~w00000000000000ab"
+        );
+        // A prefix with its own hash tag keeps it: the tag decides the slot.
+        assert_eq!(
+            staged_key("{app}:s:u-1", 1),
+            "{app}:s:u-1~w0000000000000001"
+        );
+        // `{}` is no tag: Redis hashes the whole key.
+        assert!(staged_key("a{}b", 1).starts_with("{a{}b}"));
+    }
+
+    #[test]
+    fn a_token_found_writes_back_names_the_version_it_wrote() {
+        let t = |n| WriteToken::from_u64(n).unwrap();
+        let tokens: RecentTokens = [t(3), t(2), t(1)].into_iter().collect();
+        let meta = session_core::Meta::new(
+            Timestamp::from_millis(5),
+            Timestamp::from_millis(9),
+            1,
+            Default::default(),
+        );
+        let record = Record::new(bytes::Bytes::from_static(b"x"), meta, 7).with_tokens(tokens);
+        match landed_as(&record, t(2)) {
+            Some(WriteOutcome::Written {
+                version, tokens, ..
+            }) => {
+                assert_eq!(version, 6);
+                assert_eq!(tokens.current(), Some(t(2)));
+                assert_eq!(tokens.len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(landed_as(&record, t(9)).is_none());
+    }
+}

@@ -1,0 +1,204 @@
+//! The fault checks of `session_core::testing::faults` on a real `redis-server` of the test's
+//! own, with real faults: a restart from an older RDB snapshot (a rollback that loses
+//! acknowledged writes), a proxy that forwards a write and drops its reply, and a restart while
+//! a manager is idle. Multiplexed and pooled, on whatever server `cargo xtask test` provides
+//! (Redis 7 and Valkey 9).
+#![cfg(feature = "driver")]
+
+mod common;
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use redis_harness::{FaultProxy, RedisServer, ServerOptions, env::private_server};
+use session_core::{
+    SessionId, SessionManager, SessionStore, async_trait, testing::faults::FaultHarness,
+};
+use session_redis::{ConnectionMode, RedisOptions, RedisStore};
+
+/// A private server behind a fault proxy. Every store connects through the proxy.
+struct RedisFaults {
+    server: Mutex<RedisServer>,
+    proxy: FaultProxy,
+    snapshot: PathBuf,
+    prefix: String,
+    mode: ConnectionMode,
+}
+
+impl RedisFaults {
+    fn start(test: &str, mode: ConnectionMode) -> Option<Self> {
+        let server = private_server(test, ServerOptions::default())?;
+        let upstream = format!("127.0.0.1:{}", server.port())
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let proxy = FaultProxy::start(upstream).unwrap_or_else(|e| panic!("proxy: {e}"));
+        let snapshot = server.dir().join("snapshot.rdb");
+        Some(Self {
+            server: Mutex::new(server),
+            proxy,
+            snapshot,
+            prefix: common::unique_prefix("faults"),
+            mode,
+        })
+    }
+
+    fn options(&self) -> RedisOptions {
+        common::options(&self.proxy.url(), 0, "faults")
+            .with_key_prefix(self.prefix.clone())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_mode(self.mode)
+            .with_command_timeout(Duration::from_millis(500))
+    }
+
+    fn server(&self) -> std::sync::MutexGuard<'_, RedisServer> {
+        self.server.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn save(&self) {
+        let server = self.server();
+        server
+            .command(&["SAVE"])
+            .unwrap_or_else(|e| panic!("SAVE: {e}"));
+    }
+}
+
+#[async_trait]
+impl FaultHarness for RedisFaults {
+    async fn store(&self) -> Arc<dyn SessionStore> {
+        Arc::new(
+            RedisStore::connect(self.options())
+                .await
+                .unwrap_or_else(|e| panic!("connect through the proxy: {e}")),
+        )
+    }
+
+    async fn snapshot(&self) {
+        self.save();
+        let dir = self.server().dir().to_path_buf();
+        std::fs::copy(dir.join("dump.rdb"), &self.snapshot)
+            .unwrap_or_else(|e| panic!("keeping the snapshot: {e}"));
+    }
+
+    async fn roll_back(&self) {
+        let snapshot = self.snapshot.clone();
+        self.server()
+            .restart_with(|dir| std::fs::copy(&snapshot, dir.join("dump.rdb")).map(drop))
+            .unwrap_or_else(|e| panic!("restart from the snapshot: {e}"));
+    }
+
+    fn lose_next_write_reply(&self) -> bool {
+        // Every write pipeline stages its record under a key with `~w` (and no other request
+        // carries it): the proxy forwards it, drops the reply and closes the connection.
+        self.proxy.drop_reply_after(b"~w");
+        true
+    }
+
+    fn faults_fired(&self) -> usize {
+        self.proxy.faults_fired()
+    }
+
+    async fn restart(&self) -> bool {
+        self.save();
+        self.server()
+            .restart()
+            .unwrap_or_else(|e| panic!("restart: {e}"));
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multiplexed_store_passes_the_fault_checks() {
+    let Some(harness) = RedisFaults::start(
+        "multiplexed_store_passes_the_fault_checks",
+        ConnectionMode::Multiplexed,
+    ) else {
+        return;
+    };
+    session_core::testing::faults::run_fault_checks(&harness).await;
+}
+
+#[cfg(feature = "pool")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_store_passes_the_fault_checks() {
+    let Some(harness) = RedisFaults::start("pooled_store_passes_the_fault_checks", common::pool(3))
+    else {
+        return;
+    };
+    session_core::testing::faults::run_fault_checks(&harness).await;
+}
+
+/// A write whose reply never comes because the server is frozen (SIGSTOP) cannot be resolved
+/// either: the caller gets `OutcomeUnknown`, not a retryable `Unavailable`, within the
+/// documented bound; after the server resumes, the write has landed at most once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_to_a_frozen_server_ends_as_outcome_unknown_in_bounded_time() {
+    let Some(harness) = RedisFaults::start(
+        "a_write_to_a_frozen_server_ends_as_outcome_unknown_in_bounded_time",
+        ConnectionMode::Multiplexed,
+    ) else {
+        return;
+    };
+    let options = harness
+        .options()
+        .with_connect_timeout(Duration::from_millis(300));
+    let store = Arc::new(
+        RedisStore::connect(options)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let manager: SessionManager<Vec<String>> = SessionManager::new(store.clone());
+    let id = SessionId::new("frozen").unwrap_or_else(|e| panic!("{e}"));
+    manager
+        .get_or_create(&id, Vec::new)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pid = harness.server().pid();
+    signal(pid, "-STOP");
+    let started = std::time::Instant::now();
+    let result = manager.modify(&id, |m| m.push("maybe".into())).await;
+    let took = started.elapsed();
+    signal(pid, "-CONT");
+    match result {
+        Err(session_core::Error::OutcomeUnknown { .. }) => {}
+        other => panic!("a write to a frozen server: expected OutcomeUnknown, got {other:?}"),
+    }
+    assert!(
+        !session_core::Error::OutcomeUnknown {
+            id: id.clone(),
+            backend: "redis",
+            reason: String::new()
+        }
+        .is_retryable()
+    );
+    // command timeout (500 ms) + resolve within connect + command timeout (800 ms), plus slack
+    // for a loaded machine: the bound is what matters, not the speed.
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // Once the server answers again, the session holds the change once or not at all.
+    let mut messages = None;
+    for _ in 0..100 {
+        match manager.get(&id).await {
+            Ok(Some(session)) => {
+                messages = Some(session.into_value());
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let messages = messages.unwrap_or_else(|| panic!("the server did not come back"));
+    assert!(
+        messages.len() <= 1,
+        "the change was applied more than once: {messages:?}"
+    );
+}
+
+/// Sends a signal to the test's own server process, by pid (`kill`, the command: no unsafe).
+fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("kill {sig} {pid}: {e}"));
+    assert!(status.success(), "kill {sig} {pid} failed");
+}
