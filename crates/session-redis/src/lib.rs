@@ -28,26 +28,55 @@
 //! | `d` | the payload (the codec envelope; opaque here) |
 //! | `m` | MessagePack (`to_vec_named`) of `{ updated_at, size, summary }` |
 //! | `v` | the version, a decimal integer: 1 on create, +1 per write |
-//! | `c` | `created_at` in ms, written only when the key is created |
-//! | `i` | the incarnation: a random non-zero number drawn when the key is created, kept by every write; it tells a session apart from an earlier one with the same id (conditional writes compare it) |
+//! | `c` | `created_at` in ms |
+//! | `t` | the write tokens of the last 8 writes, newest first, 16 hex digits each: the first one identifies the content (conditional writes compare it, see [`session_core::WriteToken`]) |
 //!
 //! `created_at` has its own field so that an unconditional rewrite keeps it without reading
 //! anything first. Timestamps are the client's clock ([`session_core::Timestamp::now`]).
+//! Hashes of the older layout (an incarnation `i` instead of `t`) are read with no tokens; a
+//! conditional write on them compares the version, and any write replaces the whole hash
+//! with one of this layout.
+//!
+//! Two more kinds of key live in the session key's cluster slot, for an instant each: the
+//! staged record of a write in flight, `{<session key>}~w<nonce>` (`<session key>~w<nonce>`
+//! when the prefix has a hash tag of its own), and, only after a lost reply, a fence field
+//! `x<token>` inside the session hash (see below). `~` is not a session id character, so
+//! listings never show them. An ACL user needs the key patterns `~<prefix>*` and
+//! `~{<prefix>*` (e.g. `~cql:session:* ~{cql:session:*`).
+//!
+//! # Writes
+//!
+//! One round trip, and no script ever touches the payload (Redis 7.0 hashes every byte of a
+//! string a script receives): the new record is staged with a plain `HSET` under the staged
+//! key with the session's TTL, and moved into place by the step that checks the condition.
+//!
+//! | condition | the pipeline after `HSET staged d m [v c t]` + `PEXPIRE staged ttl` |
+//! |---|---|
+//! | `IfUnchanged` (what `SessionManager` sends) | `EVALSHA` guard: `HMGET key t x<token>`, compare the token, `RENAME staged key` |
+//! | `IfAbsent` (create) | `HMGET key d m v c t` + `PTTL key`, `RENAMENX staged key`, `UNLINK staged`: no Lua |
+//! | `Any`, `IfVersion`, `IfUnchanged` on an older-layout record | `EVALSHA` update: `HMGET key v c t x<token>`, check, `RENAME`, `HMSET key v c t` |
+//!
+//! A refused write removes its staged record and returns the current record in the same
+//! reply. The scripts are loaded when the store connects; one the server has forgotten
+//! (`NOSCRIPT` after a restart) is loaded and the write sent again. A dropped connection
+//! between the staging and the guard leaves the session untouched.
 //!
 //! # Round trips per operation
 //!
 //! | operation | round trips | commands the client sends |
 //! |---|---|---|
-//! | `load` | 1 | pipeline `HMGET key d m v c i` + `PTTL key` |
-//! | `write` / `save` | 1 | `EVALSHA` (the script runs `HMGET v c i`, `EXISTS` on create, `HSET`, `PEXPIRE`; a refused write also `HMGET d m v c i` + `PTTL` to return the current record); the first save a server sees adds `SCRIPT LOAD` + `EVALSHA` |
+//! | `load` | 1 | pipeline `HMGET key d m v c t` + `PTTL key` |
+//! | `write` / `save` | 1 | the write pipeline above |
 //! | `delete` / `touch` / `exists` | 1 | `UNLINK` / `PEXPIRE` / `EXISTS` |
-//! | `list_page` | 2 | `SCAN cursor MATCH <escaped prefix>* COUNT max(limit, 32)`, then one pipeline of `HMGET key m v c i` + `PTTL key` per listed key; the SCAN is skipped while the cursor still carries ids |
+//! | `list_page` | 2 | `SCAN cursor MATCH <escaped prefix>* COUNT max(limit, 32)`, then one pipeline of `HMGET key m v c` + `PTTL key` per listed key; the SCAN is skipped while the cursor still carries ids |
 //! | `count` | keys in db / 1000 | `SCAN ... COUNT 1000` until the cursor is 0 |
 //! | `ping` | 1 | `PING` |
 //!
 //! `SessionManager::modify` is one `write` (1 round trip) when the manager read or wrote the
 //! session last, else a `load` and a `write`, or a refused `write` (which returns the current
-//! record) and a `write`: 2 round trips.
+//! record) and a `write`: 2 round trips. `SessionManager::get_or_create` is one round trip:
+//! a `load` for a session this manager has seen, else a create that returns the existing
+//! record if there is one.
 //! Nothing uses `KEYS`, `FLUSHDB`, `FLUSHALL` or `DBSIZE`. In pool mode, checking out a
 //! connection costs no round trip (see [`ConnectionMode::Pool`] and the `pool` feature notes
 //! below).
@@ -72,12 +101,26 @@
 //! - An idempotent operation (load, exists, touch, delete, list, count, ping) that meets a
 //!   dropped connection is sent once more on a new connection: redis-rs reconnects only for
 //!   the next command, so without this the first request after a Redis restart would fail.
-//!   **Saves are not retried**: a save whose reply was lost may have been applied; sending it
-//!   again would turn a successful `IfAbsent` or `IfVersion` save into a false `Conflict`, and
-//!   an `Any` save into a double version bump. The caller gets `Unavailable` and decides
-//!   (`SessionManager::modify` re-reads and retries on `Conflict` only).
+//! - **A write's outcome is never guessed.** A write whose reply does not arrive (dropped
+//!   connection, command timeout) is resolved before `write` returns: a small script looks for
+//!   the write's token among the record's recent tokens. There: the write landed, and `write`
+//!   returns exactly what the lost reply carried (even when another instance has written on
+//!   top of it since). Not there: the script *fences* the write (a field `x<token>` that both
+//!   guards refuse), so that the request can never land later from a dead connection's
+//!   buffers, and the write is sent once more with a fresh token; its answer, written or
+//!   refused, is the truth. Only when the server cannot be asked within connect + command
+//!   timeout is the result [`session_core::Error::OutcomeUnknown`]: maybe applied, not safe to
+//!   retry blindly. A write refused before it was sent (connection refused) is sent once more;
+//!   twice refused, it is `Unavailable`, and nothing was written. A write therefore returns
+//!   within two command timeouts plus connect + command timeout.
+//!   The first write on a connection that died silently (the server closed it while the
+//!   instance was idle) cannot prove it was never sent: with the server back it is resolved
+//!   like any lost reply; with the server still down it is `OutcomeUnknown`.
+//!   Not fenced: a create (`RENAMENX`) delivered late lands only if the session was deleted in
+//!   between; an unconditional write (`Any`) delivered late after its resend landed writes the
+//!   same state again (one more version).
 //! - A key of another type under a session key, or a hash with a missing or non-numeric `v`,
-//!   is [`session_core::Error::Corrupt`] for that id: `save` refuses to overwrite it (it may be
+//!   is [`session_core::Error::Corrupt`] for that id: writes refuse to overwrite it (it may be
 //!   someone else's data), `delete` removes it.
 //!
 //! # Features
