@@ -275,6 +275,7 @@ where
         let payload = write.payload.clone();
         let summary = write.summary.clone();
         let ttl = write.ttl.as_duration();
+        let create = write.condition == Condition::IfAbsent;
         let outcome = match self.inner.store.write(id, write).await {
             Ok(outcome) => outcome,
             Err(e) => {
@@ -304,6 +305,14 @@ where
             }
             WriteOutcome::Rejected { current, .. } => {
                 match &current {
+                    // A create that finds the session is a first sight, like a read: no sign
+                    // of another writer at work (`get_or_create` creates whatever it has not
+                    // seen).
+                    Some(record) if create => {
+                        self.inner
+                            .copies
+                            .remember_read(id, Copy::from(record.clone()), record.ttl)
+                    }
                     Some(record) => self.inner.copies.remember_refusal(
                         id,
                         Copy::from(record.clone()),

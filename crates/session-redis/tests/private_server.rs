@@ -188,6 +188,86 @@ async fn check_command_counts(mode: ConnectionMode, test: &str) {
         "load, then one write"
     );
 
+    // A third instance meets the session through get_or_create: one round trip (a create
+    // that returns the existing record, no Lua), and the modify after it writes from that
+    // copy in one more.
+    let third = SessionManager::<u64>::new(Arc::new(store.clone()) as Arc<dyn SessionStore>);
+    let met = measure(
+        &server,
+        "SessionManager::get_or_create, existing, first sight",
+        || {
+            let third = third.clone();
+            let c = c.clone();
+            async move {
+                third
+                    .get_or_create(&c, || 0)
+                    .await
+                    .map(drop)
+                    .unwrap_or_else(|e| panic!("{e}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        met,
+        counts(&[
+            ("hset", 1),
+            ("pexpire", 1),
+            ("hmget", 1),
+            ("pttl", 1),
+            ("renamenx", 1),
+            ("unlink", 1)
+        ]),
+        "one pipeline: stage, read, RENAMENX (refused), drop the staged record"
+    );
+    let after_met = measure(
+        &server,
+        "SessionManager::modify after get_or_create",
+        || increment(&third, &c),
+    )
+    .await;
+    assert_eq!(
+        after_met,
+        counts(&[
+            ("hset", 1),
+            ("pexpire", 1),
+            ("evalsha", 1),
+            ("hmget", 1),
+            ("rename", 1)
+        ]),
+        "the copy get_or_create brought back is the basis: one round trip"
+    );
+    let fresh = id("fresh");
+    let created = measure(
+        &server,
+        "SessionManager::get_or_create, new session",
+        || {
+            let third = third.clone();
+            let fresh = fresh.clone();
+            async move {
+                third
+                    .get_or_create(&fresh, || 7)
+                    .await
+                    .map(drop)
+                    .unwrap_or_else(|e| panic!("{e}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        created,
+        counts(&[
+            ("hset", 1),
+            ("pexpire", 1),
+            ("hmget", 1),
+            ("pttl", 1),
+            ("renamenx", 1),
+            ("unlink", 1)
+        ]),
+        "a new session is one round trip and no script"
+    );
+    store.delete(&fresh).await.unwrap_or_else(|e| panic!("{e}"));
+
     let stale = measure(
         &server,
         "SessionManager::modify, another instance wrote last",
