@@ -215,8 +215,9 @@ impl Settings {
     }
 
     /// A [`ManagerBuilder`] on `store` (an `Arc<dyn SessionStore>` or a [`BuiltStore`]) with
-    /// the session settings applied: TTL, size limit, sliding expiry and the bound on `modify`
-    /// attempts. Add a summary, then `build()`.
+    /// the session settings applied: TTL, the [`codec`](Self::codec) (size limit and
+    /// compression), sliding expiry and the bound on `modify` attempts. Add a summary, then
+    /// `build()`.
     pub fn manager_builder<T>(&self, store: impl Into<Arc<dyn SessionStore>>) -> ManagerBuilder<T>
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -224,7 +225,7 @@ impl Settings {
         let session = &self.session;
         let builder = SessionManager::<T>::builder(store.into())
             .ttl(session.ttl)
-            .max_size(session.max_size)
+            .codec(self.codec())
             .max_attempts(session.max_modify_attempts);
         match session.sliding_expiry {
             Some(interval) => builder.sliding_expiry(interval),

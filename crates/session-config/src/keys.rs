@@ -39,6 +39,8 @@ keys! {
     SESSION_MAX_BYTES = "session.max_bytes", "SESSION_MAX_BYTES";
     SESSION_SLIDING_EXPIRY = "session.sliding_expiry_secs", "SESSION_SLIDING_EXPIRY";
     SESSION_MAX_MODIFY_ATTEMPTS = "session.max_modify_attempts", "SESSION_MAX_MODIFY_ATTEMPTS";
+    SESSION_COMPRESSION = "session.compression", "SESSION_COMPRESSION";
+    SESSION_COMPRESSION_MIN_BYTES = "session.compression_min_bytes", "SESSION_COMPRESSION_MIN_BYTES";
     MEMORY_CAPACITY = "memory.capacity", "MEMORY_CAPACITY";
 }
 

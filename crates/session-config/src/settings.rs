@@ -2,7 +2,10 @@
 
 use std::{fmt, num::NonZeroUsize, path::PathBuf, time::Duration};
 
-use session_core::{DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_SIZE, Error, FallbackPolicy, Result, Ttl};
+use session_core::{
+    Codec, Compression, DEFAULT_COMPRESSION_MIN_BYTES, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_SIZE,
+    Error, FallbackPolicy, Result, Ttl,
+};
 
 use crate::{
     ClientIdentity, ConnectionMode, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOST,
@@ -92,6 +95,10 @@ pub struct SessionSettings {
     /// conflict (`SESSION_MAX_MODIFY_ATTEMPTS`; default 64). Named so that it cannot be
     /// mistaken for an agent's own `max_attempts`.
     pub max_modify_attempts: u32,
+    /// How stored sessions are compressed (`SESSION_COMPRESSION`: `off`, the default, or
+    /// `lz4`; `SESSION_COMPRESSION_MIN_BYTES`: the smallest body compressed, default
+    /// [`DEFAULT_COMPRESSION_MIN_BYTES`]). Sessions are read whatever it says.
+    pub compression: Compression,
 }
 
 impl Default for SessionSettings {
@@ -101,6 +108,7 @@ impl Default for SessionSettings {
             max_size: DEFAULT_MAX_SIZE,
             sliding_expiry: None,
             max_modify_attempts: DEFAULT_MAX_ATTEMPTS,
+            compression: Compression::Off,
         }
     }
 }
@@ -196,6 +204,14 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The codec the session settings ask for: the size limit (`SESSION_MAX_BYTES`) and the
+    /// compression (`SESSION_COMPRESSION`, `SESSION_COMPRESSION_MIN_BYTES`). It reads
+    /// compressed and uncompressed sessions alike; tools that decode or encode sessions
+    /// (sessionctl) should use it too.
+    pub fn codec(&self) -> Codec {
+        Codec::new(self.session.max_size, self.session.compression)
+    }
+
     /// What looked wrong but was accepted when the settings were loaded.
     pub fn warnings(&self) -> &[Warning] {
         &self.warnings
@@ -243,6 +259,7 @@ impl Settings {
                 values::integer(g, 1, u64::from(MAX_MODIFY_ATTEMPTS), "a number of attempts")
             })?
             .map_or(DEFAULT_MAX_ATTEMPTS, |n| n as u32),
+            compression: compression(r)?,
         };
         let memory = MemorySettings {
             capacity: opt(r, keys::MEMORY_CAPACITY, values::capacity)?.flatten(),
@@ -265,6 +282,21 @@ impl Settings {
             warnings,
         })
     }
+}
+
+/// `SESSION_COMPRESSION` with its threshold. The threshold is validated even when compression
+/// is off, so that a typo does not wait for the day compression is turned on.
+fn compression(r: &Resolved) -> Result<Compression> {
+    let min_bytes = opt(r, keys::SESSION_COMPRESSION_MIN_BYTES, |g| {
+        values::integer(g, 0, MAX_SESSION_BYTES, "a number of bytes")
+    })?
+    .map_or(DEFAULT_COMPRESSION_MIN_BYTES, |n| n as usize);
+    let on = opt(r, keys::SESSION_COMPRESSION, values::compression_on)?.unwrap_or(false);
+    Ok(if on {
+        Compression::Lz4 { min_bytes }
+    } else {
+        Compression::Off
+    })
 }
 
 /// A value that is set and not empty (an empty TOML string clears an optional setting).
@@ -411,6 +443,13 @@ impl fmt::Display for Settings {
             "session.max_modify_attempts = {}",
             self.session.max_modify_attempts
         )?;
+        match self.session.compression {
+            Compression::Lz4 { min_bytes } => {
+                writeln!(f, "session.compression = lz4")?;
+                writeln!(f, "session.compression_min_bytes = {min_bytes}")?;
+            }
+            other => writeln!(f, "session.compression = {other}")?,
+        }
         match self.memory.capacity {
             Some(n) => write!(f, "memory.capacity = {n}"),
             None => write!(f, "memory.capacity = unbounded"),

@@ -86,6 +86,19 @@ pub(crate) fn sliding_expiry(given: &Given) -> Result<Option<Duration>, Error> {
     }
 }
 
+/// Whether compression is on: `off` (or `none`, `false`, `no`) or `lz4`. The threshold comes
+/// separately.
+pub(crate) fn compression_on(given: &Given) -> Result<bool, Error> {
+    match given.text.to_ascii_lowercase().as_str() {
+        "off" | "none" | "false" | "no" => Ok(false),
+        "lz4" => Ok(true),
+        _ => Err(given.invalid(
+            "off (store sessions uncompressed) or lz4 (compress bodies of at least \
+             SESSION_COMPRESSION_MIN_BYTES, session.compression_min_bytes)",
+        )),
+    }
+}
+
 /// `unbounded` (or `0`) or a positive number of sessions.
 pub(crate) fn capacity(given: &Given) -> Result<Option<NonZeroUsize>, Error> {
     if matches!(

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use session_config::{Settings, Sources};
-use session_core::{Error, SessionId, Ttl};
+use session_core::{Codec, Compression, Error, FLAG_COMPRESSED, SessionId, Ttl};
 
 #[tokio::test]
 async fn the_manager_gets_the_session_settings() {
@@ -36,6 +36,49 @@ async fn the_manager_gets_the_session_settings() {
     assert!(matches!(
         manager.update(&id, &too_big).await,
         Err(Error::TooLarge { limit: 128, .. })
+    ));
+}
+
+#[tokio::test]
+async fn the_manager_gets_the_configured_compression_and_reads_either_kind() {
+    let settings = Settings::load_from(&Sources::new().envs([
+        ("SESSION_MAX_BYTES", "4096"),
+        ("SESSION_COMPRESSION", "lz4"),
+        ("SESSION_COMPRESSION_MIN_BYTES", "256"),
+    ]))
+    .unwrap();
+    let store = settings.memory_store();
+    let lz4 = settings.manager_builder::<String>(store.clone()).build();
+    assert_eq!(
+        *lz4.codec(),
+        Codec::new(4096, Compression::Lz4 { min_bytes: 256 })
+    );
+    let plain = Settings::load_from(&Sources::new().env("SESSION_MAX_BYTES", "4096"))
+        .unwrap()
+        .manager_builder::<String>(store.clone())
+        .build();
+    assert_eq!(*plain.codec(), Codec::new(4096, Compression::Off));
+
+    let long = "the printer shows error E042 again; ".repeat(50);
+    let (a, b) = (SessionId::new("a").unwrap(), SessionId::new("b").unwrap());
+    lz4.update(&a, &long).await.unwrap();
+    plain.update(&b, &long).await.unwrap();
+    let stored_a = store.load(&a).await.unwrap().unwrap().payload;
+    let stored_b = store.load(&b).await.unwrap().unwrap().payload;
+    assert_eq!(stored_a[2], FLAG_COMPRESSED);
+    assert_eq!(stored_b[2], 0);
+    assert!(stored_a.len() * 4 < stored_b.len());
+    // Each reads what the other wrote.
+    assert_eq!(*plain.get(&a).await.unwrap().unwrap(), long);
+    assert_eq!(*lz4.get(&b).await.unwrap().unwrap(), long);
+    // Under the threshold, nothing is compressed.
+    lz4.update(&a, &"short".to_owned()).await.unwrap();
+    assert_eq!(store.load(&a).await.unwrap().unwrap().payload[2], 0);
+    // The limit counts the state uncompressed: compressible or not, 4097 bytes are too many.
+    let too_big = "x".repeat(4096);
+    assert!(matches!(
+        lz4.update(&a, &too_big).await,
+        Err(Error::TooLarge { limit: 4096, .. })
     ));
 }
 

@@ -114,6 +114,58 @@ fn session_limits_out_of_range() {
 }
 
 #[test]
+fn unknown_compression_or_bad_threshold() {
+    for bad in ["gzip", "zstd", "on", "true", "lz4:2048", "1"] {
+        assert_env_error("SESSION_COMPRESSION", bad, "off (");
+        assert_env_error("SESSION_COMPRESSION", bad, "or lz4 (");
+    }
+    for bad in ["-1", "1k", "1024.5", "536870913", "lots"] {
+        assert_env_error(
+            "SESSION_COMPRESSION_MIN_BYTES",
+            bad,
+            "a number of bytes from 0 to 536870912",
+        );
+    }
+    // A bad threshold fails even while compression is off: it would otherwise wait for the day
+    // compression is turned on.
+    let (key, _, _) = config_error(Settings::load_from(
+        &Sources::new()
+            .env("SESSION_COMPRESSION", "off")
+            .env("SESSION_COMPRESSION_MIN_BYTES", "big"),
+    ));
+    assert_eq!(key, "SESSION_COMPRESSION_MIN_BYTES");
+}
+
+#[test]
+fn bad_compression_in_a_file_names_the_toml_key_and_the_file() {
+    let dir = TempDir::new();
+    let file = dir.write("default.toml", "[session]\ncompression = \"brotli\"\n");
+    let (key, value, expected) =
+        config_error(Settings::load_from(&Sources::new().config_dir(dir.path())));
+    assert_eq!(key, "session.compression");
+    assert_eq!(value, "\"brotli\"");
+    assert!(
+        expected.contains("off (") && expected.contains("lz4"),
+        "{expected}"
+    );
+    assert!(
+        expected.ends_with(&format!("(set in {})", file.display())),
+        "{expected}"
+    );
+
+    let file = dir.write("default.toml", "[session]\ncompression_min_bytes = -5\n");
+    let (key, value, expected) =
+        config_error(Settings::load_from(&Sources::new().config_dir(dir.path())));
+    assert_eq!(key, "session.compression_min_bytes");
+    assert_eq!(value, "\"-5\"");
+    assert!(expected.contains("a number of bytes"), "{expected}");
+    assert!(
+        expected.ends_with(&format!("(set in {})", file.display())),
+        "{expected}"
+    );
+}
+
+#[test]
 fn malformed_url() {
     for bad in [
         "localhost:6379",

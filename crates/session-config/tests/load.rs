@@ -7,7 +7,7 @@ use std::{num::NonZeroUsize, path::PathBuf, time::Duration};
 
 use common::{TempDir, config_error};
 use session_config::{ConnectionMode, Settings, Sources};
-use session_core::{FallbackPolicy, Ttl};
+use session_core::{Codec, Compression, FallbackPolicy, Ttl};
 
 fn shipped_config_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config")
@@ -36,6 +36,8 @@ fn no_sources_give_the_built_in_defaults() {
         settings.session.max_modify_attempts,
         session_core::DEFAULT_MAX_ATTEMPTS
     );
+    assert_eq!(settings.session.compression, Compression::Off);
+    assert_eq!(settings.codec(), Codec::default());
     assert_eq!(settings.memory.capacity, None);
     assert!(settings.warnings().is_empty());
 }
@@ -378,6 +380,8 @@ fn every_setting_is_read_from_the_environment() {
         ("SESSION_MAX_BYTES", "4096"),
         ("SESSION_SLIDING_EXPIRY", "30"),
         ("SESSION_MAX_MODIFY_ATTEMPTS", "5"),
+        ("SESSION_COMPRESSION", "lz4"),
+        ("SESSION_COMPRESSION_MIN_BYTES", "2048"),
         ("MEMORY_CAPACITY", "100"),
     ]))
     .unwrap();
@@ -404,6 +408,14 @@ fn every_setting_is_read_from_the_environment() {
         Some(Duration::from_secs(30))
     );
     assert_eq!(settings.session.max_modify_attempts, 5);
+    assert_eq!(
+        settings.session.compression,
+        Compression::Lz4 { min_bytes: 2048 }
+    );
+    assert_eq!(
+        settings.codec(),
+        Codec::new(4096, Compression::Lz4 { min_bytes: 2048 })
+    );
     assert_eq!(settings.memory.capacity, NonZeroUsize::new(100));
 }
 
@@ -429,6 +441,8 @@ ttl_secs = 33
 max_bytes = 100
 sliding_expiry_secs = 7
 max_modify_attempts = 2
+compression = "lz4"
+compression_min_bytes = 0
 [memory]
 capacity = 9
 "#,
@@ -456,6 +470,10 @@ capacity = 9
         Some(Duration::from_secs(7))
     );
     assert_eq!(settings.session.max_modify_attempts, 2);
+    assert_eq!(
+        settings.session.compression,
+        Compression::Lz4 { min_bytes: 0 }
+    );
     assert_eq!(settings.memory.capacity, NonZeroUsize::new(9));
     // `tls.enabled` sits in the same file as the URL: it is ignored, and that is said.
     assert_eq!(settings.warnings().len(), 1);
@@ -474,8 +492,82 @@ fn display_lists_every_setting() {
         "redis.mode = multiplexed",
         "session.ttl = 3600s",
         "session.sliding_expiry = off",
+        "session.compression = off",
         "memory.capacity = unbounded",
     ] {
         assert!(text.contains(key), "{key} missing from\n{text}");
     }
+    assert!(!text.contains("compression_min_bytes"), "{text}");
+    let lz4 = Settings::load_from(&Sources::new().env("SESSION_COMPRESSION", "lz4")).unwrap();
+    let text = lz4.to_string();
+    for key in [
+        "session.compression = lz4\n",
+        "session.compression_min_bytes = 1024\n",
+    ] {
+        assert!(text.contains(key), "{key} missing from\n{text}");
+    }
+}
+
+#[test]
+fn compression_and_its_threshold() {
+    let load = |vars: &[(&str, &str)]| {
+        Settings::load_from(&Sources::new().envs(vars.iter().copied()))
+            .unwrap()
+            .session
+            .compression
+    };
+    assert_eq!(load(&[]), Compression::Off);
+    assert_eq!(load(&[("SESSION_COMPRESSION", "lz4")]), Compression::LZ4);
+    assert_eq!(load(&[("SESSION_COMPRESSION", " LZ4 ")]), Compression::LZ4);
+    for off in ["off", "OFF", "none", "false", "no"] {
+        assert_eq!(
+            load(&[("SESSION_COMPRESSION", off)]),
+            Compression::Off,
+            "{off}"
+        );
+    }
+    // The threshold applies to lz4 only.
+    assert_eq!(
+        load(&[("SESSION_COMPRESSION_MIN_BYTES", "64")]),
+        Compression::Off
+    );
+    assert_eq!(
+        load(&[
+            ("SESSION_COMPRESSION", "off"),
+            ("SESSION_COMPRESSION_MIN_BYTES", "64")
+        ]),
+        Compression::Off
+    );
+    assert_eq!(
+        load(&[
+            ("SESSION_COMPRESSION", "lz4"),
+            ("SESSION_COMPRESSION_MIN_BYTES", "536870912")
+        ]),
+        Compression::Lz4 {
+            min_bytes: 512 * 1024 * 1024
+        }
+    );
+
+    // A file turns it on, the environment sets the threshold (and could turn it off again).
+    let dir = TempDir::new();
+    dir.write(
+        "default.toml",
+        "[session]\ncompression = \"lz4\"\ncompression_min_bytes = 4096\n",
+    );
+    let from = |vars: &[(&str, &str)]| {
+        Settings::load_from(
+            &Sources::new()
+                .config_dir(dir.path())
+                .envs(vars.iter().copied()),
+        )
+        .unwrap()
+        .session
+        .compression
+    };
+    assert_eq!(from(&[]), Compression::Lz4 { min_bytes: 4096 });
+    assert_eq!(
+        from(&[("SESSION_COMPRESSION_MIN_BYTES", "512")]),
+        Compression::Lz4 { min_bytes: 512 }
+    );
+    assert_eq!(from(&[("SESSION_COMPRESSION", "off")]), Compression::Off);
 }

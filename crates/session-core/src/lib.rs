@@ -56,7 +56,8 @@ mod token;
 mod ttl;
 
 pub use codec::{
-    Codec, DEFAULT_MAX_SIZE, FLAG_COMPRESSED, FLAG_ENCRYPTED, FORMAT_V1, HEADER_LEN, MAGIC,
+    Codec, Compression, DEFAULT_COMPRESSION_MIN_BYTES, DEFAULT_MAX_SIZE, FLAG_COMPRESSED,
+    FLAG_ENCRYPTED, FORMAT_V1, HEADER_LEN, MAGIC,
 };
 pub use error::{BoxError, Error, Result};
 pub use fallback::{FallbackPolicy, UnknownFallbackPolicy};

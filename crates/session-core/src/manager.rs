@@ -133,10 +133,10 @@ impl<T> ManagerBuilder<T> {
         self
     }
 
-    /// The largest encoded session, in bytes.
+    /// The largest encoded session, in bytes (the codec's compression setting is kept).
     #[must_use]
     pub fn max_size(mut self, bytes: usize) -> Self {
-        self.codec = Codec::with_max_size(bytes);
+        self.codec = Codec::new(bytes, self.codec.compression());
         self
     }
 

@@ -113,9 +113,9 @@ impl Context {
         self.options.redacted_url()
     }
 
-    /// The codec with the configured size limit.
+    /// The codec the settings configure (size limit and compression), as the service uses.
     pub(crate) fn codec(&self) -> Codec {
-        Codec::with_max_size(self.settings.session.max_size)
+        self.settings.codec()
     }
 
     /// Connects the store (no fallback).
