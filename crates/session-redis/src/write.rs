@@ -175,6 +175,20 @@ impl WritePath<'_> {
                     });
                 }
                 Err(Missing::Error(e)) => return Err(e),
+                Err(Missing::StagedLeft(e)) => {
+                    let mut unlink = redis::cmd("UNLINK");
+                    unlink.arg(&plan.staged);
+                    // Best effort: the staged record expires with the session's TTL anyway.
+                    let _ = self
+                        .conn
+                        .send(
+                            Request::Cmd(&unlink),
+                            crate::connection::Retry::Idempotent,
+                            "UNLINK",
+                        )
+                        .await;
+                    return Err(e);
+                }
                 Ok(outcome) => return Ok(Sent::Answered(outcome)),
             }
         }
@@ -311,6 +325,7 @@ enum Step {
 /// One send of a write: the pipeline and how to read its reply.
 struct Plan {
     pipe: redis::Pipeline,
+    staged: String,
     step: Step,
     token: WriteToken,
 }
@@ -319,6 +334,9 @@ struct Plan {
 enum Missing {
     /// The server lacks the script with this source: load it and send again.
     Script(&'static str),
+    /// The script failed before it could remove the staged record (a key of another type):
+    /// remove it, then report the error.
+    StagedLeft(Error),
     Error(Error),
 }
 
@@ -410,7 +428,12 @@ impl Plan {
                 pipe.cmd("UNLINK").arg(&staged);
             }
         }
-        Self { pipe, step, token }
+        Self {
+            pipe,
+            staged,
+            step,
+            token,
+        }
     }
 
     /// What the pipeline's reply says.
@@ -443,35 +466,39 @@ impl Plan {
             }
         }
         match &self.step {
-            Step::Guard { basis, .. } => {
-                let reply = script_reply(replies.next(), GUARD_LUA, conn)?;
-                match status(id, reply)? {
-                    Status::Ok(_) => Ok(WriteOutcome::written(
-                        basis.version().saturating_add(1),
-                        basis.created_at(),
-                        basis.tokens().after(self.token),
-                    )),
+            Step::Guard { basis, .. } => match script_reply(id, replies.next(), GUARD_LUA, conn)? {
+                Value::Int(1) => Ok(WriteOutcome::written(
+                    basis.version().saturating_add(1),
+                    basis.created_at(),
+                    basis.tokens().after(self.token),
+                )),
+                reply => match status(id, reply)? {
                     Status::Conflict(current) => Ok(WriteOutcome::rejected(current)),
+                },
+            },
+            Step::Update => match script_reply(id, replies.next(), UPDATE_LUA, conn)? {
+                Value::BulkString(written) => {
+                    let written = String::from_utf8_lossy(&written).into_owned();
+                    let mut parts = written.split(' ');
+                    let version = parts
+                        .next()
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .ok_or_else(|| unexpected("no version"))?;
+                    let created = parts
+                        .next()
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .map(Timestamp::from_millis)
+                        .ok_or_else(|| unexpected("no creation time"))?;
+                    let tokens = parts
+                        .next()
+                        .and_then(|t| RecentTokens::parse_hex(t.as_bytes()))
+                        .ok_or_else(|| unexpected("no tokens"))?;
+                    Ok(WriteOutcome::written(version, created, tokens))
                 }
-            }
-            Step::Update => {
-                let reply = script_reply(replies.next(), UPDATE_LUA, conn)?;
-                match status(id, reply)? {
-                    Status::Ok(mut rest) => {
-                        let number = |v: Option<Value>| text(v).and_then(|s| s.parse::<u64>().ok());
-                        let version =
-                            number(rest.next()).ok_or_else(|| unexpected("no version"))?;
-                        let created = number(rest.next())
-                            .map(Timestamp::from_millis)
-                            .ok_or_else(|| unexpected("no creation time"))?;
-                        let tokens = text(rest.next())
-                            .and_then(|t| RecentTokens::parse_hex(t.as_bytes()))
-                            .ok_or_else(|| unexpected("no tokens"))?;
-                        Ok(WriteOutcome::written(version, created, tokens))
-                    }
+                reply => match status(id, reply)? {
                     Status::Conflict(current) => Ok(WriteOutcome::rejected(current)),
-                }
-            }
+                },
+            },
             Step::Create { now } => {
                 let (Some(hmget), Some(pttl), Some(renamed)) =
                     (replies.next(), replies.next(), replies.next())
@@ -498,14 +525,30 @@ impl Plan {
     }
 }
 
-/// The reply of a pipelined `EVALSHA`: `NOSCRIPT` asks for the script to be loaded.
+/// The reply of a pipelined `EVALSHA`: `NOSCRIPT` asks for the script to be loaded; a script
+/// that failed (`WRONGTYPE`: the key holds another type; `no such key`: the staged record
+/// expired before the script ran) wrote nothing.
 fn script_reply(
+    id: &SessionId,
     reply: Option<Value>,
     source: &'static str,
     conn: &Connection,
 ) -> Result<Value, Missing> {
     match reply {
         Some(Value::ServerError(e)) if e.code() == "NOSCRIPT" => Err(Missing::Script(source)),
+        Some(Value::ServerError(e)) if e.code() == "WRONGTYPE" => {
+            Err(Missing::StagedLeft(corrupt(id, "WRONGTYPE".to_owned())))
+        }
+        Some(Value::ServerError(e)) if e.details().is_some_and(|d| d.contains("no such key")) => {
+            Err(Missing::Error(Error::Backend {
+                backend: BACKEND,
+                reason: format!(
+                    "saving session {id}: the staged record expired before it could be moved \
+                     into place (is the TTL shorter than a round trip?)"
+                ),
+                source: None,
+            }))
+        }
         Some(Value::ServerError(e)) => Err(conn.error(redis::RedisError::from(e), "saving").into()),
         Some(v) => Ok(v),
         None => Err(Missing::Error(Error::Backend {
@@ -516,9 +559,8 @@ fn script_reply(
     }
 }
 
-/// A script's reply, by status.
+/// A script's table reply: only refusals are tables.
 enum Status {
-    Ok(std::vec::IntoIter<Value>),
     Conflict(Option<Record>),
 }
 
@@ -534,7 +576,6 @@ fn status(id: &SessionId, reply: Value) -> Result<Status> {
     let mut items = items.into_iter();
     let status = text(items.next()).ok_or_else(|| unexpected("no status"))?;
     match status.as_str() {
-        "ok" => Ok(Status::Ok(items)),
         "conflict" => {
             let current = match (items.next(), items.next()) {
                 (Some(hmget), Some(pttl)) => layout::record_from_replies(id, hmget, pttl)?,
@@ -543,14 +584,6 @@ fn status(id: &SessionId, reply: Value) -> Result<Status> {
             Ok(Status::Conflict(current))
         }
         "corrupt" => Err(corrupt(id, text(items.next()).unwrap_or_default())),
-        "staged_missing" => Err(Error::Backend {
-            backend: BACKEND,
-            reason: format!(
-                "saving session {id}: the staged record expired before it could be moved into \
-                 place (is the TTL shorter than a round trip?)"
-            ),
-            source: None,
-        }),
         // A send whose token a resolve fenced: this process never sends one (a send after a
         // resolve has a fresh token), so the reply means another client reused a token.
         "fenced" => Err(unexpected("the write was fenced")),

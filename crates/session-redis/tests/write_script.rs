@@ -173,3 +173,54 @@ async fn a_version_lua_cannot_increment_exactly_is_corrupt_and_nothing_is_writte
         let _ = store.delete(id).await;
     }
 }
+
+/// A key of another type under a session key: every write path refuses it as corrupt, leaves
+/// the foreign value as it was, and leaves no staged record behind.
+#[tokio::test]
+async fn a_key_of_another_type_is_corrupt_for_every_write_and_nothing_is_left_behind() {
+    let Some((store, mut raw)) = setup(
+        "a_key_of_another_type_is_corrupt_for_every_write_and_nothing_is_left_behind",
+        5,
+    )
+    .await
+    else {
+        return;
+    };
+    let manager: SessionManager<Vec<String>> =
+        SessionManager::new(Arc::new(store.clone()) as Arc<dyn SessionStore>);
+    let s = id("foreign");
+    manager
+        .get_or_create(&s, Vec::new)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Someone else's data replaces the session (the manager still holds a copy: its next
+    // modify goes to the guard script).
+    raw_cmd(&mut raw, &["SET", &store.key_of(&s), "not a session"]).await;
+    match manager.modify(&s, |m| m.push("x".into())).await {
+        Err(Error::Corrupt { id: got, reason }) => {
+            assert_eq!(got, s);
+            assert!(reason.contains("another Redis type"), "{reason}");
+        }
+        other => panic!("modify over a string key: expected Corrupt, got {other:?}"),
+    }
+    match manager.update(&s, &vec!["y".to_owned()]).await {
+        Err(Error::Corrupt { .. }) => {}
+        other => panic!("update over a string key: expected Corrupt, got {other:?}"),
+    }
+    assert_eq!(
+        raw_cmd(&mut raw, &["GET", &store.key_of(&s)]).await,
+        redis::Value::BulkString(b"not a session".to_vec()),
+        "a refused write changed the foreign value"
+    );
+    let pattern = format!("{{{}}}~w*", store.key_of(&s));
+    let left = raw_cmd(&mut raw, &["SCAN", "0", "MATCH", &pattern, "COUNT", "1000"]).await;
+    match left {
+        redis::Value::Array(parts) => assert_eq!(
+            parts.get(1),
+            Some(&redis::Value::Array(vec![])),
+            "staged records left behind: {parts:?}"
+        ),
+        other => panic!("SCAN: {other:?}"),
+    }
+    let _ = raw_cmd(&mut raw, &["DEL", &store.key_of(&s)]).await;
+}
