@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: the benchmark suite against a private Redis (or Valkey), written to
 //! BENCHMARKS.md (or BENCHMARKS-valkey.md).
 //!
-//! 1. builds `session-bench` in release;
+//! 1. builds `session-bench` in release, with its feature `peers` (the other Rust session
+//!    stores it measures beside the library: crates/peer-bench);
 //! 2. starts a private server (no RDB, no AOF) on a free loopback port through redis-harness:
 //!    `redis-server` by default or with `--server redis`, a Valkey 9 `valkey-server` with
 //!    `--server valkey` (provided like the Valkey pass of `cargo xtask test`: see
@@ -105,8 +106,14 @@ pub(crate) fn run(interrupted: &AtomicBool, args: &[&str]) -> Result<ExitCode> {
     let out_dir = target_dir.join("bench");
     std::fs::create_dir_all(&out_dir)?;
 
-    let status =
-        process::run(process::cargo().args(["build", "--release", "--package", "session-bench"]))?;
+    let status = process::run(process::cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "session-bench",
+        "--features",
+        "peers",
+    ]))?;
     if !status.success() {
         return Ok(ExitCode::from(process::exit_code(status)));
     }
@@ -244,12 +251,31 @@ fn bench_with(
          | mode | {mode} |\n\n\
          How to read: latencies are per operation in microseconds (p50 / p99 over thousands of \
          sequential operations after a warm-up) on a tokio current_thread runtime; the ratio \
-         divides the p50 (or, for throughput, the ops/s) by its baseline's; \"server commands \
-         per op\" is the `INFO commandstats` delta divided by the operations (commands a Lua \
-         script runs are counted too); \"reads/op\" is the `total_reads_processed` delta per \
-         operation: for one request at a time it is the round trips per operation (a value \
-         above 1 for large payloads means the request arrived in several reads), and under \
-         concurrency it shows how many operations shared one read (pipelining).\n\n\
+         divides the p50 (or, for throughput, the ops/s) by its baseline's. \
+         \"server commands per op\" is the `INFO commandstats` delta divided by the operations: \
+         first the commands the clients sent, then, in brackets, the ones Lua scripts ran. \
+         \"reads/op\" is the `total_reads_processed` delta per operation: for one request at a \
+         time it is the round trips per operation (a value above 1 for large payloads means the \
+         request arrived in several reads: the server reads 16 KB at a time), and under \
+         concurrency it shows how many operations shared one read (pipelining). \
+         \"server µs/op\" is command time: the `usec` of the commands the clients sent, per \
+         operation. A command a script runs is counted by Redis and Valkey both in its own \
+         `cmdstat_` entry and inside the script's `evalsha`, so it is taken out once: \
+         `rename`, `hmset` and `hget` run only inside this project's scripts and are left out \
+         whole whenever a script ran; for `hmget`, `pttl`, `unlink` and `exists`, which the \
+         store also sends itself, the calls that ran inside scripts are counted from the \
+         scripts' structure (one leading `HMGET` per script; a refusal's `UNLINK`, and its \
+         `HMGET` + `PTTL` of the record; the store's own `UNLINK` only after a `RENAMENX`) and \
+         their time is subtracted at a per-call cost measured at the start of the same run \
+         (a script's leading `HMGET` from `modify` of a session this instance wrote last, where \
+         every `HMGET` is the guard's; a record `HMGET` and a `PTTL` from `get`), or whole when \
+         every call of the name ran inside scripts. \"server CPU µs/op\" is the server's main \
+         thread CPU time (`used_cpu_user_main_thread` + `used_cpu_sys_main_thread` of \
+         `INFO cpu`) per operation: the whole cost of serving it, reading and writing the \
+         sockets included (and one `INFO` per measure). Peers: other Rust session stores on \
+         Redis, driven through their own store APIs in the same process, on the same core and \
+         server, with the same state (converted to JSON as their users do); \"best peer\" is \
+         the one with the lowest p50 (or highest ops/s) in this run.\n\n\
          {tables}",
         on = match kind {
             Kind::Redis => String::new(),

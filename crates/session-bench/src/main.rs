@@ -12,14 +12,19 @@
 //! the server, one thread is what the process can use anyway, and the 50 throughput tasks are
 //! multiplexed on it exactly as a single-threaded service would multiplex its requests. The
 //! memory-store benchmarks run on a 2-worker multi-thread runtime (after `--memory-cpus`
-//! widened the process' CPU set again). Databases: 0 for the per-operation measures, 1 for the
-//! 100-session listing, 2 for the 100,000-session listing, so each listing's SCAN sees only
-//! its own keys. The server must be a private one: the benchmark writes up to 100,000 keys
-//! and leaves them there for the caller to throw away with the server.
+//! widened the process' CPU set again). Databases: 0 for the per-operation measures (and the
+//! peers, with the cargo feature `peers`), 1 for the 100-session listing, 2 for the
+//! 100,000-session listing, so each listing's SCAN sees only its own keys, 3 for the 3,000
+//! sessions `modify` goes round. The server must be a private one: the benchmark writes up to
+//! 100,000 keys and leaves them there for the caller to throw away with the server.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod agent;
+mod compression;
+mod many;
+#[cfg(feature = "peers")]
+mod peers;
 mod raw;
 mod recorder;
 mod report;
@@ -39,7 +44,7 @@ use session_redis::{ConnectionMode, RedisOptions, RedisStore};
 use crate::agent::Agent;
 use crate::recorder::{Latency, Plan, measure};
 use crate::report::{Row, Target};
-use crate::server_stats::{PerOp, per_op, snapshot};
+use crate::server_stats::{InnerCosts, PerOp, per_op, snapshot};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) type BoxResult<T> = Result<T, BoxError>;
@@ -54,8 +59,9 @@ OPTIONS:
     --quick               few iterations (a smoke run; numbers are noisy)
     --json-out FILE       write every row as JSON
     --markdown-out FILE   write the result tables as markdown (what BENCHMARKS.md embeds)
-    --only WORD           run only the sections whose tag contains WORD
-                          (tags: ops, pool, list, throughput, size, cpu, memory)
+    --only WORD           run only the sections whose tag contains WORD (tags: ops,
+                          peers, pool, list, throughput, many, size, compression, cpu,
+                          memory); the peers need the cargo feature `peers`
     --memory-cpus LIST    before the memory-store section, widen this process' CPU set to
                           LIST with `taskset -a -p -c LIST` (it was pinned for Redis)
     --iters N             measured iterations per latency measure (default 5000, quick 300)
@@ -223,43 +229,114 @@ async fn raw_manager(url: &str) -> BoxResult<ConnectionManager> {
     Ok(redis::Client::open(url)?.get_connection_manager().await?)
 }
 
-/// Measures `op` with the server's counters around it.
-async fn timed(
-    stats: &ConnectionManager,
+/// The connection the server's counters are read on, and what the commands scripts run cost
+/// (measured once, at the start of the run).
+pub(crate) struct Stats {
+    conn: ConnectionManager,
+    costs: InnerCosts,
+}
+
+/// Measures `op`: `plan.warmup` unmeasured calls, then `plan.iters` measured ones with the
+/// server's counters around them (so the warm-up is in neither).
+pub(crate) async fn timed(
+    stats: &Stats,
     plan: Plan,
-    op: impl AsyncFnMut(usize) -> BoxResult<()>,
+    mut op: impl AsyncFnMut(usize) -> BoxResult<()>,
 ) -> BoxResult<(Latency, PerOp)> {
-    let mut stats = stats.clone();
-    let before = snapshot(&mut stats).await?;
-    let latency = measure(plan, op).await?;
-    let after = snapshot(&mut stats).await?;
-    let ops = (plan.warmup + plan.iters) as u64;
+    for i in 0..plan.warmup {
+        op(i).await?;
+    }
+    let mut conn = stats.conn.clone();
+    let before = snapshot(&mut conn).await?;
+    let measured = Plan {
+        warmup: 0,
+        iters: plan.iters,
+    };
+    let latency = measure(measured, async |i| op(plan.warmup + i).await).await?;
+    let after = snapshot(&mut conn).await?;
+    let per = per_op(&before, &after, plan.iters as u64, &stats.costs);
     println!(
-        "  p50 {:>8.1} µs  p99 {:>8.1} µs  ({} iterations)",
-        latency.p50_us, latency.p99_us, latency.iters
+        "  p50 {:>8.1} µs  p99 {:>8.1} µs  server {:>5.1} µs/op, CPU {:>5.1} µs/op, {:.2} reads/op  ({} iterations)",
+        latency.p50_us, latency.p99_us, per.server_us, per.cpu_us, per.reads, latency.iters
     );
-    Ok((latency, per_op(&before, &after, ops)))
+    Ok((latency, per))
+}
+
+/// What one call of `HMGET` and `PTTL` costs where scripts run them, measured on a
+/// 10-message session of its own: `modify` of a session this manager wrote last (every `HMGET`
+/// is the guard's, inside its script) and `get` (every `HMGET` reads the whole record, as a
+/// refused script does for its reply; every `PTTL` is the read's).
+async fn calibrate(conn: &ConnectionManager, url: &str, args: &Args) -> BoxResult<InnerCosts> {
+    let plan = plan(args);
+    let m = manager(Arc::new(
+        connect_store(url, ConnectionMode::Multiplexed).await?,
+    ));
+    let sid = id("calibrate-10")?;
+    m.update(&sid, &Agent::with_messages(10)).await?;
+    let mut conn = conn.clone();
+    for _ in 0..plan.warmup {
+        m.modify(&sid, Agent::bump).await?;
+    }
+    let before = snapshot(&mut conn).await?;
+    for _ in 0..plan.iters {
+        m.modify(&sid, Agent::bump).await?;
+    }
+    let after = snapshot(&mut conn).await?;
+    let hmget_lead_us = server_stats::usec_per_call(&before, &after, "hmget");
+    let before = snapshot(&mut conn).await?;
+    for _ in 0..plan.iters {
+        m.get(&sid).await?.ok_or("session vanished")?;
+    }
+    let after = snapshot(&mut conn).await?;
+    let costs = InnerCosts {
+        hmget_lead_us,
+        hmget_record_us: server_stats::usec_per_call(&before, &after, "hmget"),
+        pttl_us: server_stats::usec_per_call(&before, &after, "pttl"),
+    };
+    m.delete(&sid).await?;
+    println!(
+        "calibration: a script's leading HMGET {:.2} µs/call, HMGET of a 10-message record {:.2} µs/call, PTTL {:.2} µs/call",
+        costs.hmget_lead_us, costs.hmget_record_us, costs.pttl_us
+    );
+    Ok(costs)
 }
 
 async fn redis_benches(args: &Args, rows: &mut Vec<Row>) -> BoxResult<()> {
     let url0 = db_url(&args.redis_url, 0);
-    let stats = raw_manager(&url0).await?;
+    let conn = raw_manager(&url0).await?;
+    let costs = calibrate(&conn, &url0, args).await?;
+    let stats = Stats { conn, costs };
+    let stats = &stats;
     if wants(args, "ops") {
         for messages in [10, 100] {
-            ops_section(args, &stats, &url0, messages, rows).await?;
+            ops_section(args, stats, &url0, messages, rows).await?;
         }
     }
+    if wants(args, "peers") {
+        #[cfg(feature = "peers")]
+        for messages in [10, 100] {
+            peers::latency_section(args, stats, &url0, messages, rows).await?;
+        }
+        #[cfg(not(feature = "peers"))]
+        println!("peers: skipped (session-bench was built without the feature `peers`)");
+    }
     if wants(args, "pool") {
-        pool_section(args, &stats, &url0, rows).await?;
+        pool_section(args, stats, &url0, rows).await?;
     }
     if wants(args, "list") {
-        list_section(args, &stats, rows).await?;
+        list_section(args, stats, rows).await?;
     }
     if wants(args, "throughput") {
-        throughput_section(args, &stats, &url0, rows).await?;
+        throughput_section(args, stats, &url0, rows).await?;
+    }
+    if wants(args, "many") {
+        many::section(args, stats, &db_url(&args.redis_url, 3), rows).await?;
     }
     if wants(args, "size") {
         size_section(&url0, rows).await?;
+    }
+    if wants(args, "compression") {
+        compression::section(args, stats, &url0, rows).await?;
     }
     if wants(args, "cpu") {
         cpu_section(args, rows).await?;
@@ -306,10 +383,33 @@ async fn cpu_section(args: &Args, rows: &mut Vec<Row>) -> BoxResult<()> {
     Ok(())
 }
 
-/// Raw GET / SET EX and the store's get, update, modify, get_or_create on one agent size.
+/// The command-time target of the writes (issue "write path v2"): µs per operation at the
+/// 10- and 100-message agent.
+fn write_server_target(messages: usize) -> Target {
+    Target::ServerUsAtMost(if messages >= 100 { 7.0 } else { 6.0 })
+}
+
+/// The title of a section on one agent: its envelope, and what is stored when the codec
+/// compresses it.
+pub(crate) fn agent_title(messages: usize, codec: &Codec, agent: &Agent) -> BoxResult<String> {
+    let sid = id("title")?;
+    let plain = compression::plain(codec).encode(&sid, agent)?.len();
+    let stored = codec.encode(&sid, agent)?.len();
+    Ok(if stored == plain {
+        format!("{messages}-message agent ({plain} B envelope)")
+    } else {
+        format!(
+            "{messages}-message agent ({plain} B envelope, {stored} B stored: {})",
+            codec.compression()
+        )
+    })
+}
+
+/// Raw GET / SET EX (with and without the codec) and the store's get, get_or_create, update
+/// and modify on one agent size.
 async fn ops_section(
     args: &Args,
-    stats: &ConnectionManager,
+    stats: &Stats,
     url: &str,
     messages: usize,
     rows: &mut Vec<Row>,
@@ -317,11 +417,15 @@ async fn ops_section(
     let plan = plan(args);
     let agent = Agent::with_messages(messages);
     let sid = id(&format!("ops-{messages}"))?;
-    let bytes = Codec::default().encode(&sid, &agent)?;
-    let section = format!(
-        "Multiplexed, {messages}-message agent ({} B envelope)",
-        bytes.len()
-    );
+    let a = manager(Arc::new(
+        connect_store(url, ConnectionMode::Multiplexed).await?,
+    ));
+    let b = manager(Arc::new(
+        connect_store(url, ConnectionMode::Multiplexed).await?,
+    ));
+    let codec = *a.codec();
+    let bytes = codec.encode(&sid, &agent)?;
+    let section = format!("Multiplexed, {}", agent_title(messages, &codec, &agent)?);
     let k = |name: &str| format!("mux{messages}.{name}");
     println!("{section}");
 
@@ -349,13 +453,35 @@ async fn ops_section(
         l,
         Some(s),
     ));
+    println!(" raw GET + decode");
+    let (l, s) = timed(stats, plan, async |_| {
+        let got = raw::get_bytes(&mut raw, &raw_key).await?;
+        let decoded: Agent = codec.decode(&sid, &got)?;
+        std::hint::black_box(decoded);
+        Ok(())
+    })
+    .await?;
+    rows.push(Row::latency(
+        &k("raw_get_decode"),
+        &section,
+        "raw redis-rs GET + Codec::decode",
+        l,
+        Some(s),
+    ));
+    println!(" raw encode + SET EX");
+    let (l, s) = timed(stats, plan, async |_| {
+        let encoded = codec.encode(&sid, std::hint::black_box(&agent))?;
+        raw::set_ex(&mut raw, &raw_key, &encoded).await
+    })
+    .await?;
+    rows.push(Row::latency(
+        &k("raw_set_encode"),
+        &section,
+        "raw redis-rs Codec::encode + SET EX",
+        l,
+        Some(s),
+    ));
 
-    let a = manager(Arc::new(
-        connect_store(url, ConnectionMode::Multiplexed).await?,
-    ));
-    let b = manager(Arc::new(
-        connect_store(url, ConnectionMode::Multiplexed).await?,
-    ));
     a.update(&sid, &agent).await?;
 
     println!(" get");
@@ -364,10 +490,16 @@ async fn ops_section(
         Ok(())
     })
     .await?;
+    rows.push(Row::latency(&k("get"), &section, "get", l, Some(s)).vs(&k("raw_get")));
     rows.push(
-        Row::latency(&k("get"), &section, "get", l, Some(s))
-            .vs(&k("raw_get"))
-            .target(Target::RatioAtMost(1.10)),
+        Row::latency(
+            &k("get_vs_decode"),
+            &section,
+            "get, vs raw GET + decode",
+            l,
+            None,
+        )
+        .vs(&k("raw_get_decode")),
     );
 
     println!(" get_or_create (exists)");
@@ -387,6 +519,35 @@ async fn ops_section(
         .vs(&k("raw_get")),
     );
 
+    println!(" get_or_create (new session)");
+    let new_ids: Vec<SessionId> = (0..plan.warmup + plan.iters)
+        .map(|i| id(&format!("new-{messages}-{i}")))
+        .collect::<BoxResult<_>>()?;
+    let (l, s) = timed(stats, plan, async |i| {
+        a.get_or_create(&new_ids[i], || agent.clone()).await?;
+        Ok(())
+    })
+    .await?;
+    let mut row = Row::latency(
+        &k("get_or_create_new"),
+        &section,
+        "get_or_create (new session: creates it)",
+        l,
+        Some(s),
+    )
+    .vs(&k("raw_set"));
+    row = if bytes.len() < 16 * 1024 {
+        row.target(Target::RoundTripsAtMost(1.0))
+    } else {
+        row.note(
+            "a request over 16 KB arrives in more than one read: reads/op is not round trips here",
+        )
+    };
+    rows.push(row);
+    for sid in &new_ids {
+        a.delete(sid).await?;
+    }
+
     println!(" update");
     let (l, s) = timed(stats, plan, async |_| {
         a.update(&sid, &agent).await?;
@@ -396,7 +557,7 @@ async fn ops_section(
     rows.push(
         Row::latency(&k("update"), &section, "update", l, Some(s))
             .vs(&k("raw_set"))
-            .target(Target::RatioAtMost(1.20)),
+            .target(write_server_target(messages)),
     );
 
     println!(" modify, this instance wrote last");
@@ -414,7 +575,7 @@ async fn ops_section(
             Some(s),
         )
         .vs(&k("raw_set"))
-        .target(Target::RatioAtMost(1.30)),
+        .target(write_server_target(messages)),
     );
 
     println!(" modify, another instance wrote last (two instances alternating)");
@@ -433,7 +594,7 @@ async fn ops_section(
             Some(s),
         )
         .vs(&k("raw_get"))
-        .target(Target::RatioAtMost(2.30))
+        .target(write_server_target(messages))
         .note("two managers on two connections alternate on one session"),
     );
     Ok(())
@@ -441,12 +602,7 @@ async fn ops_section(
 
 /// Pool mode: raw GETs through deadpool-redis and through a pool that recycles like the
 /// store's, and the store in `ConnectionMode::Pool`.
-async fn pool_section(
-    args: &Args,
-    stats: &ConnectionManager,
-    url: &str,
-    rows: &mut Vec<Row>,
-) -> BoxResult<()> {
+async fn pool_section(args: &Args, stats: &Stats, url: &str, rows: &mut Vec<Row>) -> BoxResult<()> {
     const POOL: usize = 8;
     let plan = plan(args);
     let agent = Agent::with_messages(10);
@@ -608,11 +764,7 @@ async fn fill(url: &str, count: usize) -> BoxResult<Duration> {
     Ok(started.elapsed())
 }
 
-async fn list_section(
-    args: &Args,
-    stats: &ConnectionManager,
-    rows: &mut Vec<Row>,
-) -> BoxResult<()> {
+async fn list_section(args: &Args, stats: &Stats, rows: &mut Vec<Row>) -> BoxResult<()> {
     let plan = if args.quick {
         Plan {
             warmup: 20,
@@ -810,8 +962,8 @@ where
 }
 
 /// Warms up for a tenth of `time`, then measures with the server's counters around it.
-async fn throughput<F, Fut>(
-    stats: &ConnectionManager,
+pub(crate) async fn throughput<F, Fut>(
+    stats: &Stats,
     tasks: usize,
     time: Duration,
     ops_per_call: u64,
@@ -822,31 +974,45 @@ where
     Fut: Future<Output = BoxResult<()>> + Send + 'static,
 {
     run_tasks(tasks, time / 10, ops_per_call, op.clone()).await?;
-    let mut stats = stats.clone();
-    let before = snapshot(&mut stats).await?;
+    let mut conn = stats.conn.clone();
+    let before = snapshot(&mut conn).await?;
     let started = Instant::now();
     let ops_per_s = run_tasks(tasks, time, ops_per_call, op).await?;
-    let after = snapshot(&mut stats).await?;
+    let after = snapshot(&mut conn).await?;
     let ops = (ops_per_s * started.elapsed().as_secs_f64()).round() as u64;
-    println!("  {:.0} ops/s", ops_per_s);
-    Ok((ops_per_s, per_op(&before, &after, ops)))
+    let per = per_op(&before, &after, ops, &stats.costs);
+    println!(
+        "  {:.0} ops/s  server {:.1} µs/op, CPU {:.1} µs/op",
+        ops_per_s, per.server_us, per.cpu_us
+    );
+    Ok((ops_per_s, per))
+}
+
+/// The tasks of the throughput section, and the section's title.
+pub(crate) const TASKS: usize = 50;
+
+pub(crate) fn throughput_title(time: Duration, codec: &Codec, agent: &Agent) -> BoxResult<String> {
+    Ok(format!(
+        "Throughput: {TASKS} tasks on one current_thread runtime, {}, {:.1}s",
+        agent_title(10, codec, agent)?,
+        time.as_secs_f64()
+    ))
 }
 
 async fn throughput_section(
     args: &Args,
-    stats: &ConnectionManager,
+    stats: &Stats,
     url: &str,
     rows: &mut Vec<Row>,
 ) -> BoxResult<()> {
-    const TASKS: usize = 50;
     let time = throughput_time(args);
     let agent = Agent::with_messages(10);
-    let bytes = Codec::default().encode(&id("tp-0")?, &agent)?;
-    let section = format!(
-        "Throughput: {TASKS} tasks on one current_thread runtime, 10-message agent ({} B), {:.1}s",
-        bytes.len(),
-        time.as_secs_f64()
-    );
+    let m = manager(Arc::new(
+        connect_store(url, ConnectionMode::Multiplexed).await?,
+    ));
+    let codec = *m.codec();
+    let bytes = codec.encode(&id("tp-0")?, &agent)?;
+    let section = throughput_title(time, &codec, &agent)?;
     println!("{section}");
 
     let raw = raw_manager(url).await?;
@@ -873,10 +1039,30 @@ async fn throughput_section(
         ops,
         Some(s),
     ));
-
-    let m = manager(Arc::new(
-        connect_store(url, ConnectionMode::Multiplexed).await?,
+    println!(" raw GET + decode + change + encode + SET EX");
+    let sid0 = id("tp-0")?;
+    let (ops, s) = throughput(stats, TASKS, time, 2, {
+        let (raw, keys, sid0) = (raw.clone(), keys.clone(), sid0.clone());
+        move |t| {
+            let (mut raw, keys, sid0) = (raw.clone(), keys.clone(), sid0.clone());
+            async move {
+                let got = raw::get_bytes(&mut raw, &keys[t]).await?;
+                let mut state: Agent = codec.decode(&sid0, &got)?;
+                state.bump();
+                let encoded = codec.encode(&sid0, &state)?;
+                raw::set_ex(&mut raw, &keys[t], &encoded).await
+            }
+        }
+    })
+    .await?;
+    rows.push(Row::throughput(
+        "tp.raw_codec",
+        &section,
+        "raw redis-rs GET + Codec::decode, change, Codec::encode + SET EX, own key per task",
+        ops,
+        Some(s),
     ));
+
     let ids: Arc<Vec<SessionId>> = Arc::new(
         (0..TASKS)
             .map(|t| id(&format!("tp-{t}")))
@@ -906,9 +1092,49 @@ async fn throughput_section(
             ops,
             Some(s),
         )
-        .vs("tp.raw")
-        .target(Target::ThroughputAtLeast(0.85)),
+        .vs("tp.raw_codec")
+        .target(Target::ThroughputAtLeast(0.80)),
     );
+    rows.push(
+        Row::throughput(
+            "tp.store_vs_raw",
+            &section,
+            "get + modify, vs raw GET + SET EX without the codec",
+            ops,
+            None,
+        )
+        .vs("tp.raw"),
+    );
+    println!(" get + update, own session per task");
+    let (ops, s) = throughput(stats, TASKS, time, 2, {
+        let (m, ids) = (m.clone(), ids.clone());
+        move |t| {
+            let (m, ids) = (m.clone(), ids.clone());
+            async move {
+                let mut session = m.get(&ids[t]).await?.ok_or("session vanished")?;
+                session.value_mut().bump();
+                m.update(&ids[t], session.value()).await?;
+                Ok(())
+            }
+        }
+    })
+    .await?;
+    rows.push(
+        Row::throughput(
+            "tp.store_update",
+            &section,
+            "get + update, own session per task",
+            ops,
+            Some(s),
+        )
+        .vs("tp.raw_codec")
+        .target(Target::ThroughputAtLeast(0.80)),
+    );
+
+    #[cfg(feature = "peers")]
+    if wants(args, "peers") {
+        peers::throughput_rows(stats, url, time, &section, rows).await?;
+    }
 
     println!(" get + modify, 10 tasks per session");
     // Ten writers hammering one session in a tight loop is contention no service should see:
@@ -947,9 +1173,33 @@ async fn throughput_section(
             ops,
             Some(s),
         )
-        .vs("tp.raw"),
+        .vs("tp.raw_codec"),
     );
     Ok(())
+}
+
+/// The seed's `maxmemory` (256mb: Redis reads `mb` as MiB).
+pub(crate) const SEED_MAXMEMORY: u64 = 256 * 1024 * 1024;
+
+/// "about N sessions in the seed's maxmemory 256mb".
+pub(crate) fn sessions_in_maxmemory(usage: u64) -> String {
+    format!(
+        "~{} sessions in the seed's maxmemory 256mb (256 MiB / MEMORY USAGE, an estimate)",
+        thousands(SEED_MAXMEMORY / usage.max(1))
+    )
+}
+
+/// `12345` as `12,345`.
+pub(crate) fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 async fn size_section(url: &str, rows: &mut Vec<Row>) -> BoxResult<()> {
@@ -958,36 +1208,32 @@ async fn size_section(url: &str, rows: &mut Vec<Row>) -> BoxResult<()> {
     let m = manager(Arc::new(
         connect_store(url, ConnectionMode::Multiplexed).await?,
     ));
+    let codec = *m.codec();
     let store = connect_store(url, ConnectionMode::Multiplexed).await?;
     let mut con = raw_manager(url).await?;
     for messages in [10, 100] {
         let agent = Agent::with_messages(messages);
         let sid = id(&format!("size-{messages}"))?;
-        let envelope = Codec::default().encode(&sid, &agent)?.len();
+        let plain = compression::plain(&codec).encode(&sid, &agent)?.len();
+        let stored = codec.encode(&sid, &agent)?;
         let json = serde_json::to_vec(&agent)?.len();
         m.update(&sid, &agent).await?;
-        let usage: i64 = redis::cmd("MEMORY")
-            .arg("USAGE")
-            .arg(store.key_of(&sid))
-            .arg("SAMPLES")
-            .arg(0)
-            .query_async(&mut con)
-            .await?;
+        let usage = raw::memory_usage(&mut con, &store.key_of(&sid)).await?;
         let raw_key = format!("bench:size:{messages}");
-        raw::set_ex(&mut con, &raw_key, &Codec::default().encode(&sid, &agent)?).await?;
-        let raw_usage: i64 = redis::cmd("MEMORY")
-            .arg("USAGE")
-            .arg(&raw_key)
-            .arg("SAMPLES")
-            .arg(0)
-            .query_async(&mut con)
-            .await?;
+        raw::set_ex(&mut con, &raw_key, &stored).await?;
+        let raw_usage = raw::memory_usage(&mut con, &raw_key).await?;
+        let stored_text = if stored.len() == plain {
+            String::new()
+        } else {
+            format!(", {} B stored ({})", stored.len(), codec.compression())
+        };
         let note = format!(
-            "envelope {envelope} B, JSON {json} B ({:.0}% of JSON); Redis MEMORY USAGE: \
-             session hash {usage} B, plain string of the envelope {raw_usage} B \
-             (+{} B for meta, version, created_at, hash overhead)",
-            envelope as f64 * 100.0 / json as f64,
-            usage - raw_usage
+            "envelope {plain} B ({:.0}% of JSON's {json} B){stored_text}; Redis MEMORY USAGE: \
+             session hash {usage} B, a plain string of the stored envelope {raw_usage} B \
+             (+{} B for m, v, c, t (128 B of write tokens) and the hash's overhead); {}",
+            plain as f64 * 100.0 / json as f64,
+            usage.saturating_sub(raw_usage),
+            sessions_in_maxmemory(usage)
         );
         println!("  {messages} messages: {note}");
         let mut row = Row::latency(

@@ -16,6 +16,15 @@ pub(crate) async fn get(con: &mut impl redis::aio::ConnectionLike, key: &str) ->
     Ok(())
 }
 
+/// `GET key`: the bytes.
+pub(crate) async fn get_bytes(
+    con: &mut impl redis::aio::ConnectionLike,
+    key: &str,
+) -> BoxResult<Vec<u8>> {
+    let v: Option<Vec<u8>> = redis::cmd("GET").arg(key).query_async(con).await?;
+    v.ok_or_else(|| format!("raw GET {key}: no value").into())
+}
+
 /// `SET key bytes EX 3600`.
 pub(crate) async fn set_ex(
     con: &mut impl redis::aio::ConnectionLike,
@@ -30,6 +39,21 @@ pub(crate) async fn set_ex(
         .query_async(con)
         .await?;
     Ok(())
+}
+
+/// `MEMORY USAGE key SAMPLES 0`: the bytes Redis holds for the key (all of a hash's fields).
+pub(crate) async fn memory_usage(
+    con: &mut impl redis::aio::ConnectionLike,
+    key: &str,
+) -> BoxResult<u64> {
+    let usage: Option<u64> = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg(key)
+        .arg("SAMPLES")
+        .arg(0)
+        .query_async(con)
+        .await?;
+    usage.ok_or_else(|| format!("MEMORY USAGE {key}: no such key").into())
 }
 
 /// A deadpool manager that recycles like session-redis' pool mode (whose pool is not public):

@@ -42,8 +42,8 @@ pub(crate) struct Plan {
     pub(crate) iters: usize,
 }
 
-/// Runs `op` `plan.warmup` times unmeasured, calls `between` (snapshots), then `plan.iters`
-/// times measured. The iteration number is passed in so that `op` can alternate.
+/// Runs `op` `plan.warmup` times unmeasured, then `plan.iters` times measured. The iteration
+/// number is passed in so that `op` can alternate.
 pub(crate) async fn measure<E>(
     plan: Plan,
     mut op: impl AsyncFnMut(usize) -> Result<(), E>,

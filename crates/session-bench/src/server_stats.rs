@@ -1,9 +1,16 @@
-//! What the server saw: `INFO commandstats` and `INFO stats` deltas around a measure.
+//! What the server saw: `INFO commandstats`, `INFO stats` and `INFO cpu` deltas around a
+//! measure.
 //!
-//! `total_reads_processed` counts the read events the server handled; for one request at a
-//! time (or one pipeline written at once) that is one per round trip, which is how the round
-//! trips per operation are shown. Commands run inside Lua scripts are counted in
-//! `commandstats` too (so an `EVALSHA` shows up with the `HSET`/`PEXPIRE` it ran).
+//! - **Round trips**: `total_reads_processed` counts the read events the server handled; for
+//!   one request at a time (or one pipeline written at once) that is one per round trip.
+//! - **Command time** ("server µs/op"): the `usec` of the commands the clients sent. Redis and
+//!   Valkey count a command a Lua script runs twice: in its own `cmdstat_<name>` entry *and*
+//!   inside the `evalsha` that ran it. So the commands that ran inside scripts are taken out
+//!   again, see [`inner_calls`] and [`InnerCosts`].
+//! - **Server CPU** ("server CPU µs/op"): the main thread's CPU time, the sum of
+//!   `used_cpu_user_main_thread` and `used_cpu_sys_main_thread` (on a server without them, the
+//!   process' `used_cpu_user` and `used_cpu_sys`): everything serving the operations cost,
+//!   reading and writing the sockets and the event loop included.
 
 use std::collections::BTreeMap;
 
@@ -11,36 +18,72 @@ use redis::aio::ConnectionManager;
 
 use crate::BoxResult;
 
-/// Counters from one snapshot: calls per command, and read events.
+/// Counters from one snapshot: calls and time per command, read events, CPU seconds.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Snapshot {
     calls: BTreeMap<String, u64>,
     usec: BTreeMap<String, u64>,
     reads: u64,
+    /// Seconds of CPU of the main thread (user + sys), or of the process.
+    cpu_s: f64,
 }
 
 /// Per operation, between two snapshots.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub(crate) struct PerOp {
-    /// `command calls-per-op`, most frequent first, e.g. `evalsha 1.00 · hset 1.00`.
+    /// The commands the clients sent per operation, most frequent first (`evalsha 1.00 ·
+    /// hset 1.00 ...`), then, in brackets, the ones scripts ran.
     pub(crate) commands: String,
     /// Server read events per operation: round trips for sequential requests.
     pub(crate) reads: f64,
-    /// Microseconds the server spent executing commands, per operation (commandstats `usec`;
-    /// the commands a script runs are inside its `evalsha` time and not added again).
+    /// Microseconds of command execution per operation, counting only the commands the
+    /// clients sent (a script's inner commands are inside its `evalsha`).
     pub(crate) server_us: f64,
+    /// Microseconds of the server's (main thread's) CPU per operation.
+    pub(crate) cpu_us: f64,
+    /// Per command (JSON only): calls per operation, of which inside scripts, and `usec` per
+    /// operation (all calls).
+    pub(crate) by_command: Vec<CommandDetail>,
 }
 
-/// What the save script calls; their time is already inside `evalsha`.
-const SCRIPT_COMMANDS: [&str; 4] = ["hget", "hset", "pexpire", "exists"];
+/// One command's share of a measure, per operation.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub(crate) struct CommandDetail {
+    pub(crate) name: String,
+    pub(crate) calls: f64,
+    pub(crate) in_scripts: f64,
+    pub(crate) usec: f64,
+}
+
+/// What one call of a command costs when a script runs it, measured in the same run (see
+/// [`crate::calibrate`]). Used only to split the time of a command that ran both on its own and
+/// inside scripts in one measure.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub(crate) struct InnerCosts {
+    /// The `HMGET` every guard and update script starts with (`t` and the fence field, or
+    /// `v c t` and the fence field: no payload), µs per call; from `modify` of a session this
+    /// instance wrote last, where every `HMGET` is the guard's.
+    pub(crate) hmget_lead_us: f64,
+    /// An `HMGET key d m v c t` (the whole 10-message record, as a refused script reads it for
+    /// its reply), µs per call; from `get`, where every `HMGET` is this one, sent on its own.
+    pub(crate) hmget_record_us: f64,
+    /// A `PTTL`, µs per call; from `get`.
+    pub(crate) pttl_us: f64,
+}
 
 pub(crate) async fn snapshot(conn: &mut ConnectionManager) -> BoxResult<Snapshot> {
     let text: String = redis::cmd("INFO")
         .arg("commandstats")
         .arg("stats")
+        .arg("cpu")
         .query_async(conn)
         .await?;
+    Ok(parse(&text))
+}
+
+fn parse(text: &str) -> Snapshot {
     let mut snap = Snapshot::default();
+    let mut cpu: BTreeMap<&str, f64> = BTreeMap::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("cmdstat_") {
             let Some((name, fields)) = rest.split_once(':') else {
@@ -57,44 +100,297 @@ pub(crate) async fn snapshot(conn: &mut ConnectionManager) -> BoxResult<Snapshot
             snap.usec.insert(name.to_owned(), field("usec="));
         } else if let Some(v) = line.strip_prefix("total_reads_processed:") {
             snap.reads = v.trim().parse().unwrap_or(0);
+        } else if let Some((key, value)) = line.split_once(':')
+            && key.starts_with("used_cpu_")
+            && let Ok(v) = value.trim().parse::<f64>()
+        {
+            cpu.insert(key, v);
         }
     }
-    Ok(snap)
+    snap.cpu_s = match (
+        cpu.get("used_cpu_user_main_thread"),
+        cpu.get("used_cpu_sys_main_thread"),
+    ) {
+        (Some(u), Some(s)) => u + s,
+        _ => {
+            cpu.get("used_cpu_user").copied().unwrap_or(0.0)
+                + cpu.get("used_cpu_sys").copied().unwrap_or(0.0)
+        }
+    };
+    snap
+}
+
+/// Command names that, in this project, only ever run inside the write scripts
+/// (`session-redis/src/scripts.rs`): `RENAME` (guard, update), `HMSET` (update), `HGET`
+/// (resolve). The store never sends them itself. Counted as inner only when a script ran in
+/// the measure: the seed-style listing baseline sends `HGET` itself.
+const SCRIPT_ONLY: [&str; 3] = ["rename", "hmset", "hget"];
+
+/// How many calls of each command ran inside scripts, from the counts alone, for the commands
+/// the store sends itself *and* the scripts run (`HMGET`, `PTTL`, `UNLINK`, `EXISTS`). What the
+/// counting relies on (the three scripts and the store's pipelines, see session-redis'
+/// `write.rs` and `scripts.rs`):
+///
+/// - every guard and update script starts with one `HMGET` (the resolve script with `HGET`);
+/// - a script that reads the whole record for its reply (a refusal that found the session, a
+///   resolve) runs `HMGET key d m v c t` + `PTTL key` after removing its staged record
+///   (`UNLINK`), or after its `HGET` (resolve);
+/// - every `UNLINK` the store sends itself closes a create (`RENAMENX` + `UNLINK`), and the
+///   store sends `EXISTS` only for `exists`, which no measure with writes calls.
+///
+/// Returns (name, inner calls, of which calls that read the record) for the mixed names.
+fn inner_calls(d: &BTreeMap<String, u64>) -> BTreeMap<&'static str, (u64, u64)> {
+    let get = |name: &str| d.get(name).copied().unwrap_or(0);
+    let scripts = get("evalsha") + get("eval");
+    let mut inner = BTreeMap::new();
+    if scripts == 0 {
+        return inner;
+    }
+    let resolves = get("hget").min(scripts);
+    let unlink_in = get("unlink").saturating_sub(get("renamenx"));
+    // Reads of the whole record inside scripts: one per refusal that found the session (each
+    // refusal removed its staged record first) and one per resolve; never more than the PTTLs.
+    let record_reads = (unlink_in + resolves).min(get("pttl"));
+    let hmget_in = (scripts - resolves + record_reads).min(get("hmget"));
+    inner.insert("hmget", (hmget_in, record_reads.min(hmget_in)));
+    inner.insert("pttl", (record_reads, record_reads));
+    inner.insert("unlink", (unlink_in, 0));
+    inner.insert("exists", (get("exists"), 0));
+    inner
 }
 
 /// The deltas between `before` and `after` per operation, `ops` operations. The `INFO` that
 /// took `after` is left out.
-pub(crate) fn per_op(before: &Snapshot, after: &Snapshot, ops: u64) -> PerOp {
+pub(crate) fn per_op(before: &Snapshot, after: &Snapshot, ops: u64, costs: &InnerCosts) -> PerOp {
     let ops_f = ops.max(1) as f64;
-    let mut deltas: Vec<(String, u64)> = after
-        .calls
-        .iter()
-        .filter(|(name, _)| name.as_str() != "info")
-        .map(|(name, &calls)| {
-            let prev = before.calls.get(name).copied().unwrap_or(0);
-            (name.clone(), calls.saturating_sub(prev))
-        })
-        .filter(|(_, d)| *d > 0)
-        .collect();
-    deltas.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    let commands = deltas
-        .iter()
-        .map(|(name, d)| format!("{name} {:.2}", *d as f64 / ops_f))
-        .collect::<Vec<_>>()
-        .join(" · ");
+    let delta = |a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>| -> BTreeMap<String, u64> {
+        a.iter()
+            .filter(|(name, _)| name.as_str() != "info")
+            .map(|(name, &v)| {
+                (
+                    name.clone(),
+                    v.saturating_sub(b.get(name).copied().unwrap_or(0)),
+                )
+            })
+            .filter(|(_, v)| *v > 0)
+            .collect()
+    };
+    let calls = delta(&after.calls, &before.calls);
+    let usec = delta(&after.usec, &before.usec);
+    let scripted = calls.contains_key("evalsha") || calls.contains_key("eval");
+    let mixed = inner_calls(&calls);
+
+    // Calls and time of what the clients sent, and of what scripts ran.
+    let mut sent: Vec<(String, f64)> = Vec::new();
+    let mut ran: Vec<(String, f64)> = Vec::new();
+    let mut inner_usec = 0.0;
+    let mut by_command = Vec::new();
+    for (name, &n) in &calls {
+        let u = usec.get(name).copied().unwrap_or(0) as f64;
+        let (n_in, n_record) = if scripted && SCRIPT_ONLY.contains(&name.as_str()) {
+            (n, 0)
+        } else {
+            mixed.get(name.as_str()).copied().unwrap_or((0, 0))
+        };
+        if n_in < n {
+            sent.push((name.clone(), (n - n_in) as f64));
+        }
+        if n_in > 0 {
+            ran.push((name.clone(), n_in as f64));
+        }
+        by_command.push(CommandDetail {
+            name: name.clone(),
+            calls: n as f64 / ops_f,
+            in_scripts: n_in as f64 / ops_f,
+            usec: u / ops_f,
+        });
+        inner_usec += if n_in >= n {
+            u
+        } else {
+            inner_share(name, n, n_in, n_record, u, costs)
+        };
+    }
+    let total_usec: f64 = usec.values().map(|&u| u as f64).sum();
+    let list = |v: &mut Vec<(String, f64)>| {
+        v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v.iter()
+            .map(|(name, n)| format!("{name} {:.2}", n / ops_f))
+            .collect::<Vec<_>>()
+            .join(" · ")
+    };
+    let mut commands = list(&mut sent);
+    if !ran.is_empty() {
+        commands.push_str(&format!(" [in scripts: {}]", list(&mut ran)));
+    }
     // One read event belongs to the INFO that took `after`.
     let reads = after.reads.saturating_sub(before.reads).saturating_sub(1) as f64 / ops_f;
-    let scripted = deltas.iter().any(|(name, _)| name.starts_with("evalsha"));
-    let usec: u64 = after
-        .usec
-        .iter()
-        .filter(|(name, _)| name.as_str() != "info")
-        .filter(|(name, _)| !(scripted && SCRIPT_COMMANDS.contains(&name.as_str())))
-        .map(|(name, &u)| u.saturating_sub(before.usec.get(name).copied().unwrap_or(0)))
-        .sum();
     PerOp {
         commands,
         reads,
-        server_us: usec as f64 / ops_f,
+        server_us: (total_usec - inner_usec).max(0.0) / ops_f,
+        cpu_us: (after.cpu_s - before.cpu_s).max(0.0) * 1e6 / ops_f,
+        by_command,
+    }
+}
+
+/// Microseconds per call of `name` between two snapshots (NaN when it was not called).
+pub(crate) fn usec_per_call(before: &Snapshot, after: &Snapshot, name: &str) -> f64 {
+    let d = |m: &BTreeMap<String, u64>, n: &BTreeMap<String, u64>| {
+        m.get(name)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(n.get(name).copied().unwrap_or(0))
+    };
+    let calls = d(&after.calls, &before.calls);
+    if calls == 0 {
+        return f64::NAN;
+    }
+    d(&after.usec, &before.usec) as f64 / calls as f64
+}
+
+/// The part of `usec` (all `n` calls of `name`) that the `n_in` calls inside scripts took, of
+/// which `n_record` read the whole record: by the calibrated per-call costs where there are
+/// some, else by the measure's own average per call. Never more than `usec`.
+fn inner_share(name: &str, n: u64, n_in: u64, n_record: u64, usec: f64, c: &InnerCosts) -> f64 {
+    let average = usec / n as f64;
+    let or_average = |v: f64| if v.is_finite() { v } else { average };
+    let share = match name {
+        "hmget" => {
+            (n_in - n_record) as f64 * or_average(c.hmget_lead_us)
+                + n_record as f64 * or_average(c.hmget_record_us)
+        }
+        "pttl" => n_in as f64 * or_average(c.pttl_us),
+        _ => n_in as f64 * average,
+    };
+    share.min(usec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(cmds: &[(&str, u64, u64)], reads: u64, cpu: f64) -> Snapshot {
+        let mut s = Snapshot {
+            reads,
+            cpu_s: cpu,
+            ..Snapshot::default()
+        };
+        for &(name, calls, usec) in cmds {
+            s.calls.insert(name.to_owned(), calls);
+            s.usec.insert(name.to_owned(), usec);
+        }
+        s
+    }
+
+    const COSTS: InnerCosts = InnerCosts {
+        hmget_lead_us: 0.5,
+        hmget_record_us: 1.0,
+        pttl_us: 0.2,
+    };
+
+    #[test]
+    fn parses_commandstats_reads_and_main_thread_cpu() {
+        let text = "# Commandstats\r\n\
+            cmdstat_hmget:calls=3,usec=12,usec_per_call=4.00,rejected_calls=0,failed_calls=0\r\n\
+            cmdstat_config|resetstat:calls=1,usec=49,usec_per_call=49.00\r\n\
+            # Stats\r\ntotal_reads_processed:17\r\n\
+            # CPU\r\nused_cpu_sys:1.5\r\nused_cpu_user:2.5\r\n\
+            used_cpu_sys_main_thread:0.25\r\nused_cpu_user_main_thread:0.5\r\n";
+        let s = parse(text);
+        assert_eq!(s.calls["hmget"], 3);
+        assert_eq!(s.usec["hmget"], 12);
+        assert_eq!(s.reads, 17);
+        assert!((s.cpu_s - 0.75).abs() < 1e-9);
+        let old = parse("used_cpu_sys:1.5\r\nused_cpu_user:2.5\r\n");
+        assert!((old.cpu_s - 4.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_guarded_write_counts_the_script_not_its_inner_commands() {
+        // 10 modifies: HSET + PEXPIRE + EVALSHA (HMGET + RENAME inside).
+        let before = snap(&[], 0, 1.0);
+        let after = snap(
+            &[
+                ("hset", 10, 20),
+                ("pexpire", 10, 5),
+                ("evalsha", 10, 30),
+                ("hmget", 10, 5),
+                ("rename", 10, 8),
+                ("info", 1, 50),
+            ],
+            11,
+            1.0001,
+        );
+        let p = per_op(&before, &after, 10, &COSTS);
+        assert!((p.server_us - 5.5).abs() < 1e-9, "{p:?}");
+        assert!((p.reads - 1.0).abs() < 1e-9);
+        assert!((p.cpu_us - 10.0).abs() < 1e-6, "{p:?}");
+        assert_eq!(
+            p.commands,
+            "evalsha 1.00 · hset 1.00 · pexpire 1.00 [in scripts: hmget 1.00 · rename 1.00]"
+        );
+    }
+
+    #[test]
+    fn a_read_then_a_guarded_write_keeps_the_read_hmget() {
+        // 10 modifies that read first: HMGET + PTTL, then the guarded write.
+        let after = snap(
+            &[
+                ("hmget", 20, 25),
+                ("pttl", 10, 2),
+                ("hset", 10, 20),
+                ("pexpire", 10, 5),
+                ("evalsha", 10, 30),
+                ("rename", 10, 8),
+            ],
+            20,
+            0.0,
+        );
+        let p = per_op(&Snapshot::default(), &after, 10, &COSTS);
+        // hmget: 25 - 10 * 0.5 = 20 stays; pttl 2 stays; rename goes.
+        assert!((p.server_us - (20.0 + 2.0 + 20.0 + 5.0 + 30.0) / 10.0).abs() < 1e-9);
+        assert_eq!(
+            p.commands,
+            "evalsha 1.00 · hmget 1.00 · hset 1.00 · pexpire 1.00 · pttl 1.00 \
+             [in scripts: hmget 1.00 · rename 1.00]"
+        );
+    }
+
+    #[test]
+    fn refusals_and_creates_split_as_the_scripts_and_pipelines_run_them() {
+        // 4 guarded writes, 1 of them refused (UNLINK, EXISTS, HMGET d.., PTTL inside), 2
+        // loads (HMGET + PTTL) and 1 create (HMGET + PTTL + RENAMENX + UNLINK).
+        let after = snap(
+            &[
+                ("evalsha", 4, 40),
+                ("rename", 3, 3),
+                ("hmget", 4 + 1 + 2 + 1, 100),
+                ("pttl", 1 + 2 + 1, 10),
+                ("unlink", 1 + 1, 4),
+                ("exists", 1, 1),
+                ("renamenx", 1, 1),
+            ],
+            0,
+            0.0,
+        );
+        let d = &after.calls;
+        let inner = inner_calls(d);
+        assert_eq!(inner["hmget"], (5, 1));
+        assert_eq!(inner["pttl"], (1, 1));
+        assert_eq!(inner["unlink"], (1, 0));
+        assert_eq!(inner["exists"], (1, 0));
+        let p = per_op(&Snapshot::default(), &after, 1, &COSTS);
+        // inner: rename 3, exists 1, unlink 2 of 4 us, hmget 4 * 0.5 + 1 * 1.0, pttl 0.2.
+        let expected = 40.0 + 100.0 - 3.0 + 10.0 - 0.2 + 4.0 - 2.0 + 0.0 + 1.0;
+        assert!((p.server_us - expected).abs() < 1e-9, "{p:?}");
+    }
+
+    #[test]
+    fn without_scripts_nothing_is_inner() {
+        // The seed-style listing sends HGET itself.
+        let after = snap(&[("scan", 1, 10), ("hget", 100, 40)], 0, 0.0);
+        let p = per_op(&Snapshot::default(), &after, 1, &COSTS);
+        assert!((p.server_us - 50.0).abs() < 1e-9);
+        assert_eq!(p.commands, "hget 100.00 · scan 1.00");
     }
 }
