@@ -97,12 +97,31 @@ where
     }
 
     /// [`update`](Self::update) with a TTL for this write only.
+    ///
+    /// When this instance wrote or read the session last, the write is conditioned on that
+    /// copy (`IfUnchanged`): the same result as an unconditional write when nobody else wrote
+    /// in between, and cheaper for a store that must otherwise read the version it replaces
+    /// (on Redis, the guard script instead of the update script). If somebody did write in
+    /// between, the unconditional write follows.
     pub async fn update_with_ttl(&self, id: &SessionId, value: &T, ttl: crate::Ttl) -> Result<u64> {
         let start = Instant::now();
         let result = async {
             let payload = self.inner.codec.encode(id, value)?;
+            let summary = self.summary(value);
+            if let Some(copy) = self.inner.copies.basis(id) {
+                let write = self
+                    .write_request(
+                        payload.clone(),
+                        summary.clone(),
+                        Condition::IfUnchanged(copy.basis),
+                    )
+                    .with_ttl(ttl);
+                if let Written::Yes { basis, .. } = self.write(id, write).await? {
+                    return Ok(basis.version());
+                }
+            }
             let write = self
-                .write_request(payload, self.summary(value), Condition::Any)
+                .write_request(payload, summary, Condition::Any)
                 .with_ttl(ttl);
             match self.write(id, write).await? {
                 Written::Yes { basis, .. } => Ok(basis.version()),

@@ -170,6 +170,30 @@ async fn check_command_counts(mode: ConnectionMode, test: &str) {
         "one round trip from the local copy: the guard compares the token and renames"
     );
 
+    let update = measure(
+        &server,
+        "SessionManager::update, this instance wrote last",
+        || async {
+            manager
+                .update(&c, &100)
+                .await
+                .map(drop)
+                .unwrap_or_else(|e| panic!("{e}"))
+        },
+    )
+    .await;
+    assert_eq!(
+        update,
+        counts(&[
+            ("hset", 1),
+            ("pexpire", 1),
+            ("evalsha", 1),
+            ("hmget", 1),
+            ("rename", 1)
+        ]),
+        "an update from the local copy takes the guard, not the update script"
+    );
+
     let other = SessionManager::<u64>::new(Arc::new(store.clone()) as Arc<dyn SessionStore>);
     let first_sight = measure(&server, "SessionManager::modify, first sight", || {
         increment(&other, &c)
