@@ -145,10 +145,10 @@ fn a_resend_with_the_same_idempotency_key_after_a_dropped_reply_is_stored_once()
     let demo = Demo::start(&bins.demo, &env, "proxied", scratch.path());
 
     // (a) A lost Redis reply, resolved by the store itself. Every write pipeline of the store
-    // stages its record under a key containing `~w`; no read does.
+    // gives its staged record a TTL with `PEXPIRE`; no read (and no resolve) sends one.
     let lost = unique("lost-reply");
     let first = "my laptop drops the wifi connection";
-    proxy.drop_reply_after(b"~w");
+    proxy.drop_reply_after(b"PEXPIRE");
     let response = post_message(&demo, &lost, first, Some("k-1"));
     assert_eq!(
         proxy.faults_fired(),
@@ -171,7 +171,7 @@ fn a_resend_with_the_same_idempotency_key_after_a_dropped_reply_is_stored_once()
 
     // The same on an existing session (a write from the demo's local copy) ...
     let second = "since the update yesterday, every ten minutes";
-    proxy.drop_reply_after(b"~w");
+    proxy.drop_reply_after(b"PEXPIRE");
     let response = post_message(&demo, &lost, second, Some("k-1b"));
     assert_eq!(
         proxy.faults_fired(),
@@ -186,7 +186,7 @@ fn a_resend_with_the_same_idempotency_key_after_a_dropped_reply_is_stored_once()
     // ... and without an idempotency key, where only the store can keep it from being
     // applied twice.
     let third = "no, same as before";
-    proxy.drop_reply_after(b"~w");
+    proxy.drop_reply_after(b"PEXPIRE");
     let response = post_message(&demo, &lost, third, None);
     assert_eq!(
         proxy.faults_fired(),

@@ -103,22 +103,34 @@
 //!   the next command, so without this the first request after a Redis restart would fail.
 //! - **A write's outcome is never guessed.** A write whose reply does not arrive (dropped
 //!   connection, command timeout) is resolved before `write` returns: a small script looks for
-//!   the write's token among the record's recent tokens. There: the write landed, and `write`
-//!   returns exactly what the lost reply carried (even when another instance has written on
-//!   top of it since). Not there: the script *fences* the write (a field `x<token>` that both
-//!   guards refuse), so that the request can never land later from a dead connection's
-//!   buffers, and the write is sent once more with a fresh token; its answer, written or
-//!   refused, is the truth. Only when the server cannot be asked within connect + command
-//!   timeout is the result [`session_core::Error::OutcomeUnknown`]: maybe applied, not safe to
-//!   retry blindly. A write refused before it was sent (connection refused) is sent once more;
-//!   twice refused, it is `Unavailable`, and nothing was written. A write therefore returns
-//!   within two command timeouts plus connect + command timeout.
+//!   the write's token among the record's recent tokens (and removes the send's staged
+//!   record). There: the write landed, and `write` returns exactly what the lost reply
+//!   carried (even when other instances have written on top of it since). Not there, and the
+//!   record still shows the place the write would have taken (its version is within the
+//!   recent tokens, or not reached yet): the script *fences* the write (a field `x<token>`
+//!   that both guards refuse), so that the request can never land later from a dead
+//!   connection's buffers, and the write is sent once more with a fresh token; its answer,
+//!   written or refused, is the truth. Error replies to the resolve (`LOADING` after a
+//!   restart, `MASTERDOWN` ...) are asked again until the deadline. The outcome is
+//!   [`session_core::Error::OutcomeUnknown`] (maybe applied, not safe to retry blindly) when
+//!   the server cannot be asked within connect + command timeout, or when more writes landed
+//!   on top of the write's place than the record keeps tokens of (8). A write refused before
+//!   it was sent (connection refused) is sent once more; twice refused, it is `Unavailable`,
+//!   and nothing was written. A write therefore returns within about three times connect +
+//!   command timeout (each send, and the resolves, are bounded by it).
 //!   The first write on a connection that died silently (the server closed it while the
 //!   instance was idle) cannot prove it was never sent: with the server back it is resolved
 //!   like any lost reply; with the server still down it is `OutcomeUnknown`.
-//!   Not fenced: a create (`RENAMENX`) delivered late lands only if the session was deleted in
-//!   between; an unconditional write (`Any`) delivered late after its resend landed writes the
-//!   same state again (one more version).
+//!   Only writes conditioned on a token (what `SessionManager` sends) are fenced for good: the
+//!   fence lives in the hash until the next write, which changes the token they need. A create
+//!   (`RENAMENX`) or an unconditional write (`Any`) declared lost may still land late from a
+//!   dead connection, so when its resend fails too the answer is `OutcomeUnknown`, not
+//!   `Unavailable`; and an unconditional write found lost whose resend lands may be applied a
+//!   second time later (the same state again, one more version).
+//! - **Upgrades**: records of the first layout are read and written, but a writer of the first
+//!   layout (before write tokens) must not run beside this one: its script updates `d m v` in
+//!   place and leaves `t`, so this version would take a stale token for current. Stop old
+//!   instances before new ones write (or deploy with a key prefix of its own).
 //! - A key of another type under a session key, or a hash with a missing or non-numeric `v`,
 //!   is [`session_core::Error::Corrupt`] for that id: writes refuse to overwrite it (it may be
 //!   someone else's data), `delete` removes it.

@@ -93,7 +93,7 @@ local allowed = true
 if mode == 'version' then
   allowed = version and version == tonumber(ARGV[2])
 elseif mode == 'untokened' then
-  allowed = version and version == tonumber(ARGV[2]) and not t
+  allowed = version and version == tonumber(ARGV[2]) and (not t or t == '')
 end
 if not allowed then
   if not version then return refuse({'conflict'}) end
@@ -116,8 +116,9 @@ return new .. ' ' .. c .. ' ' .. tokens
 /// hash, and after that the lost write's condition can no longer hold anyway (the token
 /// moved on).
 ///
-/// `KEYS[1]`: the session key. `ARGV[1]`: the token (16 hex digits); `ARGV[2]`: its fence
-/// field. Replies `{"landed" | "not_landed", HMGET d m v c t, PTTL}`, or `{"corrupt", reason}`.
+/// `KEYS[1]`: the session key; `KEYS[2]`: the staged key of the send in doubt, removed (a
+/// connection that died between the staging and the guard would otherwise leave it for the
+/// session's TTL). `ARGV[1]`: the token (16 hex digits); `ARGV[2]`: its fence field. Replies `{"landed" | "not_landed", HMGET d m v c t, PTTL}`, or `{"corrupt", reason}`.
 ///
 /// A create (`RENAMENX`, no script) is not fenced: a create delivered late finds the session
 /// created by the resend (or anyone) and does nothing, unless the session was deleted in
@@ -137,6 +138,7 @@ end
 if not landed and redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSET', KEYS[1], ARGV[2], '1')
 end
+redis.call('UNLINK', KEYS[2])
 local current = redis.call('HMGET', KEYS[1], 'd', 'm', 'v', 'c', 't')
 return {landed and 'landed' or 'not_landed', current, redis.call('PTTL', KEYS[1])}
 "#;

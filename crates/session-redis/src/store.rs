@@ -4,8 +4,8 @@ use std::{collections::HashSet, fmt, sync::Arc};
 
 use redis::Value;
 use session_core::{
-    Condition, Cursor, Error, Page, Record, Result, SessionId, SessionStore, Ttl, Write,
-    WriteOutcome, async_trait,
+    Cursor, Error, Page, Record, Result, SessionId, SessionStore, Ttl, Write, WriteOutcome,
+    async_trait,
 };
 
 use crate::{
@@ -185,21 +185,6 @@ impl RedisStore {
         Ok(((next != 0).then_some(next), keys))
     }
 
-    /// A create refused although no session was seen: either one was created in the same
-    /// instant (read it), or the key holds something that is not a session.
-    async fn explain_refused_create(&self, id: &SessionId) -> Result<WriteOutcome> {
-        if let Some(record) = self.load(id).await? {
-            return Ok(WriteOutcome::rejected(Some(record)));
-        }
-        if self.exists(id).await? {
-            return Err(Error::corrupt(
-                id,
-                "the key holds a hash without the session fields d, m, v (delete it to reuse the id)",
-            ));
-        }
-        Ok(WriteOutcome::rejected(None))
-    }
-
     fn debug(&self, op: &'static str, id: &SessionId) {
         tracing::debug!(component = "session", backend = BACKEND, session_id = %id, op, "redis operation");
     }
@@ -214,26 +199,7 @@ impl SessionStore for RedisStore {
     /// One round trip: a pipeline of `HMGET key d m v c t` and `PTTL key`.
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
         self.debug("load", id);
-        let key = self.key_of(id);
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        pipe.cmd("HMGET")
-            .arg(&key)
-            .arg(layout::FIELD_PAYLOAD)
-            .arg(layout::FIELD_META)
-            .arg(layout::FIELD_VERSION)
-            .arg(layout::FIELD_CREATED)
-            .arg(layout::FIELD_TOKENS);
-        pipe.cmd("PTTL").arg(&key);
-        let reply = self
-            .send(Request::Pipe(&pipe), Retry::Idempotent, "load")
-            .await?;
-        let (hmget, pttl) = two(reply).ok_or_else(|| Error::Backend {
-            backend: BACKEND,
-            reason: format!("loading session {id}: unexpected pipeline reply"),
-            source: None,
-        })?;
-        layout::record_from_replies(id, hmget, pttl)
+        read_record(&self.inner.conn, id, &self.key_of(id)).await
     }
 
     /// One round trip: the staging `HSET` + `PEXPIRE`, then the guard that checks the
@@ -248,13 +214,7 @@ impl SessionStore for RedisStore {
             scripts: &self.inner.scripts,
             resolve_within: self.inner.resolve_within,
         };
-        let outcome = path.write(id, &key, &write).await?;
-        if let WriteOutcome::Rejected { current: None, .. } = &outcome
-            && write.condition == Condition::IfAbsent
-        {
-            return self.explain_refused_create(id).await;
-        }
-        Ok(outcome)
+        path.write(id, &key, &write).await
     }
 
     /// One round trip: `UNLINK key`.
@@ -396,6 +356,34 @@ impl SessionStore for RedisStore {
             .await
             .map(drop)
     }
+}
+
+/// Reads the record under `key` (session `id`): `HMGET key d m v c t` + `PTTL key`, one
+/// pipeline, retried once on a dropped connection.
+pub(crate) async fn read_record(
+    conn: &Connection,
+    id: &SessionId,
+    key: &str,
+) -> Result<Option<Record>> {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    pipe.cmd("HMGET")
+        .arg(key)
+        .arg(layout::FIELD_PAYLOAD)
+        .arg(layout::FIELD_META)
+        .arg(layout::FIELD_VERSION)
+        .arg(layout::FIELD_CREATED)
+        .arg(layout::FIELD_TOKENS);
+    pipe.cmd("PTTL").arg(key);
+    let reply = conn
+        .send(Request::Pipe(&pipe), Retry::Idempotent, "load")
+        .await?;
+    let (hmget, pttl) = two(reply).ok_or_else(|| Error::Backend {
+        backend: BACKEND,
+        reason: format!("loading session {id}: unexpected pipeline reply"),
+        source: None,
+    })?;
+    layout::record_from_replies(id, hmget, pttl)
 }
 
 fn two(reply: Value) -> Option<(Value, Value)> {

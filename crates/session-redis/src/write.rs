@@ -62,17 +62,50 @@ enum Sent {
     Answered(WriteOutcome),
     /// Nothing reached the server (the connection was refused): safe to send again.
     Unsent(Error),
-    /// The request may have reached the server, but no reply came: resolve it.
-    InDoubt(String),
+    /// The request may have reached the server, but no reply came: resolve it. The staged
+    /// key of the send, for the resolve to remove.
+    InDoubt { reason: String, staged: String },
 }
 
 /// What a resolve found.
 enum Resolved {
     Landed(WriteOutcome),
-    /// Not applied, and fenced so that it never will be; the record as it is now.
+    /// Not applied (and fenced, where the condition lets a fence hold).
     NotLanded,
+    /// The server answered, but cannot tell: the write's place in the record's history has
+    /// left its recent tokens (more writes landed since than the record keeps).
+    Ambiguous(String),
     /// The server could not be asked in time.
     Unreachable(String),
+}
+
+/// Where a write would sit in the record's history if it landed: its version, when the
+/// condition fixes it.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Version(u64),
+    /// `Any`: whatever the version was.
+    Unknown,
+}
+
+impl Slot {
+    fn of(condition: Condition) -> Self {
+        match condition {
+            Condition::IfUnchanged(basis) => Self::Version(basis.version().saturating_add(1)),
+            Condition::IfVersion(v) => Self::Version(v.saturating_add(1)),
+            Condition::IfAbsent => Self::Version(1),
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// Whether a write that a resolve declared lost can never land later. True for writes
+/// conditioned on a token: the fence in the hash lives until the next write, and that write
+/// changes the token the lost write needs. Unconditional writes and creates have no fence
+/// that survives the next write (or an absent key), so a copy of them still in flight may
+/// land late.
+fn fenced_for_good(condition: Condition) -> bool {
+    matches!(condition, Condition::IfUnchanged(basis) if basis.token().is_some())
 }
 
 impl WritePath<'_> {
@@ -83,14 +116,28 @@ impl WritePath<'_> {
         key: &str,
         write: &Write,
     ) -> Result<WriteOutcome> {
+        let slot = Slot::of(write.condition);
         let mut token = write.token;
         // Tokens of earlier sends that may have landed after all (a create delivered late).
         let mut earlier: Vec<WriteToken> = Vec::new();
         let mut deadline: Option<Instant> = None;
         let mut last_failure = String::new();
+        // An earlier send was declared lost, but nothing stops a copy of it still in flight
+        // from landing: no failure after it can claim that nothing was written.
+        let mut may_land_late = false;
         for send in 1..=2 {
             match self.send(id, key, write, token).await? {
-                Sent::Answered(outcome) => return Ok(recognise(outcome, &earlier)),
+                Sent::Answered(outcome) => {
+                    let outcome = match outcome {
+                        WriteOutcome::Rejected { current: None, .. }
+                            if write.condition == Condition::IfAbsent =>
+                        {
+                            self.explain_refused_create(id, key).await?
+                        }
+                        other => other,
+                    };
+                    return Ok(recognise(outcome, &earlier));
+                }
                 Sent::Unsent(e) if send == 1 => {
                     tracing::debug!(
                         component = "session", backend = BACKEND, session_id = %id, error = %e,
@@ -98,15 +145,24 @@ impl WritePath<'_> {
                     );
                     last_failure = e.to_string();
                 }
+                Sent::Unsent(e) if may_land_late => {
+                    return Err(self.unknown(id, &last_failure, &e.to_string()));
+                }
                 Sent::Unsent(e) => return Err(e),
-                Sent::InDoubt(reason) => {
+                Sent::InDoubt { reason, staged } => {
                     let deadline =
                         *deadline.get_or_insert_with(|| Instant::now() + self.resolve_within);
                     tracing::debug!(
                         component = "session", backend = BACKEND, session_id = %id,
                         reason = %reason, "write reply lost; asking the server whether it landed"
                     );
-                    match self.resolve(id, key, token, deadline).await? {
+                    let sent: Vec<WriteToken> = std::iter::once(token)
+                        .chain(earlier.iter().copied())
+                        .collect();
+                    match self
+                        .resolve(id, key, &staged, &sent, slot, deadline)
+                        .await?
+                    {
                         Resolved::Landed(outcome) => {
                             tracing::debug!(
                                 component = "session", backend = BACKEND, session_id = %id,
@@ -115,24 +171,24 @@ impl WritePath<'_> {
                             return Ok(outcome);
                         }
                         Resolved::NotLanded => {
+                            may_land_late |= !fenced_for_good(write.condition);
                             earlier.push(token);
                             token = WriteToken::random();
                             last_failure = reason;
                         }
-                        Resolved::Unreachable(why) => {
-                            return Err(Error::OutcomeUnknown {
-                                id: id.clone(),
-                                backend: BACKEND,
-                                reason: format!(
-                                    "the reply was lost ({reason}) and the server could not \
-                                     be asked whether the write landed within {:?} ({why})",
-                                    self.resolve_within
-                                ),
-                            });
+                        Resolved::Ambiguous(why) | Resolved::Unreachable(why) => {
+                            return Err(self.unknown(id, &reason, &why));
                         }
                     }
                 }
             }
+        }
+        if may_land_late {
+            return Err(self.unknown(
+                id,
+                &last_failure,
+                "sent twice, and a lost send may land late",
+            ));
         }
         Err(Error::Unavailable {
             backend: BACKEND,
@@ -142,6 +198,44 @@ impl WritePath<'_> {
             ),
             source: None,
         })
+    }
+
+    fn unknown(&self, id: &SessionId, lost: &str, why: &str) -> Error {
+        Error::OutcomeUnknown {
+            id: id.clone(),
+            backend: BACKEND,
+            reason: format!(
+                "a reply was lost ({lost}) and the server could not tell within {:?} whether \
+                 the write landed ({why})",
+                self.resolve_within
+            ),
+        }
+    }
+
+    /// A create refused although no session was seen before it: either one was created in
+    /// the same instant (read it, so that the caller gets it, and a create of ours delivered
+    /// late is recognised), or the key holds something that is not a session.
+    async fn explain_refused_create(&self, id: &SessionId, key: &str) -> Result<WriteOutcome> {
+        if let Some(record) = crate::store::read_record(self.conn, id, key).await? {
+            return Ok(WriteOutcome::rejected(Some(record)));
+        }
+        let mut exists = redis::cmd("EXISTS");
+        exists.arg(key);
+        let reply = self
+            .conn
+            .send(
+                Request::Cmd(&exists),
+                crate::connection::Retry::Idempotent,
+                "EXISTS",
+            )
+            .await?;
+        if matches!(reply, Value::Int(n) if n > 0) {
+            return Err(Error::corrupt(
+                id,
+                "the key holds a hash without the session fields d, m, v (delete it to reuse the id)",
+            ));
+        }
+        Ok(WriteOutcome::rejected(None))
     }
 
     /// Sends the write once (loading a script the server lacks, then sending again).
@@ -155,9 +249,19 @@ impl WritePath<'_> {
         let plan = Plan::new(self.scripts, key, write, token);
         let mut loaded = false;
         loop {
-            let reply = match self.conn.send_once(&Request::Pipe(&plan.pipe)).await {
-                Ok(reply) => reply,
-                Err(failure) => return Ok(self.failed(failure)),
+            // Bounded here too for the multiplexed driver, which may first wait for a
+            // reconnect (its own connect retries) before the response timeout starts.
+            let request = Request::Pipe(&plan.pipe);
+            let sent = tokio::time::timeout(self.resolve_within, self.conn.send_once(&request));
+            let reply = match sent.await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(failure)) => return Ok(self.failed(failure, &plan.staged)),
+                Err(_) => {
+                    return Ok(Sent::InDoubt {
+                        reason: format!("no reply within {:?}", self.resolve_within),
+                        staged: plan.staged.clone(),
+                    });
+                }
             };
             match plan.outcome(id, reply, self.conn) {
                 Err(Missing::Script(source)) if !loaded => {
@@ -195,15 +299,19 @@ impl WritePath<'_> {
     }
 
     /// Classifies a failed send.
-    fn failed(&self, failure: Failure) -> Sent {
+    fn failed(&self, failure: Failure, staged: &str) -> Sent {
+        let in_doubt = |reason: String| Sent::InDoubt {
+            reason,
+            staged: staged.to_owned(),
+        };
         match failure {
             Failure::Redis(e) if e.is_connection_refusal() => {
                 Sent::Unsent(self.conn.error(e, "writing"))
             }
-            Failure::Redis(e) if errors::is_transport(&e) => Sent::InDoubt(e.to_string()),
+            Failure::Redis(e) if errors::is_transport(&e) => in_doubt(e.to_string()),
             // The server answered with an error to the whole request: nothing to resolve.
             Failure::Redis(e) => Sent::Unsent(self.conn.error(e, "writing")),
-            Failure::TimedOut => Sent::InDoubt("no reply within the command timeout".to_owned()),
+            Failure::TimedOut => in_doubt("no reply within the command timeout".to_owned()),
             // No connection could be had (a pool that stayed exhausted): nothing was sent.
             Failure::Other(e) => Sent::Unsent(e),
         }
@@ -222,41 +330,48 @@ impl WritePath<'_> {
             .map(drop)
     }
 
-    /// Asks the server whether the write with `token` landed, until `deadline`.
+    /// Asks the server whether the write landed (one of `sent`, the tokens of this write's
+    /// sends, newest first), until `deadline`. Error replies (`LOADING` after a restart,
+    /// `MASTERDOWN` ...) are retried like a missing answer: the question must be answered, not
+    /// turned into an error that reads as "nothing written".
     async fn resolve(
         &self,
         id: &SessionId,
         key: &str,
-        token: WriteToken,
+        staged: &str,
+        sent: &[WriteToken],
+        slot: Slot,
         deadline: Instant,
     ) -> Result<Resolved> {
+        let Some(&token) = sent.first() else {
+            return Ok(Resolved::NotLanded);
+        };
         let token_hex = token.to_string();
         let fence = fence_field(token);
         let mut wait = RESOLVE_BACKOFF;
         let mut last = String::from("no attempt finished");
         loop {
-            let Some(remaining) = deadline.checked_duration_since(Instant::now()) else {
-                return Ok(Resolved::Unreachable(last));
-            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return Ok(Resolved::Unreachable(last));
             }
             let mut invocation = self.scripts.resolve.prepare_invoke();
-            invocation.key(key).arg(&token_hex).arg(&fence);
+            invocation.key(key).key(staged).arg(&token_hex).arg(&fence);
             let request = Request::Script(&invocation);
             match tokio::time::timeout(remaining, self.conn.send_once(&request)).await {
-                Ok(Ok(reply)) => return resolved(id, token, reply),
-                Ok(Err(Failure::Redis(e))) if !errors::is_transport(&e) => {
-                    return Err(self.conn.error(e, "resolving a lost write reply"));
-                }
+                Ok(Ok(reply)) => match resolved(id, sent, slot, reply)? {
+                    Some(resolved) => return Ok(resolved),
+                    None => last = "the server answered with an error".to_owned(),
+                },
                 Ok(Err(Failure::Redis(e))) => last = e.to_string(),
                 Ok(Err(Failure::TimedOut)) => last = "no reply in time".to_owned(),
                 Ok(Err(Failure::Other(e))) => last = e.to_string(),
                 Err(_) => return Ok(Resolved::Unreachable("no reply in time".to_owned())),
             }
-            let Some(remaining) = deadline.checked_duration_since(Instant::now()) else {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
                 return Ok(Resolved::Unreachable(last));
-            };
+            }
             tokio::time::sleep(wait.min(remaining)).await;
             wait = wait.saturating_mul(2);
         }
@@ -591,14 +706,23 @@ fn status(id: &SessionId, reply: Value) -> Result<Status> {
     }
 }
 
-/// What the resolve script found.
-fn resolved(id: &SessionId, token: WriteToken, reply: Value) -> Result<Resolved> {
-    let Value::Array(items) = reply else {
-        return Err(Error::Backend {
-            backend: BACKEND,
-            reason: format!("resolving a lost write of session {id}: unexpected reply"),
-            source: None,
-        });
+/// What the resolve script found; `None` for an error reply (ask again).
+fn resolved(
+    id: &SessionId,
+    sent: &[WriteToken],
+    slot: Slot,
+    reply: Value,
+) -> Result<Option<Resolved>> {
+    let items = match reply {
+        Value::Array(items) => items,
+        Value::ServerError(_) => return Ok(None),
+        _ => {
+            return Err(Error::Backend {
+                backend: BACKEND,
+                reason: format!("resolving a lost write of session {id}: unexpected reply"),
+                source: None,
+            });
+        }
     };
     let mut items = items.into_iter();
     let status = text(items.next()).unwrap_or_default();
@@ -608,10 +732,7 @@ fn resolved(id: &SessionId, token: WriteToken, reply: Value) -> Result<Resolved>
                 (Some(hmget), Some(pttl)) => layout::record_from_replies(id, hmget, pttl)?,
                 _ => None,
             };
-            match current.as_ref().and_then(|record| landed_as(record, token)) {
-                Some(outcome) => Ok(Resolved::Landed(outcome)),
-                None => Ok(Resolved::NotLanded),
-            }
+            Ok(Some(verdict(current.as_ref(), sent, slot)))
         }
         "corrupt" => Err(corrupt(id, text(items.next()).unwrap_or_default())),
         other => Err(Error::Backend {
@@ -619,6 +740,37 @@ fn resolved(id: &SessionId, token: WriteToken, reply: Value) -> Result<Resolved>
             reason: format!("resolving a lost write of session {id}: unexpected status {other}"),
             source: None,
         }),
+    }
+}
+
+/// Did one of the `sent` tokens land in `current`? Found among the recent tokens: landed.
+/// Not found: not landed, when the record still shows the place the write would have taken
+/// (its version is within the recent tokens, or not reached yet); otherwise (more writes
+/// landed since than the record keeps tokens of) the server cannot tell.
+fn verdict(current: Option<&Record>, sent: &[WriteToken], slot: Slot) -> Resolved {
+    let Some(record) = current else {
+        return Resolved::NotLanded;
+    };
+    if let Some(outcome) = sent.iter().find_map(|t| landed_as(record, *t)) {
+        return Resolved::Landed(outcome);
+    }
+    match slot {
+        // An unconditional write could have any version: documented as the one case where a
+        // write pushed out of the recent tokens reads as not landed.
+        Slot::Unknown => Resolved::NotLanded,
+        Slot::Version(version) => {
+            let kept = record.tokens.len() as u64;
+            let oldest_kept = record.version.saturating_sub(kept.saturating_sub(1));
+            if version > record.version || (kept > 0 && version >= oldest_kept) {
+                Resolved::NotLanded
+            } else {
+                Resolved::Ambiguous(format!(
+                    "the session is at version {} and keeps the tokens of {kept} writes; the \
+                     write would be version {version}",
+                    record.version
+                ))
+            }
+        }
     }
 }
 
@@ -658,6 +810,67 @@ mod tests {
         );
         // `{}` is no tag: Redis hashes the whole key.
         assert!(staged_key("a{}b", 1).starts_with("{a{}b}"));
+    }
+
+    fn record(version: u64, tokens: &[u64]) -> Record {
+        let meta = session_core::Meta::new(
+            Timestamp::from_millis(5),
+            Timestamp::from_millis(9),
+            1,
+            Default::default(),
+        );
+        Record::new(bytes::Bytes::from_static(b"x"), meta, version).with_tokens(
+            tokens
+                .iter()
+                .map(|&n| WriteToken::from_u64(n).unwrap())
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_lost_write_is_not_landed_only_while_its_place_is_in_view() {
+        let t = |n| WriteToken::from_u64(n).unwrap();
+        let ours = [t(100)];
+        // Found: landed, at its own version.
+        assert!(matches!(
+            verdict(Some(&record(9, &[8, 100, 7])), &ours, Slot::Version(8)),
+            Resolved::Landed(WriteOutcome::Written { version: 8, .. })
+        ));
+        // An earlier send of the same write counts too.
+        assert!(matches!(
+            verdict(Some(&record(4, &[42, 3])), &[t(7), t(42)], Slot::Version(4)),
+            Resolved::Landed(WriteOutcome::Written { version: 4, .. })
+        ));
+        // Its version is still in the recent tokens, held by another write: not landed.
+        assert!(matches!(
+            verdict(Some(&record(9, &[9, 8, 7, 6])), &ours, Slot::Version(7)),
+            Resolved::NotLanded
+        ));
+        // Its version was not reached (the basis is current): not landed.
+        assert!(matches!(
+            verdict(Some(&record(6, &[6, 5])), &ours, Slot::Version(7)),
+            Resolved::NotLanded
+        ));
+        // Eight writes landed on top of where it would be: the server cannot tell.
+        let full: Vec<u64> = (13..=20).rev().collect();
+        assert!(matches!(
+            verdict(Some(&record(20, &full)), &ours, Slot::Version(12)),
+            Resolved::Ambiguous(_)
+        ));
+        // No session: not landed. An unconditional write: not landed unless found.
+        assert!(matches!(
+            verdict(None, &ours, Slot::Version(1)),
+            Resolved::NotLanded
+        ));
+        assert!(matches!(
+            verdict(Some(&record(20, &full)), &ours, Slot::Unknown),
+            Resolved::NotLanded
+        ));
+        // A record without tokens past the write's version cannot tell either.
+        assert!(matches!(
+            verdict(Some(&record(5, &[])), &ours, Slot::Version(3)),
+            Resolved::Ambiguous(_)
+        ));
     }
 
     #[test]

@@ -89,10 +89,15 @@ impl FaultHarness for RedisFaults {
             .unwrap_or_else(|e| panic!("restart from the snapshot: {e}"));
     }
 
+    fn can_lose_replies(&self) -> bool {
+        true
+    }
+
     fn lose_next_write_reply(&self) -> bool {
-        // Every write pipeline stages its record under a key with `~w` (and no other request
-        // carries it): the proxy forwards it, drops the reply and closes the connection.
-        self.proxy.drop_reply_after(b"~w");
+        // Every write pipeline gives its staged record a TTL with `PEXPIRE` (and no read, nor
+        // the resolve of a lost reply, sends one): the proxy forwards it, drops the reply and
+        // closes the connection.
+        self.proxy.drop_reply_after(b"PEXPIRE");
         true
     }
 
@@ -201,4 +206,78 @@ fn signal(pid: u32, sig: &str) {
         .status()
         .unwrap_or_else(|e| panic!("kill {sig} {pid}: {e}"));
     assert!(status.success(), "kill {sig} {pid} failed");
+}
+
+/// A `modify` whose reply is lost while other writers land on top of it: with fewer writes
+/// on top than the record keeps tokens of, the lost write is recognised (success, applied
+/// once); with as many as it keeps, the server cannot tell, and the answer is
+/// `OutcomeUnknown`, never a second application of the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_write_buried_under_other_writes_is_never_applied_twice() {
+    for on_top in [
+        session_core::RECENT_TOKENS as u64 - 1,
+        session_core::RECENT_TOKENS as u64,
+    ] {
+        let test = "a_lost_write_buried_under_other_writes_is_never_applied_twice";
+        let Some(harness) = RedisFaults::start(test, ConnectionMode::Multiplexed) else {
+            return;
+        };
+        let through_proxy: SessionManager<u64> = SessionManager::new(harness.store().await);
+        let direct_url = harness.server().url();
+        let direct = Arc::new(
+            RedisStore::connect(
+                common::options(&direct_url, 0, "faults")
+                    .with_key_prefix(harness.prefix.clone())
+                    .unwrap_or_else(|e| panic!("{e}")),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let other: SessionManager<u64> = SessionManager::new(direct);
+        let id = SessionId::new("buried").unwrap_or_else(|e| panic!("{e}"));
+        through_proxy
+            .get_or_create(&id, || 0)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let fired = harness.proxy.faults_fired();
+        harness.proxy.drop_reply_after(b"PEXPIRE");
+        let lost = {
+            let m = through_proxy.clone();
+            let id = id.clone();
+            tokio::spawn(async move { m.modify(&id, |n| *n += 1).await })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while harness.proxy.faults_fired() == fired {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the fault never fired"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Hold the proxy (and with it the resolve) until the other writes have landed.
+        harness.proxy.set_stalled(true);
+        for _ in 0..on_top {
+            other
+                .modify(&id, |n| *n += 1000)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        harness.proxy.set_stalled(false);
+        let result = lost.await.unwrap_or_else(|e| panic!("{e}"));
+        let stored = *other
+            .get(&id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("gone"));
+        assert_eq!(
+            stored,
+            on_top * 1000 + 1,
+            "the lost change must be stored exactly once ({on_top} writes on top)"
+        );
+        match (on_top < session_core::RECENT_TOKENS as u64, result) {
+            (true, Ok(session)) => assert_eq!(*session % 1000, 1),
+            (false, Err(session_core::Error::OutcomeUnknown { .. })) => {}
+            (_, other) => panic!("{on_top} writes on top of a lost write: got {other:?}"),
+        }
+    }
 }

@@ -33,9 +33,15 @@ pub trait FaultHarness: Send + Sync {
     /// lagging replica do.
     async fn roll_back(&self);
 
+    /// Whether [`lose_next_write_reply`](Self::lose_next_write_reply) can arm a fault. `false`
+    /// when this backend has no reply to lose (the memory store).
+    fn can_lose_replies(&self) -> bool {
+        false
+    }
+
     /// Arms a fault that lets the next write reach the backend and be applied, but loses its
     /// reply (Redis: a proxy forwards the request, drops the reply and closes the connection).
-    /// `false` when this backend has no reply to lose (the memory store).
+    /// `false` when this backend has no reply to lose.
     fn lose_next_write_reply(&self) -> bool {
         false
     }
@@ -83,7 +89,7 @@ pub async fn run_fault_checks(harness: &dyn FaultHarness) {
         "fault check [{backend}]: a_rollback_never_lets_a_stale_copy_overwrite_an_acknowledged_write"
     );
     a_rollback_never_lets_a_stale_copy_overwrite_an_acknowledged_write(harness).await;
-    if harness.lose_next_write_reply() {
+    if harness.can_lose_replies() {
         eprintln!("fault check [{backend}]: a_write_whose_reply_is_lost_is_applied_exactly_once");
         a_write_whose_reply_is_lost_is_applied_exactly_once(harness).await;
     } else {
