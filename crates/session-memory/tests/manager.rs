@@ -466,7 +466,7 @@ async fn a_stale_copy_never_overwrites_a_recreated_session() {
         .await
         .unwrap(); // A remembers version 2
     // Deleted and created again at once (the same millisecond, most likely): the new session's
-    // incarnation still tells it apart.
+    // write tokens still tell it apart.
     b.delete(&user).await.unwrap();
     b.get_or_create(&user, Agent::new).await.unwrap();
     b.modify(&user, |s| s.chat("new conversation"))
