@@ -41,6 +41,7 @@ use crate::{
     connection::{Connection, Failure, Request},
     errors::{self, BACKEND},
     layout,
+    prefix::has_hash_tag,
     scripts::{GUARD_LUA, Scripts, UPDATE_LUA},
 };
 
@@ -416,13 +417,6 @@ pub(crate) fn staged_key(key: &str, nonce: u64) -> String {
     } else {
         format!("{{{key}}}~w{nonce:016x}")
     }
-}
-
-/// Whether Redis Cluster would hash `key` by a `{tag}` inside it rather than whole.
-fn has_hash_tag(key: &str) -> bool {
-    key.find('{')
-        .and_then(|open| key[open + 1..].find('}'))
-        .is_some_and(|len| len > 0)
 }
 
 /// Which step moves the staged record into place.
@@ -808,8 +802,8 @@ mod tests {
             staged_key("{app}:s:u-1", 1),
             "{app}:s:u-1~w0000000000000001"
         );
-        // `{}` is no tag: Redis hashes the whole key.
-        assert!(staged_key("a{}b", 1).starts_with("{a{}b}"));
+        // A `{` without a `}` after it is no tag either: the whole key, wrapped.
+        assert!(staged_key("a{b:u-1", 1).starts_with("{a{b:u-1}"));
     }
 
     fn record(version: u64, tokens: &[u64]) -> Record {
