@@ -271,7 +271,8 @@ impl RedisOptions {
         let info: ConnectionInfo = addr
             .into_connection_info()
             .map_err(|e| bad_client(self, e))?
-            .set_redis_settings(redis_info);
+            .set_redis_settings(redis_info)
+            .set_tcp_settings(tcp_settings());
         if target.tls() {
             tls_client(self, info)
         } else {
@@ -286,6 +287,23 @@ impl RedisOptions {
             .set_connection_timeout(Some(self.connect_timeout()))
             .set_response_timeout(Some(self.command_timeout()))
     }
+}
+
+/// How long a connection may sit idle before the kernel starts probing it, and how often it
+/// probes then: a peer that vanished (a host down, a cut link) is noticed within minutes
+/// instead of the kernel default of two hours.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// `TCP_NODELAY` on (redis-rs 1.x leaves Nagle's algorithm on: a small request written while
+/// another is unacknowledged would wait for the ACK) and TCP keepalive on every connection.
+fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    let keepalive = redis::io::tcp::socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL);
+    redis::io::tcp::TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(keepalive)
 }
 
 fn bad_client(options: &RedisOptions, e: RedisError) -> Error {

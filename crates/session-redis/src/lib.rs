@@ -94,6 +94,8 @@
 //!
 //! # Failures
 //!
+//! - every connection has `TCP_NODELAY` on (redis-rs 1.x leaves Nagle's algorithm on) and TCP
+//!   keepalive (probes after 30 s idle, every 10 s), so that a vanished peer is noticed;
 //! - connect and command timeouts come from [`RedisOptions`]; a timeout, a refused or dropped
 //!   connection, `LOADING`, `CLUSTERDOWN` => [`session_core::Error::Unavailable`];
 //! - WRONGPASS, NOAUTH, NOPERM => [`session_core::Error::Auth`]; anything else =>
