@@ -37,6 +37,6 @@ mod server;
 mod tls;
 
 pub use proxy::{FaultProxy, LOST_REPLY_MAX_WAIT, LOST_REPLY_QUIET};
-pub use resp::command_on;
+pub use resp::{command_on, encode_command};
 pub use server::{RedisServer, ServerOptions, free_port};
 pub use tls::TlsFiles;

@@ -98,15 +98,7 @@ impl FaultProxy {
         let listener = bind_loopback()?;
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
-        let shared = Arc::new(Shared {
-            upstream,
-            stop: AtomicBool::new(false),
-            stalled: AtomicBool::new(false),
-            armed: Mutex::new(Vec::new()),
-            fired: AtomicUsize::new(0),
-            conns: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(0),
-        });
+        let shared = Arc::new(Shared::new(upstream));
         let accept = {
             let shared = Arc::clone(&shared);
             thread::Builder::new()
@@ -247,6 +239,18 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(upstream: SocketAddr) -> Self {
+        Shared {
+            upstream,
+            stop: AtomicBool::new(false),
+            stalled: AtomicBool::new(false),
+            armed: Mutex::new(Vec::new()),
+            fired: AtomicUsize::new(0),
+            conns: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+        }
+    }
+
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }
@@ -596,15 +600,7 @@ mod tests {
 
     #[test]
     fn a_fault_fires_once() {
-        let shared = Shared {
-            upstream: SocketAddr::from((Ipv4Addr::LOCALHOST, 1)),
-            stop: AtomicBool::new(false),
-            stalled: AtomicBool::new(false),
-            armed: Mutex::new(Vec::new()),
-            fired: AtomicUsize::new(0),
-            conns: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(0),
-        };
+        let shared = Shared::new(SocketAddr::from((Ipv4Addr::LOCALHOST, 1)));
         shared.arm(b"INCR", FaultKind::DropRequest);
         shared.arm(b"GET", FaultKind::DropReply);
         assert_eq!(shared.take_fault(b"", b"SET k v"), None);

@@ -30,10 +30,10 @@ pub fn command_on(port: u16, password: Option<&str>, args: &[&str]) -> io::Resul
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     if let Some(password) = password {
-        writer.write_all(&encode(&["AUTH", password]))?;
+        writer.write_all(&encode_command(&["AUTH", password]))?;
         read_reply(&mut reader)?;
     }
-    writer.write_all(&encode(args))?;
+    writer.write_all(&encode_command(args))?;
     writer.flush()?;
     match read_reply(&mut reader) {
         Ok(reply) => Ok(reply.render()),
@@ -52,7 +52,9 @@ fn is_shutdown(args: &[&str]) -> bool {
         .is_some_and(|c| c.eq_ignore_ascii_case("SHUTDOWN"))
 }
 
-fn encode(args: &[&str]) -> Vec<u8> {
+/// A command as RESP bytes (an array of bulk strings), as clients send it: for tests that
+/// write to a socket themselves (through a [`FaultProxy`](crate::FaultProxy), say).
+pub fn encode_command(args: &[&str]) -> Vec<u8> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
     for arg in args {
         out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
@@ -165,7 +167,10 @@ mod tests {
 
     #[test]
     fn commands_are_encoded_as_arrays_of_bulk_strings() {
-        assert_eq!(encode(&["GET", "k"]), b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+        assert_eq!(
+            encode_command(&["GET", "k"]),
+            b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use redis_harness::{FaultProxy, RedisServer, ServerOptions, command_on, env, free_port};
+use redis_harness::{
+    FaultProxy, RedisServer, ServerOptions, command_on, encode_command as encode, env, free_port,
+};
 
 /// Bound for every wait in these tests; none of them is a speed assertion.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -18,16 +20,6 @@ fn setup(test: &str) -> Option<(RedisServer, FaultProxy)> {
     let proxy = FaultProxy::start(upstream)
         .unwrap_or_else(|e| panic!("{test}: cannot start the proxy: {e}"));
     Some((server, proxy))
-}
-
-fn encode(args: &[&str]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out
 }
 
 /// A connection through the proxy that stays open between commands.

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use session_core::{Codec, Compression, DEFAULT_COMPRESSION_MIN_BYTES, SessionManager};
+use session_core::{Codec, Compression, SessionManager};
 use session_redis::ConnectionMode;
 
 use crate::agent::Agent;
@@ -16,13 +16,6 @@ use crate::{
 /// `codec` without compression (what the envelope is before compression).
 pub(crate) fn plain(codec: &Codec) -> Codec {
     codec.with_compression(Compression::Off)
-}
-
-/// LZ4 at the codec's default threshold.
-fn lz4() -> Compression {
-    Compression::Lz4 {
-        min_bytes: DEFAULT_COMPRESSION_MIN_BYTES,
-    }
 }
 
 pub(crate) async fn section(
@@ -43,10 +36,10 @@ pub(crate) async fn section(
         ),
     ];
     for (n, (what, agent)) in variants.into_iter().enumerate() {
-        let section = format!("Compression, {what}: off vs {}", lz4());
+        let section = format!("Compression, {what}: off vs {}", Compression::LZ4);
         println!("{section}");
         let k = |name: &str| format!("comp{n}.{name}");
-        for (label, compression) in [("off", Compression::Off), ("lz4", lz4())] {
+        for (label, compression) in [("off", Compression::Off), ("lz4", Compression::LZ4)] {
             let codec = Codec::default().with_compression(compression);
             let m: SessionManager<Agent> = SessionManager::builder(store.clone())
                 .summarize(session_core::Summarize::summary)

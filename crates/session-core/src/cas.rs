@@ -107,21 +107,17 @@ where
         let start = Instant::now();
         let result = async {
             let payload = self.inner.codec.encode(id, value)?;
-            let summary = self.summary(value);
             if let Some(copy) = self.inner.copies.basis(id) {
+                let condition = Condition::IfUnchanged(copy.basis);
                 let write = self
-                    .write_request(
-                        payload.clone(),
-                        summary.clone(),
-                        Condition::IfUnchanged(copy.basis),
-                    )
+                    .write_request(payload.clone(), self.summary(value), condition)
                     .with_ttl(ttl);
                 if let Written::Yes { basis, .. } = self.write(id, write).await? {
                     return Ok(basis.version());
                 }
             }
             let write = self
-                .write_request(payload, summary, Condition::Any)
+                .write_request(payload, self.summary(value), Condition::Any)
                 .with_ttl(ttl);
             match self.write(id, write).await? {
                 Written::Yes { basis, .. } => Ok(basis.version()),

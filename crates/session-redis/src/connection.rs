@@ -193,6 +193,20 @@ impl Connection {
         }
     }
 
+    /// Sends `request` once, bounded by `limit` whatever the mode (the multiplexed driver may
+    /// first wait for a reconnect before its response timeout starts): one timer, for the
+    /// write path and its resolves.
+    pub(crate) async fn send_within(
+        &self,
+        request: &Request<'_>,
+        limit: Duration,
+    ) -> Result<Value, Failure> {
+        match tokio::time::timeout(limit, self.send_unbounded(request)).await {
+            Ok(result) => result,
+            Err(_) => Err(Failure::TimedOut),
+        }
+    }
+
     /// A driver error met while doing `what`, as the library's error (the URL redacted).
     pub(crate) fn error(&self, e: RedisError, what: &str) -> Error {
         errors::map(e, what, &self.url)

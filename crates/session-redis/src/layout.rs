@@ -29,6 +29,19 @@ pub(crate) const FIELD_VERSION: &str = "v";
 pub(crate) const FIELD_CREATED: &str = "c";
 pub(crate) const FIELD_TOKENS: &str = "t";
 
+/// Adds the read of a whole record to `pipe`: `HMGET key d m v c t` and `PTTL key`, whose
+/// replies [`record_from_replies`] takes.
+pub(crate) fn push_record_read(pipe: &mut redis::Pipeline, key: &str) {
+    pipe.cmd("HMGET")
+        .arg(key)
+        .arg(FIELD_PAYLOAD)
+        .arg(FIELD_META)
+        .arg(FIELD_VERSION)
+        .arg(FIELD_CREATED)
+        .arg(FIELD_TOKENS);
+    pipe.cmd("PTTL").arg(key);
+}
+
 /// The Redis key of a session.
 pub(crate) fn key(prefix: &str, id: &SessionId) -> String {
     let mut key = String::with_capacity(prefix.len() + id.as_str().len());

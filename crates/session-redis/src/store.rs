@@ -367,14 +367,7 @@ pub(crate) async fn read_record(
 ) -> Result<Option<Record>> {
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
-    pipe.cmd("HMGET")
-        .arg(key)
-        .arg(layout::FIELD_PAYLOAD)
-        .arg(layout::FIELD_META)
-        .arg(layout::FIELD_VERSION)
-        .arg(layout::FIELD_CREATED)
-        .arg(layout::FIELD_TOKENS);
-    pipe.cmd("PTTL").arg(key);
+    layout::push_record_read(&mut pipe, key);
     let reply = conn
         .send(Request::Pipe(&pipe), Retry::Idempotent, "load")
         .await?;

@@ -253,16 +253,9 @@ impl WritePath<'_> {
             // Bounded here too for the multiplexed driver, which may first wait for a
             // reconnect (its own connect retries) before the response timeout starts.
             let request = Request::Pipe(&plan.pipe);
-            let sent = tokio::time::timeout(self.resolve_within, self.conn.send_once(&request));
-            let reply = match sent.await {
-                Ok(Ok(reply)) => reply,
-                Ok(Err(failure)) => return Ok(self.failed(failure, &plan.staged)),
-                Err(_) => {
-                    return Ok(Sent::InDoubt {
-                        reason: format!("no reply within {:?}", self.resolve_within),
-                        staged: plan.staged.clone(),
-                    });
-                }
+            let reply = match self.conn.send_within(&request, self.resolve_within).await {
+                Ok(reply) => reply,
+                Err(failure) => return Ok(self.failed(failure, &plan.staged)),
             };
             match plan.outcome(id, reply, self.conn) {
                 Err(Missing::Script(source)) if !loaded => {
@@ -359,15 +352,16 @@ impl WritePath<'_> {
             let mut invocation = self.scripts.resolve.prepare_invoke();
             invocation.key(key).key(staged).arg(&token_hex).arg(&fence);
             let request = Request::Script(&invocation);
-            match tokio::time::timeout(remaining, self.conn.send_once(&request)).await {
-                Ok(Ok(reply)) => match resolved(id, sent, slot, reply)? {
+            match self.conn.send_within(&request, remaining).await {
+                Ok(reply) => match resolved(id, sent, slot, reply)? {
                     Some(resolved) => return Ok(resolved),
                     None => last = "the server answered with an error".to_owned(),
                 },
-                Ok(Err(Failure::Redis(e))) => last = e.to_string(),
-                Ok(Err(Failure::TimedOut)) => last = "no reply in time".to_owned(),
-                Ok(Err(Failure::Other(e))) => last = e.to_string(),
-                Err(_) => return Ok(Resolved::Unreachable("no reply in time".to_owned())),
+                Err(Failure::Redis(e)) => last = e.to_string(),
+                Err(Failure::TimedOut) => {
+                    return Ok(Resolved::Unreachable("no reply in time".to_owned()));
+                }
+                Err(Failure::Other(e)) => last = e.to_string(),
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -525,14 +519,7 @@ impl Plan {
                 pipe.invoke_script(&update);
             }
             Step::Create { .. } => {
-                pipe.cmd("HMGET")
-                    .arg(key)
-                    .arg(layout::FIELD_PAYLOAD)
-                    .arg(layout::FIELD_META)
-                    .arg(layout::FIELD_VERSION)
-                    .arg(layout::FIELD_CREATED)
-                    .arg(layout::FIELD_TOKENS);
-                pipe.cmd("PTTL").arg(key);
+                layout::push_record_read(&mut pipe, key);
                 pipe.cmd("RENAMENX").arg(&staged).arg(key);
                 pipe.cmd("UNLINK").arg(&staged);
             }
@@ -581,9 +568,7 @@ impl Plan {
                     basis.created_at(),
                     basis.tokens().after(self.token),
                 )),
-                reply => match status(id, reply)? {
-                    Status::Conflict(current) => Ok(WriteOutcome::rejected(current)),
-                },
+                reply => Ok(WriteOutcome::rejected(refusal(id, reply)?)),
             },
             Step::Update => match script_reply(id, replies.next(), UPDATE_LUA, conn)? {
                 Value::BulkString(written) => {
@@ -604,9 +589,7 @@ impl Plan {
                         .ok_or_else(|| unexpected("no tokens"))?;
                     Ok(WriteOutcome::written(version, created, tokens))
                 }
-                reply => match status(id, reply)? {
-                    Status::Conflict(current) => Ok(WriteOutcome::rejected(current)),
-                },
+                reply => Ok(WriteOutcome::rejected(refusal(id, reply)?)),
             },
             Step::Create { now } => {
                 let (Some(hmget), Some(pttl), Some(renamed)) =
@@ -668,12 +651,9 @@ fn script_reply(
     }
 }
 
-/// A script's table reply: only refusals are tables.
-enum Status {
-    Conflict(Option<Record>),
-}
-
-fn status(id: &SessionId, reply: Value) -> Result<Status> {
+/// The record a script's table reply carries: only refusals are tables (`conflict`, with the
+/// current record when there is one), or the errors `corrupt` and `fenced`.
+fn refusal(id: &SessionId, reply: Value) -> Result<Option<Record>> {
     let unexpected = |what: &str| Error::Backend {
         backend: BACKEND,
         reason: format!("saving session {id}: unexpected script reply ({what})"),
@@ -690,7 +670,7 @@ fn status(id: &SessionId, reply: Value) -> Result<Status> {
                 (Some(hmget), Some(pttl)) => layout::record_from_replies(id, hmget, pttl)?,
                 _ => None,
             };
-            Ok(Status::Conflict(current))
+            Ok(current)
         }
         "corrupt" => Err(corrupt(id, text(items.next()).unwrap_or_default())),
         // A send whose token a resolve fenced: this process never sends one (a send after a
