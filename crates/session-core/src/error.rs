@@ -117,6 +117,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// The backend is out of memory and refuses writes (Redis: `OOM command not allowed when
+    /// used memory > 'maxmemory'`). Nothing was written. Not an outage: the server answers,
+    /// and a fallback would only hide that it needs more `maxmemory` or an eviction policy
+    /// that may evict sessions (`allkeys-lru`, `volatile-lru` ...).
+    #[error("{backend} is out of memory: {reason}")]
+    OutOfMemory {
+        /// The backend's name.
+        backend: &'static str,
+        /// What the server said, without credentials.
+        reason: String,
+    },
+
     /// Any other backend failure.
     #[error("{backend} error: {reason}")]
     Backend {
@@ -162,6 +174,7 @@ impl Error {
             Self::Unavailable { .. } => "unavailable",
             Self::OutcomeUnknown { .. } => "outcome_unknown",
             Self::Auth { .. } => "auth",
+            Self::OutOfMemory { .. } => "out_of_memory",
             Self::Backend { .. } => "backend",
             Self::Config { .. } => "config",
         }
@@ -175,7 +188,19 @@ impl Error {
             Self::Unavailable { .. }
                 | Self::OutcomeUnknown { .. }
                 | Self::Auth { .. }
+                | Self::OutOfMemory { .. }
                 | Self::Backend { .. }
+        )
+    }
+
+    /// Whether the failure means the backend could not be reached or did not answer in time
+    /// ([`Unavailable`](Self::Unavailable), [`OutcomeUnknown`](Self::OutcomeUnknown)): what a
+    /// run-time fallback switches on. Refusals that a healthy server gives (a conflict,
+    /// refused credentials, out of memory, corrupt data) are not outages.
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable { .. } | Self::OutcomeUnknown { .. }
         )
     }
 
