@@ -198,10 +198,7 @@ impl Error {
     /// run-time fallback switches on. Refusals that a healthy server gives (a conflict,
     /// refused credentials, out of memory, corrupt data) are not outages.
     pub fn is_outage(&self) -> bool {
-        matches!(
-            self,
-            Self::Unavailable { .. } | Self::OutcomeUnknown { .. }
-        )
+        matches!(self, Self::Unavailable { .. } | Self::OutcomeUnknown { .. })
     }
 
     /// Builds [`Error::Unavailable`] from a driver error.

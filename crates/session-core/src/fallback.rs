@@ -10,6 +10,10 @@ pub enum FallbackPolicy {
     /// in-memory store for the life of the process and log a warning (the seed's behaviour).
     #[default]
     Startup,
+    /// Keep serving through an outage at run time: while the primary cannot be reached
+    /// (at start-up or later), sessions are served from memory, and what changed meanwhile
+    /// is written back when it answers again ([`FailoverStore`](crate::FailoverStore)).
+    Runtime,
     /// Never fall back: building the store fails with a clear error instead.
     None,
 }
@@ -19,6 +23,7 @@ impl FallbackPolicy {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Startup => "startup",
+            Self::Runtime => "runtime",
             Self::None => "none",
         }
     }
@@ -30,9 +35,9 @@ impl fmt::Display for FallbackPolicy {
     }
 }
 
-/// A fallback policy name that is not `startup` or `none`.
+/// A fallback policy name that is not `startup`, `runtime` or `none`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown fallback policy {0:?} (expected \"startup\" or \"none\")")]
+#[error("unknown fallback policy {0:?} (expected \"startup\", \"runtime\" or \"none\")")]
 pub struct UnknownFallbackPolicy(pub String);
 
 impl FromStr for FallbackPolicy {
@@ -40,6 +45,7 @@ impl FromStr for FallbackPolicy {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "startup" => Ok(Self::Startup),
+            "runtime" => Ok(Self::Runtime),
             "none" | "off" => Ok(Self::None),
             _ => Err(UnknownFallbackPolicy(s.to_owned())),
         }

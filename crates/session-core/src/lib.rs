@@ -42,6 +42,7 @@
 mod cas;
 mod codec;
 mod error;
+pub mod failover;
 mod fallback;
 mod id;
 mod local_copies;
@@ -60,6 +61,10 @@ pub use codec::{
     FLAG_ENCRYPTED, FORMAT_V1, HEADER_LEN, MAGIC,
 };
 pub use error::{BoxError, Error, Result};
+pub use failover::{
+    ConflictResolver, FailoverBuilder, FailoverMode, FailoverStatus, FailoverStore, LatestWins,
+    Resolution, WriteBackConflict,
+};
 pub use fallback::{FallbackPolicy, UnknownFallbackPolicy};
 pub use id::{InvalidId, InvalidIdReason, MAX_ID_LEN, SessionId, is_id_byte, quote_for_humans};
 pub use local_copies::DEFAULT_LOCAL_COPY_BYTES;

@@ -25,8 +25,18 @@ pub mod event {
     pub const SESSION_CORRUPT: &str = "session_corrupt";
     /// A store switched to its fallback.
     pub const FALLBACK_ACTIVATED: &str = "fallback_activated";
-    /// A store's primary backend answers again.
+    /// A store's primary backend answers again (and what was changed meanwhile is written
+    /// back).
     pub const BACKEND_RECOVERED: &str = "backend_recovered";
+    /// The write-back after an outage finished: the sessions changed in memory are in the
+    /// primary again.
+    pub const WRITEBACK_DONE: &str = "writeback_done";
+    /// A session changed during an outage was also changed by another instance; the
+    /// conflict rule decided which version stays.
+    pub const WRITEBACK_CONFLICT: &str = "writeback_conflict";
+    /// A change during an outage could not be kept for write-back: the fallback's bounds
+    /// were reached (the call failed; nothing was dropped silently).
+    pub const FALLBACK_OVERFLOW: &str = "fallback_overflow";
 }
 
 /// Metric names (through the `metrics` facade).
@@ -37,6 +47,25 @@ pub mod metric {
     pub const DURATION: &str = "session_operation_duration_seconds";
     /// Counter: compare-and-set retries in `modify`, labelled `backend`.
     pub const CONFLICT_RETRIES: &str = "session_conflict_retries_total";
+    /// Gauge: `1` while sessions are served from memory instead of the primary.
+    pub const FALLBACK_ACTIVE: &str = "session_fallback_active";
+    /// Counter: switches to the run-time fallback.
+    pub const FALLBACK_ACTIVATIONS: &str = "session_fallback_activations_total";
+    /// Histogram: how long the run-time fallback lasted, seconds (observed at recovery).
+    pub const FALLBACK_DURATION: &str = "session_fallback_duration_seconds";
+    /// Gauge: sessions changed in memory and owed to the primary.
+    pub const FALLBACK_DIRTY: &str = "session_fallback_dirty_sessions";
+    /// Counter: changes refused because the fallback's dirty bounds were reached, and
+    /// near-copy entries evicted, labelled `what` (`dirty`, `near_copy`).
+    pub const FALLBACK_OVERFLOWS: &str = "session_fallback_overflow_total";
+    /// Counter: sessions handled by the write-back, labelled `outcome` (`written`,
+    /// `restored`, `deleted`, `touched`, `kept_ours`, `kept_theirs`, `merged`, `expired`,
+    /// `failed`).
+    pub const WRITEBACK_SESSIONS: &str = "session_writeback_sessions_total";
+    /// Counter: write-back conflicts, labelled `resolution`.
+    pub const WRITEBACK_CONFLICTS: &str = "session_writeback_conflicts_total";
+    /// Histogram: how long a write-back took, seconds.
+    pub const WRITEBACK_DURATION: &str = "session_writeback_duration_seconds";
 }
 
 /// Records one manager operation's outcome and latency.

@@ -1,0 +1,497 @@
+//! `FailoverStore` over a memory primary whose outages the test switches on and off: the
+//! run-time fallback's rules (what switches it, what it serves, how it writes back, what it
+//! does with conflicts and bounds). The same store over a real redis-server killed and
+//! restarted is tested in `tests/tests/failover_redis.rs`.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU8, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use session_core::{
+    Condition, Cursor, Error, FailoverMode, FailoverStore, Page, Record, Resolution, Result,
+    SessionId, SessionManager, SessionStore, Ttl, Write, WriteOutcome,
+};
+use session_memory::MemoryStore;
+
+const UP: u8 = 0;
+/// Nothing reaches the store: every call fails as a refused connection does.
+const DOWN: u8 = 1;
+/// Writes are applied, then their reply is lost and cannot be resolved.
+const LOSE_REPLIES: u8 = 2;
+/// The store refuses the credentials (a configuration error, not an outage).
+const REFUSES: u8 = 3;
+
+/// A memory store behind a switch: what a Redis outage looks like to the store trait.
+#[derive(Debug)]
+struct Switch {
+    inner: MemoryStore,
+    state: AtomicU8,
+}
+
+impl Switch {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            inner: MemoryStore::new(),
+            state: AtomicU8::new(UP),
+        })
+    }
+
+    fn set(&self, state: u8) {
+        self.state.store(state, Ordering::SeqCst);
+    }
+
+    fn gate(&self) -> Result<()> {
+        match self.state.load(Ordering::SeqCst) {
+            DOWN => Err(Error::Unavailable {
+                backend: "switch",
+                reason: "connection refused".into(),
+                source: None,
+            }),
+            REFUSES => Err(Error::Auth {
+                backend: "switch",
+                reason: "WRONGPASS".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for Switch {
+    fn backend(&self) -> &'static str {
+        "switch"
+    }
+    async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
+        self.gate()?;
+        self.inner.load(id).await
+    }
+    async fn write(&self, id: &SessionId, write: Write) -> Result<WriteOutcome> {
+        self.gate()?;
+        let outcome = self.inner.write(id, write).await?;
+        if self.state.load(Ordering::SeqCst) == LOSE_REPLIES {
+            return Err(Error::OutcomeUnknown {
+                id: id.clone(),
+                backend: "switch",
+                reason: "reply lost".into(),
+            });
+        }
+        Ok(outcome)
+    }
+    async fn delete(&self, id: &SessionId) -> Result<bool> {
+        self.gate()?;
+        self.inner.delete(id).await
+    }
+    async fn touch(&self, id: &SessionId, ttl: Ttl) -> Result<bool> {
+        self.gate()?;
+        self.inner.touch(id, ttl).await
+    }
+    async fn list_page(&self, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
+        self.gate()?;
+        self.inner.list_page(cursor, limit).await
+    }
+    async fn count(&self) -> Result<u64> {
+        self.gate()?;
+        self.inner.count().await
+    }
+    async fn ping(&self) -> Result<()> {
+        self.gate()
+    }
+}
+
+fn id(s: &str) -> SessionId {
+    SessionId::new(s).unwrap()
+}
+
+/// A failover store whose probe waits long enough that the tests decide when it recovers.
+fn failover(primary: &Arc<Switch>) -> FailoverStore {
+    FailoverStore::builder(primary.clone())
+        .probe_backoff(Duration::from_secs(3600), Duration::from_secs(3600))
+        .build()
+}
+
+fn manager(store: &FailoverStore) -> SessionManager<Vec<String>> {
+    SessionManager::new(Arc::new(store.clone()))
+}
+
+async fn stored(primary: &Switch, id: &SessionId) -> Option<Vec<String>> {
+    let record = primary.inner.load(id).await.unwrap()?;
+    Some(
+        session_core::Codec::default()
+            .decode(id, &record.payload)
+            .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn conformance_on_a_healthy_primary() {
+    session_core::testing::run_conformance(|| async {
+        Arc::new(FailoverStore::new(Arc::new(MemoryStore::new()))) as Arc<dyn SessionStore>
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn conformance_while_serving_from_memory() {
+    // The primary never connects: every check runs on the fallback alone.
+    session_core::testing::run_conformance(|| async {
+        let store = FailoverStore::connecting("redis", "not reachable in this test", || async {
+            Err(Error::Unavailable {
+                backend: "redis",
+                reason: "connection refused".into(),
+                source: None,
+            })
+        })
+        .probe_backoff(Duration::from_secs(3600), Duration::from_secs(3600))
+        .build();
+        assert_eq!(store.status().mode, FailoverMode::Fallback);
+        Arc::new(store) as Arc<dyn SessionStore>
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_outage_is_served_from_the_near_copy_and_written_back_with_the_same_versions() {
+    let primary = Switch::new();
+    let store = failover(&primary);
+    let agents = manager(&store);
+    let a = id("a");
+    agents.get_or_create(&a, Vec::new).await.unwrap();
+    agents
+        .modify(&a, |h| h.push("before".into()))
+        .await
+        .unwrap();
+
+    primary.set(DOWN);
+    // The first call meets the outage and is answered from memory.
+    let during = agents
+        .modify(&a, |h| h.push("during 1".into()))
+        .await
+        .unwrap();
+    assert_eq!(during.version(), 3);
+    assert_eq!(store.status().mode, FailoverMode::Fallback);
+    assert_eq!(store.backend(), "memory");
+    let during = agents
+        .modify(&a, |h| h.push("during 2".into()))
+        .await
+        .unwrap();
+    assert_eq!(during.version(), 4);
+    assert_eq!(agents.get(&a).await.unwrap().unwrap().value().len(), 3);
+    assert_eq!(store.status().dirty_sessions, 1);
+
+    // Still down: recovery waits.
+    assert!(!store.recover_now().await);
+    primary.set(UP);
+    assert!(store.recover_now().await);
+    let status = store.status();
+    assert_eq!(status.mode, FailoverMode::Primary);
+    assert_eq!((status.dirty_sessions, status.written_back), (0, 1));
+    assert_eq!(status.activations, 1);
+    assert_eq!(status.recoveries, 1);
+    assert_eq!(
+        stored(&primary, &a).await.unwrap(),
+        ["before", "during 1", "during 2"]
+    );
+    // The copies made during the outage stay valid bases: the next modify is not refused
+    // (the memory primary counts its own versions).
+    let record = primary.inner.load(&a).await.unwrap().unwrap();
+    assert_eq!(record.token(), during.token());
+    let after = agents.modify(&a, |h| h.push("after".into())).await.unwrap();
+    assert_eq!(after.len(), 4);
+    assert_eq!(store.status().conflicts, 0);
+}
+
+#[tokio::test]
+async fn refusals_of_a_healthy_primary_never_switch() {
+    let primary = Switch::new();
+    let store = failover(&primary);
+    let agents = manager(&store);
+    primary.set(REFUSES);
+    match agents.get_or_create(&id("a"), Vec::new).await {
+        Err(Error::Auth { .. }) => {}
+        other => panic!("expected Auth, got {other:?}"),
+    }
+    assert_eq!(store.status().mode, FailoverMode::Primary);
+    primary.set(UP);
+    // Conflicts and missing sessions are answers too.
+    store
+        .save(
+            &id("b"),
+            Write::new(Bytes::from_static(b"x"), Condition::IfAbsent),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .save(
+                &id("b"),
+                Write::new(Bytes::from_static(b"y"), Condition::IfAbsent)
+            )
+            .await,
+        Err(Error::Conflict { .. })
+    ));
+    assert!(store.load(&id("nobody")).await.unwrap().is_none());
+    assert_eq!(store.status().mode, FailoverMode::Primary);
+    assert_eq!(store.status().activations, 0);
+}
+
+#[tokio::test]
+async fn a_write_whose_outcome_is_unknown_is_kept_and_recognised_if_it_landed() {
+    let primary = Switch::new();
+    let store = failover(&primary);
+    let agents = manager(&store);
+    let a = id("a");
+    agents.get_or_create(&a, Vec::new).await.unwrap();
+    primary.set(LOSE_REPLIES);
+    // Applied in the primary, reply lost: the caller gets success from the fallback, with
+    // the same token.
+    let written = agents.modify(&a, |h| h.push("once".into())).await.unwrap();
+    assert_eq!(written.version(), 2);
+    primary.set(UP);
+    assert!(store.recover_now().await);
+    assert_eq!(stored(&primary, &a).await.unwrap(), ["once"]);
+    let status = store.status();
+    assert_eq!((status.conflicts, status.written_back), (0, 1));
+    assert_eq!(primary.inner.load(&a).await.unwrap().unwrap().version, 2);
+}
+
+#[tokio::test]
+async fn a_session_changed_by_another_instance_meanwhile_is_a_conflict_the_later_wins() {
+    let primary = Switch::new();
+    let store = failover(&primary);
+    let agents = manager(&store);
+    let (a, b) = (id("a"), id("b"));
+    agents.get_or_create(&a, Vec::new).await.unwrap();
+    agents.get_or_create(&b, Vec::new).await.unwrap();
+    primary.set(DOWN);
+    agents.modify(&a, |h| h.push("ours".into())).await.unwrap();
+    agents.modify(&b, |h| h.push("ours".into())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // Another instance reached the primary meanwhile, later than our changes: on `a` only.
+    let other = SessionManager::<Vec<String>>::new(Arc::new(primary.inner.clone()));
+    other.modify(&a, |h| h.push("theirs".into())).await.unwrap();
+    primary.set(UP);
+    assert!(store.recover_now().await);
+    assert_eq!(
+        stored(&primary, &a).await.unwrap(),
+        ["theirs"],
+        "theirs is later"
+    );
+    assert_eq!(stored(&primary, &b).await.unwrap(), ["ours"]);
+    assert_eq!(store.status().conflicts, 1);
+    // After the conflict this instance reads theirs and goes on from it.
+    let next = agents.modify(&a, |h| h.push("next".into())).await.unwrap();
+    assert_eq!(*next, ["theirs", "next"]);
+}
+
+#[tokio::test]
+async fn a_resolver_can_merge_both_versions() {
+    let primary = Switch::new();
+    let codec = session_core::Codec::default();
+    let store = FailoverStore::builder(primary.clone())
+        .probe_backoff(Duration::from_secs(3600), Duration::from_secs(3600))
+        .on_conflict(move |c: &session_core::WriteBackConflict<'_>| {
+            let theirs: Vec<String> = codec.decode(c.id, &c.theirs.payload).unwrap();
+            let Some(ours) = c.ours else {
+                return Resolution::KeepTheirs;
+            };
+            let ours: Vec<String> = codec.decode(c.id, &ours.payload).unwrap();
+            let mut merged = theirs.clone();
+            merged.extend(ours.into_iter().filter(|m| !theirs.contains(m)));
+            Resolution::Merged {
+                payload: codec.encode(c.id, &merged).unwrap(),
+                summary: session_core::Summary::new(),
+            }
+        })
+        .build();
+    let agents = manager(&store);
+    let a = id("a");
+    agents.get_or_create(&a, Vec::new).await.unwrap();
+    primary.set(DOWN);
+    agents.modify(&a, |h| h.push("ours".into())).await.unwrap();
+    let other = SessionManager::<Vec<String>>::new(Arc::new(primary.inner.clone()));
+    other.modify(&a, |h| h.push("theirs".into())).await.unwrap();
+    primary.set(UP);
+    assert!(store.recover_now().await);
+    assert_eq!(stored(&primary, &a).await.unwrap(), ["theirs", "ours"]);
+    assert_eq!(primary.inner.load(&a).await.unwrap().unwrap().version, 3);
+}
+
+#[tokio::test]
+async fn a_primary_that_restarted_empty_gets_the_changed_sessions_back() {
+    let primary = Switch::new();
+    let store = failover(&primary);
+    let agents = manager(&store);
+    let empty = primary.inner.snapshot();
+    let (a, b) = (id("a"), id("b"));
+    agents.get_or_create(&a, Vec::new).await.unwrap();
+    agents.get_or_create(&b, Vec::new).await.unwrap();
+    primary.set(DOWN);
+    agents
+        .modify(&a, |h| h.push("during".into()))
+        .await
+        .unwrap();
+    let created = id("created-during");
+    agents
+        .get_or_create(&created, || vec!["new".into()])
+        .await
+        .unwrap();
+    primary.inner.restore(&empty);
+    primary.set(UP);
+    assert!(store.recover_now().await);
+    assert_eq!(stored(&primary, &a).await.unwrap(), ["during"]);
+    assert_eq!(stored(&primary, &created).await.unwrap(), ["new"]);
+    // `b` was only read: it is not this instance's to restore.
+    assert!(stored(&primary, &b).await.is_none());
+    assert_eq!(store.status().conflicts, 0);
+}
+
+#[tokio::test]
+async fn deletes_during_the_outage_are_replayed_unless_the_session_changed_later() {
+    let primary = Switch::new();
+    let store = failover(&primary);
+    let agents = manager(&store);
+    let (a, b) = (id("a"), id("b"));
+    agents.get_or_create(&a, Vec::new).await.unwrap();
+    agents.get_or_create(&b, Vec::new).await.unwrap();
+    primary.set(DOWN);
+    assert!(agents.delete(&a).await.unwrap());
+    assert!(agents.delete(&b).await.unwrap());
+    assert!(agents.get(&a).await.unwrap().is_none(), "deleted in memory");
+    assert_eq!(store.count().await.unwrap(), 0);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let other = SessionManager::<Vec<String>>::new(Arc::new(primary.inner.clone()));
+    other
+        .modify(&b, |h| h.push("theirs, later".into()))
+        .await
+        .unwrap();
+    primary.set(UP);
+    assert!(store.recover_now().await);
+    assert!(
+        stored(&primary, &a).await.is_none(),
+        "the delete is replayed"
+    );
+    assert_eq!(stored(&primary, &b).await.unwrap(), ["theirs, later"]);
+    assert_eq!(store.status().conflicts, 1);
+}
+
+#[tokio::test]
+async fn changes_beyond_the_dirty_bound_fail_loudly_and_nothing_owed_is_dropped() {
+    let primary = Switch::new();
+    let store = FailoverStore::builder(primary.clone())
+        .probe_backoff(Duration::from_secs(3600), Duration::from_secs(3600))
+        .dirty_limit(3, 1 << 20)
+        .build();
+    let agents = manager(&store);
+    primary.set(DOWN);
+    for n in 0..3 {
+        agents
+            .get_or_create(&id(&format!("s{n}")), || vec![format!("{n}")])
+            .await
+            .unwrap();
+    }
+    match agents.get_or_create(&id("s3"), Vec::new).await {
+        Err(e @ Error::Unavailable { .. }) => {
+            assert!(e.to_string().contains("limit"), "{e}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    // The sessions already changed can still change (they need no new room).
+    agents
+        .modify(&id("s0"), |h| h.push("more".into()))
+        .await
+        .unwrap();
+    let status = store.status();
+    assert_eq!((status.dirty_sessions, status.overflowed), (3, 1));
+    primary.set(UP);
+    assert!(store.recover_now().await);
+    assert_eq!(primary.inner.count().await.unwrap(), 3);
+    assert_eq!(stored(&primary, &id("s0")).await.unwrap(), ["0", "more"]);
+}
+
+#[tokio::test]
+async fn the_near_copy_is_bounded_and_unknown_sessions_start_fresh() {
+    let primary = Switch::new();
+    let store = FailoverStore::builder(primary.clone())
+        .probe_backoff(Duration::from_secs(3600), Duration::from_secs(3600))
+        .near_copy(2, 1 << 20)
+        .build();
+    let agents = manager(&store);
+    for n in 0..3 {
+        agents
+            .get_or_create(&id(&format!("s{n}")), || vec![format!("{n}")])
+            .await
+            .unwrap();
+    }
+    let status = store.status();
+    assert_eq!((status.near_copy_sessions, status.evicted), (2, 1));
+    primary.set(DOWN);
+    // s0 was evicted: unknown to the fallback.
+    assert!(agents.get(&id("s0")).await.unwrap().is_none());
+    assert_eq!(*agents.get(&id("s2")).await.unwrap().unwrap(), ["2"]);
+}
+
+#[tokio::test]
+async fn the_background_probe_recovers_on_its_own() {
+    let primary = Switch::new();
+    let store = FailoverStore::builder(primary.clone())
+        .probe_backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .build();
+    let agents = manager(&store);
+    let a = id("a");
+    agents.get_or_create(&a, Vec::new).await.unwrap();
+    primary.set(DOWN);
+    agents
+        .modify(&a, |h| h.push("during".into()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(store.status().mode, FailoverMode::Fallback);
+    primary.set(UP);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.status().mode != FailoverMode::Primary {
+        assert!(tokio::time::Instant::now() < deadline, "no recovery");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(stored(&primary, &a).await.unwrap(), ["during"]);
+    // A second outage starts a probe again.
+    primary.set(DOWN);
+    agents.modify(&a, |h| h.push("again".into())).await.unwrap();
+    primary.set(UP);
+    while store.status().recoveries < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no second recovery");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(stored(&primary, &a).await.unwrap(), ["during", "again"]);
+}
+
+#[tokio::test]
+async fn a_primary_unreachable_at_start_up_is_connected_later_and_gets_the_sessions() {
+    let primary = Switch::new();
+    primary.set(DOWN);
+    let reachable = primary.clone();
+    let store = FailoverStore::connecting("switch", "refused at start-up", move || {
+        let primary = reachable.clone();
+        async move {
+            primary.ping().await?;
+            Ok(primary as Arc<dyn SessionStore>)
+        }
+    })
+    .probe_backoff(Duration::from_secs(3600), Duration::from_secs(3600))
+    .build();
+    let agents = manager(&store);
+    agents
+        .get_or_create(&id("a"), || vec!["hello".into()])
+        .await
+        .unwrap();
+    assert!(!store.recover_now().await);
+    primary.set(UP);
+    assert!(store.recover_now().await);
+    assert_eq!(stored(&primary, &id("a")).await.unwrap(), ["hello"]);
+    assert_eq!(store.backend(), "switch");
+}
