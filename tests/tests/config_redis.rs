@@ -220,24 +220,21 @@ async fn a_wrong_password_is_reported_as_refused_credentials() {
     let port = server.port();
     let url = format!("redis://:wrong-pw@127.0.0.1:{port}");
 
-    // Startup policy: memory, and the reason says the credentials were refused.
-    let built = build(&settings("wrong-pw", &[("REDIS_URL", &url)])).await;
-    assert_eq!(built.backend(), "memory");
-    let fallback = built
-        .fallback
-        .unwrap_or_else(|| panic!("expected a fallback"));
-    assert_eq!(fallback.error_kind, "auth");
-    assert!(
-        fallback.reason.contains("refused the credentials"),
-        "{}",
-        fallback.reason
-    );
-    assert!(
-        !fallback.reason.contains("unavailable"),
-        "{}",
-        fallback.reason
-    );
-    assert!(!fallback.reason.contains("wrong-pw"), "{}", fallback.reason);
+    // Refused credentials never fall back, whatever the policy: a configuration error.
+    for policy in ["startup", "runtime"] {
+        let settings = settings(
+            "wrong-pw",
+            &[("REDIS_URL", &url), ("SESSION_FALLBACK", policy)],
+        );
+        match settings.build_store().await {
+            Err(e @ Error::Auth { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains("refused the credentials"), "{policy}: {text}");
+                assert!(!text.contains("wrong-pw"), "{policy}: {text}");
+            }
+            other => panic!("{policy}: expected Error::Auth, got {other:?}"),
+        }
+    }
 
     // Policy none: Error::Auth.
     let settings = settings(
@@ -254,8 +251,10 @@ async fn a_wrong_password_is_reported_as_refused_credentials() {
     }
 
     // No password at all (NOAUTH) is refused credentials too.
-    let built = build(&settings_without_password(port)).await;
-    assert_eq!(built.fallback.map(|f| f.error_kind), Some("auth"));
+    match settings_without_password(port).build_store().await {
+        Err(Error::Auth { .. }) => {}
+        other => panic!("NOAUTH: expected Error::Auth, got {other:?}"),
+    }
 }
 
 fn settings_without_password(port: u16) -> Settings {
@@ -303,18 +302,16 @@ async fn the_parts_work_like_the_url() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(from_url.redis.target, settings.redis.target);
 
-    // A wrong password given as a part: the fallback says the credentials were refused.
+    // A wrong password given as a part: refused credentials, no fallback.
     let wrong = [
         ("REDIS_HOST", "127.0.0.1"),
         ("REDIS_PORT", port.as_str()),
         ("REDIS_PASSWORD", "nope"),
     ];
-    let built = build(&self::settings("parts-wrong", &wrong)).await;
-    let fallback = built
-        .fallback
-        .unwrap_or_else(|| panic!("expected a fallback"));
-    assert_eq!(fallback.error_kind, "auth");
-    assert!(!fallback.reason.contains("nope"), "{}", fallback.reason);
+    match self::settings("parts-wrong", &wrong).build_store().await {
+        Err(e @ Error::Auth { .. }) => assert!(!e.to_string().contains("nope"), "{e}"),
+        other => panic!("expected Error::Auth, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,14 +4,14 @@
 use std::{fmt, sync::Arc};
 
 use serde::{Serialize, de::DeserializeOwned};
-use session_core::{Error, ManagerBuilder, Result, SessionManager, SessionStore};
+use session_core::{Error, FailoverStore, ManagerBuilder, Result, SessionManager, SessionStore};
 use session_memory::MemoryStore;
 
 use crate::Settings;
 
 /// The gauge [`Settings::build_store`] sets through the `metrics` facade: `1` when the memory
 /// store stands in for an unreachable Redis (the fallback is active), `0` otherwise.
-pub const FALLBACK_ACTIVE_GAUGE: &str = "session_fallback_active";
+pub const FALLBACK_ACTIVE_GAUGE: &str = session_core::observe::metric::FALLBACK_ACTIVE;
 
 /// What [`Settings::build_store`] built: the store to use and, when Redis was asked for but
 /// could not be used at start-up, why the memory store stands in for it.
@@ -26,6 +26,10 @@ pub struct BuiltStore {
     /// `Some` when `USE_REDIS` is true but Redis could not be used at start-up and the
     /// `startup` fallback policy chose the memory store.
     pub fallback: Option<Fallback>,
+    /// With `SESSION_FALLBACK=runtime`: the failover store (the same one as
+    /// [`store`](Self::store)), whose [`status`](FailoverStore::status) tells a health
+    /// endpoint whether it serves from Redis or from memory, and what it owes Redis.
+    pub failover: Option<FailoverStore>,
 }
 
 impl BuiltStore {
@@ -34,9 +38,21 @@ impl BuiltStore {
         self.store.backend()
     }
 
-    /// Whether the memory store stands in for Redis.
+    /// Whether the memory store stands in for Redis: for the life of the process (the
+    /// start-up fallback), or now, until Redis answers again (the run-time fallback).
     pub fn fallback_active(&self) -> bool {
         self.fallback.is_some()
+            || self
+                .failover
+                .as_ref()
+                .is_some_and(|f| f.status().mode != session_core::FailoverMode::Primary)
+    }
+
+    /// Whether this store can give every session back to Redis: `false` only for the
+    /// start-up fallback, whose sessions stay in this process (a readiness check answers
+    /// "not ready" then). The run-time fallback writes back what it changed.
+    pub fn reconcilable(&self) -> bool {
+        self.fallback.is_none()
     }
 }
 
@@ -50,13 +66,12 @@ impl From<BuiltStore> for Arc<dyn SessionStore> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Fallback {
-    /// What failed, in words: the connect error's text, which names the redacted URL and
-    /// says whether Redis was unreachable or refused the credentials.
+    /// What failed, in words: the connect error's text, which names the redacted URL.
     pub reason: String,
     /// The Redis URL that was tried, the password masked (`redis://user:***@host:6379/0`).
     pub redis_url: String,
-    /// The kind of the connect error ([`Error::kind`]): `unavailable` (not reachable, or not in
-    /// time) or `auth` (credentials refused).
+    /// The kind of the connect error ([`Error::kind`]): `unavailable` (not reachable, or not
+    /// in time). Refused credentials never fall back.
     pub error_kind: &'static str,
 }
 
@@ -84,12 +99,20 @@ impl Settings {
     /// is true, the Redis store, connected (TCP, TLS, `AUTH`, `SELECT`, `PING`) within the
     /// connect timeout.
     ///
-    /// When Redis cannot be used at start-up ([`Error::Unavailable`]: nothing answers, or not
-    /// in time; [`Error::Auth`]: the credentials were refused), the fallback policy decides:
+    /// When Redis cannot be reached at start-up ([`Error::Unavailable`]: nothing answers, or
+    /// not in time), the fallback policy decides:
     /// - `startup`: the memory store is returned with a [`Fallback`] saying why, and a warning
     ///   is logged (`component = "session"`, `backend = "memory"`,
-    ///   `event_type = "fallback_activated"`, the reason and the redacted URL);
+    ///   `event_type = "fallback_activated"`, the reason and the redacted URL); the sessions
+    ///   stay in this process for its life;
+    /// - `runtime`: a [`FailoverStore`] that serves from memory, connects to Redis as soon
+    ///   as it answers and writes back what changed meanwhile; the same store, connected,
+    ///   when Redis answers at start-up ([`BuiltStore::failover`] tells its state);
     /// - `none`: that error is returned.
+    ///
+    /// Refused credentials ([`Error::Auth`]) never fall back: they are a configuration
+    /// error, and a service that hid them behind memory would lose every session at its
+    /// next restart.
     ///
     /// Either way the gauge [`FALLBACK_ACTIVE_GAUGE`] is set (`1` with a fallback, else `0`).
     ///
@@ -105,13 +128,10 @@ impl Settings {
             BuiltStore {
                 store: self.memory_store(),
                 fallback: None,
+                failover: None,
             }
         };
-        metrics::gauge!(FALLBACK_ACTIVE_GAUGE).set(if built.fallback.is_some() {
-            1.0
-        } else {
-            0.0
-        });
+        metrics::gauge!(FALLBACK_ACTIVE_GAUGE).set(if built.fallback_active() { 1.0 } else { 0.0 });
         Ok(built)
     }
 
@@ -132,24 +152,60 @@ impl Settings {
 
         let options = self.redis_options()?;
         let redis_url = options.redacted_url();
-        let error = match RedisStore::connect(options).await {
+        let error = match RedisStore::connect(options.clone()).await {
             Ok(store) => {
                 tracing::info!(
                     component = "session",
                     backend = "redis",
                     redis_url = %redis_url,
+                    fallback = %self.fallback,
                     "sessions are kept in Redis"
                 );
+                let store: Arc<dyn SessionStore> = Arc::new(store);
+                if self.fallback == FallbackPolicy::Runtime {
+                    let failover = FailoverStore::new(store);
+                    return Ok(BuiltStore {
+                        store: Arc::new(failover.clone()),
+                        fallback: None,
+                        failover: Some(failover),
+                    });
+                }
                 return Ok(BuiltStore {
-                    store: Arc::new(store),
+                    store,
                     fallback: None,
+                    failover: None,
                 });
             }
             Err(e) => e,
         };
-        let unusable = matches!(error, Error::Unavailable { .. } | Error::Auth { .. });
-        if !unusable {
+        // Only an unreachable server is an outage. Refused credentials, a refused SELECT ...
+        // are configuration errors: falling back would hide them behind a working service.
+        if !matches!(error, Error::Unavailable { .. }) {
             return Err(error);
+        }
+        if self.fallback == FallbackPolicy::Runtime {
+            tracing::warn!(
+                component = "session",
+                backend = "memory",
+                event_type = event::FALLBACK_ACTIVATED,
+                redis_url = %redis_url,
+                reason = %error,
+                "Redis cannot be reached at start-up: sessions are kept in memory until it \
+                 answers, then written back to it"
+            );
+            let failover = FailoverStore::connecting("redis", error.to_string(), move || {
+                let options = options.clone();
+                async move {
+                    let store = RedisStore::connect(options).await?;
+                    Ok(Arc::new(store) as Arc<dyn SessionStore>)
+                }
+            })
+            .build();
+            return Ok(BuiltStore {
+                store: Arc::new(failover.clone()),
+                fallback: None,
+                failover: Some(failover),
+            });
         }
         if self.fallback != FallbackPolicy::Startup {
             return Err(without_fallback(error, self.fallback));
@@ -171,6 +227,7 @@ impl Settings {
         Ok(BuiltStore {
             store: self.memory_store(),
             fallback: Some(fallback),
+            failover: None,
         })
     }
 

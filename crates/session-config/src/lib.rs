@@ -59,7 +59,7 @@
 //! | `APP_ENV` | - | which `config/{APP_ENV}.toml` to read | `development` |
 //! | `CONFIG_DIR` | - | the configuration directory | `./config` |
 //! | `USE_REDIS` | `use_redis` | keep sessions in Redis (else in memory) | `false` |
-//! | `SESSION_FALLBACK` | `fallback` | when Redis cannot be used at start-up (unreachable, or credentials refused): `startup` (fall back to memory, see below), `none` (fail) | `startup` |
+//! | `SESSION_FALLBACK` | `fallback` | when Redis cannot be reached: `startup` (decided once at start-up: memory for the life of the process), `runtime` (memory during any outage, written back when Redis answers), `none` (fail); see below | `startup` |
 //! | `REDIS_URL` | `redis.url` | `redis://[user][:password@]host[:port][/db]`, `rediss://` for TLS; wins over the parts below | unset |
 //! | `REDIS_HOST` | `redis.host` | host name or IP address | `localhost` |
 //! | `REDIS_PORT` | `redis.port` | port, 1-65535 | `6379` |
@@ -85,20 +85,27 @@
 //!
 //! Booleans accept `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`, in any case.
 //!
-//! # The Redis store and the start-up fallback
+//! # The Redis store and the fallbacks
 //!
 //! With `USE_REDIS=true` (and the feature `redis`), [`Settings::build_store`] connects a
 //! `RedisStore` within `REDIS_CONNECT_TIMEOUT_MS`: TCP, TLS, `AUTH`, `SELECT`, `PING`. When
-//! that fails because Redis is unreachable or slow ([`session_core::Error::Unavailable`]) or
-//! refuses the credentials ([`session_core::Error::Auth`]; a wrong password is reported as
-//! such, not as "unreachable"):
+//! Redis is unreachable or slow ([`session_core::Error::Unavailable`]):
 //!
 //! - `SESSION_FALLBACK=startup` (the default, the seed's behaviour): the memory store is used
 //!   for the life of the process. A warning is logged with `component = "session"`,
 //!   `backend = "memory"`, `event_type = "fallback_activated"`, the reason and the redacted
 //!   URL (never the password), and the returned [`BuiltStore`] carries a [`Fallback`] saying
-//!   why, for a health endpoint.
+//!   why, for a health endpoint. Its sessions never reach Redis: [`BuiltStore::reconcilable`]
+//!   is `false`, and a readiness check should say so.
+//! - `SESSION_FALLBACK=runtime`: a [`session_core::FailoverStore`] over Redis. It serves from
+//!   memory during any outage, at start-up or later, probes Redis with backoff, and writes
+//!   back what changed meanwhile when it answers (conflicts with other instances decided by
+//!   the later `updated_at`, logged and counted). [`BuiltStore::failover`] reports its state.
 //! - `SESSION_FALLBACK=none`: `build_store` returns that error, which says what failed.
+//!
+//! Refused credentials ([`session_core::Error::Auth`]: a wrong password, an unknown ACL user)
+//! never fall back, whatever the policy: they are a configuration error that a fallback would
+//! hide until the next restart loses every session.
 //!
 //! Configuration errors (a TLS file that holds no certificate, `rediss://` or the pool in a
 //! build without its feature) and other Redis errors are returned whatever the policy: the

@@ -94,7 +94,7 @@ fn shipped_environment_files_load() {
 
     let production = load("production");
     assert!(production.use_redis);
-    assert_eq!(production.fallback, FallbackPolicy::Startup);
+    assert_eq!(production.fallback, FallbackPolicy::Runtime);
     assert_eq!(production.app_env, "production");
 
     // Without APP_ENV, development.toml is read.
