@@ -28,12 +28,14 @@ use session_core::{Error, InvalidId, SessionId};
 /// | `too_large` | 413 Payload Too Large |
 /// | `unavailable`, `auth` | 503 Service Unavailable (with `Retry-After: 1`): nothing was written, retrying is safe |
 /// | `outcome_unknown` | 500 Internal Server Error, **no** `Retry-After`: the write may have been applied; a client must read the session first, or retry with the same idempotency key, never blindly |
+/// | `out_of_memory` | 507 Insufficient Storage, **no** `Retry-After`: the store refuses writes until an operator gives it memory ([`OUT_OF_MEMORY_MESSAGE`]) |
 /// | `corrupt`, `backend`, `encode`, `config` | 500 Internal Server Error |
 ///
 /// and from axum's JSON, query and path rejections (`invalid_json`, `invalid_query`,
 /// `invalid_path` ..., with the rejection's own status), so that a client never gets a plain
 /// text error. Messages are the `Display` of the error: ids are quoted safely by
-/// `session_core`, and backend errors carry no credentials.
+/// `session_core`, and backend errors carry no credentials. `out_of_memory` is the exception:
+/// its message says what an operator can do and nothing of what the server said.
 ///
 /// ```
 /// use axum::{http::StatusCode, response::IntoResponse};
@@ -138,6 +140,12 @@ impl ApiError {
     }
 }
 
+/// The message of an `out_of_memory` error (507): what to do about it, without the server's
+/// words (they name its memory figures, which a client has no use for).
+pub const OUT_OF_MEMORY_MESSAGE: &str = "the session store is out of memory and refuses writes \
+     (nothing was written): raise Redis' maxmemory, or set an eviction policy such as \
+     allkeys-lru or volatile-lru (maxmemory-policy)";
+
 /// The status an error of the library maps to.
 fn status_of(e: &Error) -> StatusCode {
     match e {
@@ -149,6 +157,9 @@ fn status_of(e: &Error) -> StatusCode {
         // Not 503: a 503 invites a retry, and a retry of a write that may have landed can
         // apply it twice.
         Error::OutcomeUnknown { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        // Not 503 either: retrying does not help until an operator acts, and a fallback must
+        // not take over (the server answers).
+        Error::OutOfMemory { .. } => StatusCode::INSUFFICIENT_STORAGE,
         // Corrupt, Encode, Backend, Config, and whatever a later version adds.
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -167,12 +178,20 @@ fn id_of(e: &Error) -> Option<SessionId> {
     }
 }
 
+/// The message of the body: the error's `Display`, or what to do for `out_of_memory`.
+fn message_of(e: &Error) -> String {
+    match e {
+        Error::OutOfMemory { .. } => OUT_OF_MEMORY_MESSAGE.to_owned(),
+        _ => e.to_string(),
+    }
+}
+
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         Self(Box::new(Repr {
             status: status_of(&e),
             kind: Cow::Borrowed(e.kind()),
-            message: e.to_string(),
+            message: message_of(&e),
             session_id: id_of(&e),
             source: Some(e),
         }))
@@ -334,6 +353,41 @@ mod tests {
             assert_eq!(e.kind(), kind);
             assert_eq!(e.message(), text);
         }
+    }
+
+    #[test]
+    fn out_of_memory_is_a_507_that_says_what_to_do_and_not_what_the_server_said() {
+        let reason = "OOM command not allowed when used memory > 'maxmemory'. \
+                      used_memory:1048712 maxmemory:1048576 at 10.0.0.7:6379";
+        let e = ApiError::from(Error::OutOfMemory {
+            backend: "redis",
+            reason: reason.into(),
+        });
+        assert_eq!(e.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(e.kind(), "out_of_memory");
+        assert_eq!(e.message(), OUT_OF_MEMORY_MESSAGE);
+        for named in [
+            "maxmemory",
+            "allkeys-lru",
+            "volatile-lru",
+            "eviction policy",
+        ] {
+            assert!(e.message().contains(named), "{named}: {}", e.message());
+        }
+        for detail in ["used_memory", "10.0.0.7", "6379", "OOM command"] {
+            assert!(!e.message().contains(detail), "{detail}: {}", e.message());
+        }
+        assert_eq!(e.body().session_id, None);
+        assert!(
+            matches!(e.session_error(), Some(Error::OutOfMemory { reason: r, .. }) if r == reason),
+            "the server's words stay available to the service's logs"
+        );
+        let response = e.into_response();
+        assert_eq!(response.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert!(
+            response.headers().get(header::RETRY_AFTER).is_none(),
+            "a retry does not help until an operator gives Redis memory"
+        );
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub use admin::{
     DEFAULT_LIMIT, ExportLine, ListParams, MAX_LIMIT, SessionDetail, SessionItem, SessionPage,
     admin_router, ttl_secs,
 };
-pub use error::{ApiError, ErrorBody};
+pub use error::{ApiError, ErrorBody, OUT_OF_MEMORY_MESSAGE};
 pub use extract::{LoadedSession, ResolvedId, Sessions};
 pub use source::{DEFAULT_COOKIE, DEFAULT_HEADER, DEFAULT_PATH_PARAM, IdSource, IdSources};
 
