@@ -589,7 +589,7 @@ impl Shared {
                 let generation = item.generation;
                 let step = match self.write_back_one(primary, item, &mut report).await {
                     Ok(step) => step,
-                    Err(e) if e.is_outage() || matches!(e, Error::OutOfMemory { .. }) => {
+                    Err(e) if e.is_outage() || is_out_of_memory(&e) => {
                         return Err(e);
                     }
                     Err(e) => {
@@ -656,8 +656,13 @@ impl Shared {
         let mut expected = dirty.base;
         let mut restored = false;
         let mut resolved: Option<&'static str> = None;
+        // The write-back carries the token of this instance's last change, so that its local
+        // copies stay valid bases. A token the primary has *fenced* (declared lost by the
+        // resolve of a lost reply, delivered late once the network healed) cannot be stored
+        // again: then a fresh one (the copies cost one refused write each).
+        let mut fresh: Option<crate::WriteToken> = None;
         for _ in 0..WRITEBACK_ATTEMPTS {
-            let Some(token) = ours.token() else {
+            let Some(token) = fresh.or(ours.token()) else {
                 return Ok(Step::Settled(None, "failed"));
             };
             let condition = match expected {
@@ -668,7 +673,21 @@ impl Shared {
                 .with_summary(ours.meta.summary.clone())
                 .with_ttl(ttl)
                 .with_token(token);
-            match primary.write(&id, write).await? {
+            let outcome = match primary.write(&id, write).await {
+                Ok(outcome) => outcome,
+                Err(e) if fresh.is_none() && !e.is_outage() && !is_out_of_memory(&e) => {
+                    tracing::debug!(
+                        component = "session",
+                        session_id = %id,
+                        error = %e,
+                        "write-back refused with this instance's token; again with a fresh one"
+                    );
+                    fresh = Some(crate::WriteToken::random());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match outcome {
                 WriteOutcome::Written {
                     version,
                     created_at,
@@ -1012,6 +1031,12 @@ impl Shared {
 fn continuing(base: &Basis, ours: &Record) -> Basis {
     let version = ours.version.max(base.version().saturating_add(1)) - 1;
     Basis::new(version, base.created_at(), base.tokens())
+}
+
+/// Out of memory ends a write-back pass like an outage: the primary answers, but cannot take
+/// the changes yet; the next probe tries again.
+fn is_out_of_memory(e: &Error) -> bool {
+    matches!(e, Error::OutOfMemory { .. })
 }
 
 fn parse_cursor(cursor: &Cursor) -> Option<SessionId> {

@@ -1,0 +1,285 @@
+//! The run-time fallback (`FailoverStore` over `RedisStore`) with real faults on a private
+//! redis-server: `kill -9` and a restart empty, a restart from an older snapshot, and a hung
+//! network between one instance and Redis while another instance keeps writing.
+
+use std::{
+    process::Command,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use integration_tests::{Agent, unique, unique_id};
+use redis_harness::{FaultProxy, RedisServer, ServerOptions, env::private_server};
+use session_core::{
+    FailoverMode, FailoverStore, SessionId, SessionManager, SessionStore, Summarize,
+};
+use session_redis::{RedisOptions, RedisStore};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
+const COMMAND_TIMEOUT: Duration = Duration::from_millis(300);
+
+fn options(url: &str, prefix: &str) -> RedisOptions {
+    RedisOptions::from_url(url)
+        .and_then(|o| o.with_key_prefix(prefix.to_owned()))
+        .unwrap_or_else(|e| panic!("options for {url}: {e}"))
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_command_timeout(COMMAND_TIMEOUT)
+}
+
+async fn redis(url: &str, prefix: &str) -> Arc<dyn SessionStore> {
+    Arc::new(
+        RedisStore::connect(options(url, prefix))
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}")),
+    )
+}
+
+fn failover(primary: Arc<dyn SessionStore>) -> FailoverStore {
+    // The fallback's warnings and the write-back's report, in the test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_max_level(tracing::Level::INFO)
+        .try_init();
+    FailoverStore::builder(primary)
+        .probe_backoff(Duration::from_millis(50), Duration::from_millis(400))
+        .build()
+}
+
+fn agents(store: Arc<dyn SessionStore>) -> SessionManager<Agent> {
+    SessionManager::builder(store)
+        .summarize(Agent::summary)
+        .build()
+}
+
+fn kill_9(server: &RedisServer) {
+    let status = Command::new("kill")
+        .args(["-9", &server.pid().to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("kill: {e}"));
+    assert!(status.success(), "kill -9 {}", server.pid());
+}
+
+async fn wait_for_primary(store: &FailoverStore, what: &str) -> Duration {
+    let start = Instant::now();
+    while store.status().mode != FailoverMode::Primary {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{what}: no recovery within 30 s: {:?}",
+            store.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
+async fn history(manager: &SessionManager<Agent>, id: &SessionId) -> Option<Vec<String>> {
+    manager
+        .get(id)
+        .await
+        .unwrap_or_else(|e| panic!("get {id}: {e}"))
+        .map(|s| s.into_value().history)
+}
+
+async fn say(manager: &SessionManager<Agent>, id: &SessionId, text: &str) -> u64 {
+    manager
+        .modify(id, |a| a.history.push(text.to_owned()))
+        .await
+        .unwrap_or_else(|e| panic!("modify {id} ({text}): {e}"))
+        .version()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_redis_is_survived_and_a_restarted_empty_one_gets_every_change_back() {
+    let test = "a_killed_redis_is_survived_and_a_restarted_empty_one_gets_every_change_back";
+    let Some(mut server) = private_server(test, ServerOptions::default()) else {
+        return;
+    };
+    let url = server.url();
+    let prefix = format!("fo:{}:", unique("kill"));
+    let store = failover(redis(&url, &prefix).await);
+    let agents = agents(Arc::new(store.clone()));
+    let ids: Vec<SessionId> = (0..5).map(|n| unique_id(&format!("kill{n}"))).collect();
+    for id in &ids {
+        agents
+            .get_or_create(id, Agent::new)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        say(&agents, id, "before").await;
+    }
+
+    kill_9(&server);
+    let first = Instant::now();
+    let mut versions = Vec::new();
+    for id in &ids {
+        versions.push(say(&agents, id, "during").await);
+    }
+    let first_call = first.elapsed();
+    assert_eq!(store.status().mode, FailoverMode::Fallback);
+    // A call meets the outage within its documented bound (connect + command timeout) and
+    // the fallback answers it; give the shared machine plenty of slack.
+    assert!(
+        first_call < CONNECT_TIMEOUT + COMMAND_TIMEOUT + Duration::from_secs(3),
+        "{first_call:?}"
+    );
+    let created = unique_id("created-during");
+    agents
+        .get_or_create(&created, || {
+            let mut a = Agent::new();
+            a.history.push("hello from the outage".into());
+            a
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        agents
+            .delete(&ids[4])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    );
+    assert_eq!(store.status().dirty_sessions, 6);
+    eprintln!("first call after kill -9 answered after {first_call:?}");
+
+    server.restart().unwrap_or_else(|e| panic!("restart: {e}"));
+    let took = wait_for_primary(&store, "restart empty").await;
+    eprintln!(
+        "written back {:?} after the restart",
+        (took, store.status())
+    );
+    let status = store.status();
+    assert_eq!(status.dirty_sessions, 0);
+    assert_eq!(status.conflicts, 0);
+
+    // Another instance, straight on Redis, sees every change acknowledged during the outage.
+    let other = agents_on(&url, &prefix).await;
+    for (id, version) in ids.iter().zip(&versions).take(4) {
+        let seen = other
+            .get(id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("{id} missing"));
+        assert_eq!(seen.history, ["before", "during"], "{id}");
+        // Restored into an empty Redis, a session is created again: its version counts
+        // from 1, and it keeps the token this instance's copies know.
+        assert_eq!(seen.version(), 1, "{id}");
+        assert!(*version > 1);
+    }
+    assert_eq!(history(&other, &ids[4]).await, None, "the delete");
+    assert_eq!(
+        history(&other, &created).await.unwrap_or_default(),
+        ["hello from the outage"]
+    );
+    // And the instance goes on from its copies.
+    say(&agents, &ids[0], "after").await;
+    assert_eq!(
+        history(&other, &ids[0]).await.unwrap_or_default(),
+        ["before", "during", "after"]
+    );
+}
+
+async fn agents_on(url: &str, prefix: &str) -> SessionManager<Agent> {
+    agents(redis(url, prefix).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_from_an_older_snapshot_during_the_outage_loses_no_acknowledged_write() {
+    let test = "a_restart_from_an_older_snapshot_during_the_outage_loses_no_acknowledged_write";
+    let Some(mut server) = private_server(test, ServerOptions::default()) else {
+        return;
+    };
+    let url = server.url();
+    let prefix = format!("fo:{}:", unique("rollback"));
+    let store = failover(redis(&url, &prefix).await);
+    let agents = agents(Arc::new(store.clone()));
+    let id = unique_id("rollback");
+    agents
+        .get_or_create(&id, Agent::new)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    say(&agents, &id, "1").await;
+    server
+        .command(&["SAVE"])
+        .unwrap_or_else(|e| panic!("SAVE: {e}"));
+    let snapshot = server.dir().join("older.rdb");
+    std::fs::copy(server.dir().join("dump.rdb"), &snapshot)
+        .unwrap_or_else(|e| panic!("keeping the snapshot: {e}"));
+    // Acknowledged after the snapshot: the restart below loses it in Redis.
+    say(&agents, &id, "2").await;
+
+    kill_9(&server);
+    say(&agents, &id, "3, during the outage").await;
+    server
+        .restart_with(|dir| std::fs::copy(&snapshot, dir.join("dump.rdb")).map(drop))
+        .unwrap_or_else(|e| panic!("restart from the snapshot: {e}"));
+    wait_for_primary(&store, "restart from an older snapshot").await;
+
+    let other = agents_on(&url, &prefix).await;
+    assert_eq!(
+        history(&other, &id).await.unwrap_or_default(),
+        ["1", "2", "3, during the outage"],
+        "the rolled-back write came back with the outage's"
+    );
+    assert_eq!(store.status().conflicts, 0, "{:?}", store.status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_on_both_sides_of_a_partition_are_reconciled_by_the_later_one() {
+    let test = "changes_on_both_sides_of_a_partition_are_reconciled_by_the_later_one";
+    let Some(server) = private_server(test, ServerOptions::default()) else {
+        return;
+    };
+    let upstream = format!("127.0.0.1:{}", server.port())
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let proxy = FaultProxy::start(upstream).unwrap_or_else(|e| panic!("proxy: {e}"));
+    let prefix = format!("fo:{}:", unique("partition"));
+    // Instance A reaches Redis through the proxy; instance B directly.
+    let store = failover(redis(&proxy.url(), &prefix).await);
+    let a = agents(Arc::new(store.clone()));
+    let b = agents_on(&server.url(), &prefix).await;
+    let (x, y, z) = (
+        unique_id("part-x"),
+        unique_id("part-y"),
+        unique_id("part-z"),
+    );
+    for id in [&x, &y, &z] {
+        a.get_or_create(id, Agent::new)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        say(&a, id, "shared start").await;
+    }
+
+    // A's network hangs: its next call times out and A serves from memory.
+    proxy.set_stalled(true);
+    say(&a, &x, "A on x, earlier").await;
+    assert_eq!(store.status().mode, FailoverMode::Fallback);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    say(&b, &x, "B on x, later").await;
+    say(&b, &z, "B on z, earlier").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    say(&a, &z, "A on z, later").await;
+    say(&a, &y, "A on y, alone").await;
+
+    proxy.set_stalled(false);
+    wait_for_primary(&store, "partition healed").await;
+    let status = store.status();
+    assert_eq!(status.conflicts, 2, "{status:?}");
+    assert_eq!(
+        history(&b, &x).await.unwrap_or_default(),
+        ["shared start", "B on x, later"]
+    );
+    assert_eq!(
+        history(&b, &y).await.unwrap_or_default(),
+        ["shared start", "A on y, alone"]
+    );
+    assert_eq!(
+        history(&b, &z).await.unwrap_or_default(),
+        ["shared start", "A on z, later"]
+    );
+    // Both instances go on from the reconciled state without losing an update.
+    say(&a, &x, "A after").await;
+    say(&b, &x, "B after").await;
+    assert_eq!(
+        history(&a, &x).await.unwrap_or_default(),
+        ["shared start", "B on x, later", "A after", "B after"]
+    );
+}
