@@ -107,7 +107,8 @@ impl Settings {
     ///   stay in this process for its life;
     /// - `runtime`: a [`FailoverStore`] that serves from memory, connects to Redis as soon
     ///   as it answers and writes back what changed meanwhile; the same store, connected,
-    ///   when Redis answers at start-up ([`BuiltStore::failover`] tells its state);
+    ///   when Redis answers at start-up ([`BuiltStore::failover`] tells its state). A call
+    ///   that Redis does not answer within `REDIS_COMMAND_TIMEOUT_MS` is answered from memory;
     /// - `none`: that error is returned.
     ///
     /// Refused credentials ([`Error::Auth`]) never fall back: they are a configuration
@@ -163,7 +164,9 @@ impl Settings {
                 );
                 let store: Arc<dyn SessionStore> = Arc::new(store);
                 if self.fallback == FallbackPolicy::Runtime {
-                    let failover = FailoverStore::new(store);
+                    let failover = FailoverStore::builder(store)
+                        .switch_after(self.redis.command_timeout)
+                        .build();
                     return Ok(BuiltStore {
                         store: Arc::new(failover.clone()),
                         fallback: None,
@@ -200,6 +203,7 @@ impl Settings {
                     Ok(Arc::new(store) as Arc<dyn SessionStore>)
                 }
             })
+            .switch_after(self.redis.command_timeout)
             .build();
             return Ok(BuiltStore {
                 store: Arc::new(failover.clone()),

@@ -153,6 +153,7 @@ pub struct FailoverBuilder {
     bounds: Bounds,
     probe_min: Duration,
     probe_max: Duration,
+    switch_after: Option<Duration>,
     resolver: Box<dyn ConflictResolver>,
     start_reason: Option<String>,
 }
@@ -182,6 +183,7 @@ impl FailoverBuilder {
             },
             probe_min: Duration::from_millis(100),
             probe_max: Duration::from_secs(5),
+            switch_after: None,
             resolver: Box::new(LatestWins),
             start_reason: None,
         }
@@ -216,6 +218,18 @@ impl FailoverBuilder {
         self
     }
 
+    /// The longest a call may wait for the primary before the fallback answers it (default:
+    /// no limit of its own, the primary's timeouts decide). Set it to the primary's command
+    /// timeout so that the switch happens within one command timeout even when the primary
+    /// would first spend time resolving a lost reply or reconnecting. A write cut off this
+    /// way may still land: it is kept in memory with its token, and the write-back
+    /// recognises it.
+    #[must_use]
+    pub fn switch_after(mut self, limit: Duration) -> Self {
+        self.switch_after = Some(limit.max(Duration::from_millis(1)));
+        self
+    }
+
     /// The rule for write-back conflicts (default [`LatestWins`]).
     #[must_use]
     pub fn on_conflict(mut self, resolver: impl ConflictResolver) -> Self {
@@ -245,6 +259,7 @@ impl FailoverBuilder {
             primary_name: self.primary_name,
             probe_min: self.probe_min,
             probe_max: self.probe_max,
+            switch_after: self.switch_after,
             resolver: Resolver(self.resolver),
             recovering: tokio::sync::Mutex::new(()),
             state: Mutex::new(State {
@@ -395,6 +410,7 @@ struct Shared {
     primary_name: &'static str,
     probe_min: Duration,
     probe_max: Duration,
+    switch_after: Option<Duration>,
     resolver: Resolver,
     /// One recovery at a time (the probe, or [`FailoverStore::recover_now`]).
     recovering: tokio::sync::Mutex<()>,
@@ -420,6 +436,21 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// `call` to the primary, within [`FailoverBuilder::switch_after`] if set.
+    async fn bounded<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
+        let Some(limit) = self.switch_after else {
+            return call.await;
+        };
+        match tokio::time::timeout(limit, call).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Unavailable {
+                backend: self.primary_name,
+                reason: format!("no answer within {limit:?}"),
+                source: None,
+            }),
+        }
     }
 
     /// The primary, if operations go to it now.
@@ -506,7 +537,7 @@ impl Shared {
                 }
             }
         };
-        if let Err(e) = primary.ping().await {
+        if let Err(e) = self.bounded(primary.ping()).await {
             tracing::debug!(component = "session", primary = self.primary_name, error = %e, "primary not reachable yet");
             return false;
         }
@@ -1099,7 +1130,7 @@ impl SessionStore for FailoverStore {
 
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
         if let Some(primary) = self.shared.healthy_primary() {
-            match primary.load(id).await {
+            match self.shared.bounded(primary.load(id)).await {
                 Ok(record) => {
                     self.shared.observe(id, record.clone());
                     return Ok(record);
@@ -1116,7 +1147,7 @@ impl SessionStore for FailoverStore {
             let payload = write.payload.clone();
             let summary = write.summary.clone();
             let ttl = write.ttl;
-            match primary.write(id, write.clone()).await {
+            match self.shared.bounded(primary.write(id, write.clone())).await {
                 Ok(outcome) => {
                     let seen = match &outcome {
                         WriteOutcome::Written {
@@ -1152,7 +1183,7 @@ impl SessionStore for FailoverStore {
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
         if let Some(primary) = self.shared.healthy_primary() {
-            match primary.delete(id).await {
+            match self.shared.bounded(primary.delete(id)).await {
                 Ok(existed) => {
                     self.shared.observe(id, None);
                     return Ok(existed);
@@ -1166,7 +1197,7 @@ impl SessionStore for FailoverStore {
 
     async fn touch(&self, id: &SessionId, ttl: Ttl) -> Result<bool> {
         if let Some(primary) = self.shared.healthy_primary() {
-            match primary.touch(id, ttl).await {
+            match self.shared.bounded(primary.touch(id, ttl)).await {
                 Ok(existed) => {
                     let mut state = self.shared.lock();
                     if existed {
@@ -1190,7 +1221,7 @@ impl SessionStore for FailoverStore {
             // A listing begun from memory goes on from the start on the primary: a page
             // may repeat sessions, never skip one.
             let cursor = cursor.filter(|c| !c.as_str().starts_with(CURSOR_PREFIX));
-            match primary.list_page(cursor, limit).await {
+            match self.shared.bounded(primary.list_page(cursor, limit)).await {
                 Ok(page) => return Ok(page),
                 Err(e) if e.is_outage() => self.shared.activate(&e),
                 Err(e) => return Err(e),
@@ -1201,7 +1232,7 @@ impl SessionStore for FailoverStore {
 
     async fn count(&self) -> Result<u64> {
         if let Some(primary) = self.shared.healthy_primary() {
-            match primary.count().await {
+            match self.shared.bounded(primary.count()).await {
                 Ok(n) => return Ok(n),
                 Err(e) if e.is_outage() => self.shared.activate(&e),
                 Err(e) => return Err(e),
@@ -1212,7 +1243,7 @@ impl SessionStore for FailoverStore {
 
     async fn ping(&self) -> Result<()> {
         if let Some(primary) = self.shared.healthy_primary() {
-            match primary.ping().await {
+            match self.shared.bounded(primary.ping()).await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_outage() => self.shared.activate(&e),
                 Err(e) => return Err(e),
