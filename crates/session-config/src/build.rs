@@ -166,6 +166,10 @@ impl Settings {
                 if self.fallback == FallbackPolicy::Runtime {
                     let failover = FailoverStore::builder(store)
                         .switch_after(self.redis.command_timeout)
+                        .dirty_limit(
+                            self.memory.fallback_max_sessions,
+                            self.memory.fallback_max_bytes,
+                        )
                         .build();
                     return Ok(BuiltStore {
                         store: Arc::new(failover.clone()),
@@ -204,6 +208,10 @@ impl Settings {
                 }
             })
             .switch_after(self.redis.command_timeout)
+            .dirty_limit(
+                self.memory.fallback_max_sessions,
+                self.memory.fallback_max_bytes,
+            )
             .build();
             return Ok(BuiltStore {
                 store: Arc::new(failover.clone()),

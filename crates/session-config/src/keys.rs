@@ -42,6 +42,8 @@ keys! {
     SESSION_COMPRESSION = "session.compression", "SESSION_COMPRESSION";
     SESSION_COMPRESSION_MIN_BYTES = "session.compression_min_bytes", "SESSION_COMPRESSION_MIN_BYTES";
     MEMORY_CAPACITY = "memory.capacity", "MEMORY_CAPACITY";
+    FALLBACK_MAX_SESSIONS = "memory.fallback_max_sessions", "SESSION_FALLBACK_MAX_SESSIONS";
+    FALLBACK_MAX_BYTES = "memory.fallback_max_bytes", "SESSION_FALLBACK_MAX_BYTES";
 }
 
 /// The parts of a Redis target that `REDIS_URL` overrides.

@@ -81,6 +81,8 @@
 //! | `SESSION_MAX_MODIFY_ATTEMPTS` | `session.max_modify_attempts` | compare-and-set attempts of `modify` before a conflict, 1-10000 | `64` |
 //! | `SESSION_COMPRESSION` | `session.compression` | how sessions are written: `off`, or `lz4` (LZ4 for bodies of at least the threshold, when that makes them smaller); sessions are read either way | `off` |
 //! | `SESSION_COMPRESSION_MIN_BYTES` | `session.compression_min_bytes` | the smallest MessagePack body `lz4` compresses, bytes, 0 to 512 MiB | `1024` |
+//! | `SESSION_FALLBACK_MAX_SESSIONS` | `memory.fallback_max_sessions` | with `runtime`: sessions that may be changed during an outage, waiting for the write-back; beyond, a change fails with `Unavailable` | `50000` |
+//! | `SESSION_FALLBACK_MAX_BYTES` | `memory.fallback_max_bytes` | with `runtime`: their bytes, 1024 to 1 TiB | `67108864` |
 //! | `MEMORY_CAPACITY` | `memory.capacity` | most sessions the memory store keeps (least recently used evicted); `unbounded` (or `0`) | `unbounded` |
 //!
 //! Booleans accept `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`, in any case.

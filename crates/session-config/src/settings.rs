@@ -113,13 +113,29 @@ impl Default for SessionSettings {
     }
 }
 
-/// The in-memory store.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The in-memory store, and the memory of the run-time fallback.
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MemorySettings {
     /// The most sessions it keeps; beyond, the least recently used is evicted
     /// (`MEMORY_CAPACITY`; default unbounded).
     pub capacity: Option<NonZeroUsize>,
+    /// With `SESSION_FALLBACK=runtime`: the most sessions that may be changed during an
+    /// outage and wait for the write-back (`SESSION_FALLBACK_MAX_SESSIONS`; default
+    /// 50,000). A change beyond fails with `Unavailable`.
+    pub fallback_max_sessions: usize,
+    /// The bytes those sessions may take (`SESSION_FALLBACK_MAX_BYTES`; default 64 MiB).
+    pub fallback_max_bytes: usize,
+}
+
+impl Default for MemorySettings {
+    fn default() -> Self {
+        Self {
+            capacity: None,
+            fallback_max_sessions: session_core::failover::DEFAULT_DIRTY_ENTRIES,
+            fallback_max_bytes: session_core::failover::DEFAULT_DIRTY_BYTES,
+        }
+    }
 }
 
 impl Default for RedisSettings {
@@ -261,8 +277,17 @@ impl Settings {
             .map_or(DEFAULT_MAX_ATTEMPTS, |n| n as u32),
             compression: compression(r)?,
         };
+        let defaults = MemorySettings::default();
         let memory = MemorySettings {
             capacity: opt(r, keys::MEMORY_CAPACITY, values::capacity)?.flatten(),
+            fallback_max_sessions: opt(r, keys::FALLBACK_MAX_SESSIONS, |g| {
+                values::integer(g, 1, 100_000_000, "a number of sessions")
+            })?
+            .map_or(defaults.fallback_max_sessions, |n| n as usize),
+            fallback_max_bytes: opt(r, keys::FALLBACK_MAX_BYTES, |g| {
+                values::integer(g, 1024, 1 << 40, "a number of bytes")
+            })?
+            .map_or(defaults.fallback_max_bytes, |n| n as usize),
         };
         Ok(Self {
             app_env: r.app_env.clone(),
@@ -451,8 +476,18 @@ impl fmt::Display for Settings {
             other => writeln!(f, "session.compression = {other}")?,
         }
         match self.memory.capacity {
-            Some(n) => write!(f, "memory.capacity = {n}"),
-            None => write!(f, "memory.capacity = unbounded"),
+            Some(n) => writeln!(f, "memory.capacity = {n}")?,
+            None => writeln!(f, "memory.capacity = unbounded")?,
         }
+        writeln!(
+            f,
+            "memory.fallback_max_sessions = {}",
+            self.memory.fallback_max_sessions
+        )?;
+        write!(
+            f,
+            "memory.fallback_max_bytes = {}",
+            self.memory.fallback_max_bytes
+        )
     }
 }

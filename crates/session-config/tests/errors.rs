@@ -111,6 +111,16 @@ fn session_limits_out_of_range() {
         "off, or a number of seconds",
     );
     assert_env_error("MEMORY_CAPACITY", "lots", "unbounded");
+    assert_env_error(
+        "SESSION_FALLBACK_MAX_SESSIONS",
+        "0",
+        "a number of sessions from 1",
+    );
+    assert_env_error(
+        "SESSION_FALLBACK_MAX_BYTES",
+        "10",
+        "a number of bytes from 1024",
+    );
 }
 
 #[test]
