@@ -268,6 +268,7 @@ impl FailoverBuilder {
                 prober: false,
                 near: NearCopy::new(bounds),
                 stats: Stats::default(),
+                in_flight: std::collections::HashMap::new(),
             }),
         });
         if starts_down {
@@ -402,6 +403,36 @@ struct State {
     prober: bool,
     near: NearCopy,
     stats: Stats,
+    /// Writes sent to the primary and not answered yet, per session. While one is in
+    /// flight, the fallback refuses writes to that session: both could be built on the same
+    /// content, and both acknowledged, one would be lost to the conflict rule.
+    in_flight: std::collections::HashMap<SessionId, u32>,
+}
+
+/// Counts a write to the primary as in flight until dropped (answered, failed, or cut off by
+/// `switch_after`).
+struct InFlight<'a> {
+    shared: &'a Shared,
+    id: &'a SessionId,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(shared: &'a Shared, id: &'a SessionId) -> Self {
+        *shared.lock().in_flight.entry(id.clone()).or_insert(0) += 1;
+        Self { shared, id }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        if let Some(n) = state.in_flight.get_mut(self.id) {
+            *n -= 1;
+            if *n == 0 {
+                state.in_flight.remove(self.id);
+            }
+        }
+    }
 }
 
 struct Shared {
@@ -896,6 +927,17 @@ impl Shared {
         let now = Instant::now();
         let stamp = Timestamp::now();
         let mut state = self.lock();
+        if state.in_flight.contains_key(id) {
+            return Err(Error::Unavailable {
+                backend: FALLBACK_BACKEND,
+                reason: format!(
+                    "session {id}: {} stopped answering while another write of this session \
+                     was on its way to it; nothing was written",
+                    self.primary_name
+                ),
+                source: None,
+            });
+        }
         let known = Self::known(&mut state, id, now);
         // The content the write goes on from, and the primary content a write-back is
         // conditioned on.
@@ -1147,7 +1189,12 @@ impl SessionStore for FailoverStore {
             let payload = write.payload.clone();
             let summary = write.summary.clone();
             let ttl = write.ttl;
-            match self.shared.bounded(primary.write(id, write.clone())).await {
+            let in_flight = InFlight::new(&self.shared, id);
+            let result = self.shared.bounded(primary.write(id, write.clone())).await;
+            if result.is_err() {
+                drop(in_flight);
+            }
+            match result {
                 Ok(outcome) => {
                     let seen = match &outcome {
                         WriteOutcome::Written {

@@ -32,6 +32,8 @@ const REFUSES: u8 = 3;
 struct Switch {
     inner: MemoryStore,
     state: AtomicU8,
+    /// Writes wait this long (ms) after passing the gate, then apply.
+    write_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Switch {
@@ -39,6 +41,7 @@ impl Switch {
         Arc::new(Self {
             inner: MemoryStore::new(),
             state: AtomicU8::new(UP),
+            write_delay_ms: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -73,6 +76,10 @@ impl SessionStore for Switch {
     }
     async fn write(&self, id: &SessionId, write: Write) -> Result<WriteOutcome> {
         self.gate()?;
+        let delay = self.write_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         let outcome = self.inner.write(id, write).await?;
         if self.state.load(Ordering::SeqCst) == LOSE_REPLIES {
             return Err(Error::OutcomeUnknown {
@@ -494,4 +501,72 @@ async fn a_primary_unreachable_at_start_up_is_connected_later_and_gets_the_sessi
     assert!(store.recover_now().await);
     assert_eq!(stored(&primary, &id("a")).await.unwrap(), ["hello"]);
     assert_eq!(store.backend(), "switch");
+}
+
+#[tokio::test]
+async fn the_fallback_refuses_a_write_while_another_of_the_same_session_is_on_its_way() {
+    let primary = Switch::new();
+    let store = failover(&primary);
+    let a = id("a");
+    store
+        .save(
+            &a,
+            Write::new(Bytes::from_static(b"v1"), Condition::IfAbsent),
+        )
+        .await
+        .unwrap();
+    let basis = store.load(&a).await.unwrap().unwrap().basis();
+    // W1 passes the gate and is slow; the primary goes down behind it.
+    primary.write_delay_ms.store(200, Ordering::SeqCst);
+    let w1 = {
+        let store = store.clone();
+        let a = a.clone();
+        tokio::spawn(async move {
+            store
+                .write(
+                    &a,
+                    Write::new(Bytes::from_static(b"w1"), Condition::IfUnchanged(basis)),
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    primary.set(DOWN);
+    // W2 on the same basis meets the outage: the fallback must not accept it while W1 may
+    // still land, or both would be acknowledged and one lost to the conflict rule.
+    match store
+        .write(
+            &a,
+            Write::new(Bytes::from_static(b"w2"), Condition::IfUnchanged(basis)),
+        )
+        .await
+    {
+        Err(Error::Unavailable { .. }) => {}
+        other => panic!("expected Unavailable while W1 is in flight, got {other:?}"),
+    }
+    assert!(matches!(
+        w1.await.unwrap(),
+        Ok(WriteOutcome::Written { .. })
+    ));
+    // Now the fallback knows W1's result: W2 on the old basis is refused with it.
+    match store
+        .write(
+            &a,
+            Write::new(Bytes::from_static(b"w2"), Condition::IfUnchanged(basis)),
+        )
+        .await
+        .unwrap()
+    {
+        WriteOutcome::Rejected {
+            current: Some(current),
+            ..
+        } => assert_eq!(&current.payload[..], b"w1"),
+        other => panic!("expected a refusal carrying W1, got {other:?}"),
+    }
+    primary.set(UP);
+    assert!(store.recover_now().await);
+    assert_eq!(
+        &primary.inner.load(&a).await.unwrap().unwrap().payload[..],
+        b"w1"
+    );
 }
