@@ -1,56 +1,31 @@
-//! Connections: one multiplexed `ConnectionManager` or a pool, behind one `send`.
-//!
-//! Every request is bounded by the command timeout (set on the driver); a pooled request, which
-//! may also wait for a free connection, is bounded by connect + command timeout overall. An idempotent request that meets a dropped connection is sent once more:
-//! the `ConnectionManager` reconnects only for the *next* command, so without that retry the
-//! first request after a server restart would fail.
+//! The store's connections, as [`RedisOptions`] say: one multiplexed connection
+//! (`multiplexed.rs`) or a pool (`pool.rs`), behind one `send`. Both are [`Transport`]s: the
+//! deadline, the retry policy and when a connection is replaced are decided in `transport.rs`,
+//! once for both. Here: connecting, and the redis-rs [`Client`] every connection is made with
+//! (TLS, credentials, `TCP_NODELAY` and TCP keepalive).
 
-use std::time::Duration;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use redis::{
     AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
-    RedisConnectionInfo, RedisError, RedisResult, Value,
-    aio::{ConnectionManager, ConnectionManagerConfig},
+    RedisConnectionInfo, RedisError, Value,
 };
 use session_core::{Error, Result};
 
 use crate::{
-    errors::{self, BACKEND},
+    errors,
+    multiplexed::Multiplexed,
     options::{ConnectionMode, RedisOptions},
+    transport::{self, Failure, Request, Retry, Timeouts, Transport},
 };
 
-/// One request: a command, a pipeline, or a script invocation (EVALSHA, with SCRIPT LOAD and a
-/// second EVALSHA only when the server answers NOSCRIPT).
-pub(crate) enum Request<'a> {
-    Cmd(&'a redis::Cmd),
-    Pipe(&'a redis::Pipeline),
-    Script(&'a redis::ScriptInvocation<'a>),
-}
-
-impl Request<'_> {
-    pub(crate) async fn run<C>(&self, con: &mut C) -> RedisResult<Value>
-    where
-        C: redis::aio::ConnectionLike + Send,
-    {
-        match self {
-            Self::Cmd(cmd) => cmd.query_async(con).await,
-            Self::Pipe(pipe) => pipe.query_async::<Vec<Value>>(con).await.map(Value::Array),
-            Self::Script(script) => script.invoke_async(con).await,
-        }
-    }
-}
-
-/// Whether a request may be sent again after its connection dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Retry {
-    /// Reads, deletes, TTL resets: repeating them changes nothing. (Writes never go through
-    /// [`Connection::send`]: `write.rs` resolves their lost replies instead.)
-    Idempotent,
-}
-
+/// The two ways of holding connections.
 #[derive(Clone)]
-enum Inner {
-    Multiplexed(ConnectionManager),
+enum Links {
+    Multiplexed(Multiplexed),
     #[cfg(feature = "pool")]
     Pool(crate::pool::RedisPool),
 }
@@ -58,17 +33,17 @@ enum Inner {
 /// The store's connection(s). Cloning is cheap.
 #[derive(Clone)]
 pub(crate) struct Connection {
-    inner: Inner,
-    url: std::sync::Arc<str>,
-    deadline: Duration,
+    links: Links,
+    url: Arc<str>,
+    timeouts: Timeouts,
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mode = match &self.inner {
-            Inner::Multiplexed(_) => "multiplexed",
+        let mode = match &self.links {
+            Links::Multiplexed(_) => "multiplexed",
             #[cfg(feature = "pool")]
-            Inner::Pool(_) => "pool",
+            Links::Pool(_) => "pool",
         };
         f.debug_struct("Connection")
             .field("url", &&*self.url)
@@ -79,66 +54,57 @@ impl std::fmt::Debug for Connection {
 
 impl Connection {
     /// Connects as `options` say: TCP (+TLS), AUTH, SELECT, then PING, all within the connect
-    /// timeout.
-    pub(crate) async fn connect(options: &RedisOptions) -> Result<Self> {
-        let url = options.redacted_url();
+    /// timeout (and before `deadline`). In pool mode the connection that answers the PING
+    /// stays in the pool.
+    pub(crate) async fn connect(options: &RedisOptions, deadline: Instant) -> Result<Self> {
+        let url: Arc<str> = options.redacted_url().into();
         let client = options.client()?;
-        let driver_config = options.connection_config();
-        let connect = async {
-            // A first, plain connection gives the typed error at once (AUTH refused, SELECT
-            // refused, nothing listening): the ConnectionManager would instead retry with
-            // backoff for any failure, auth included.
-            let mut probe = client
-                .get_multiplexed_async_connection_with_config(&driver_config)
-                .await
-                .map_err(|e| errors::map(e, "connecting", &url))?;
-            redis::cmd("PING")
-                .query_async::<Value>(&mut probe)
-                .await
-                .map_err(|e| errors::map(e, "PING after connecting", &url))?;
-            drop(probe);
-            let inner = match options.mode() {
-                ConnectionMode::Multiplexed => {
-                    let config = ConnectionManagerConfig::new()
-                        .set_connection_timeout(Some(options.connect_timeout()))
-                        .set_response_timeout(Some(options.command_timeout()))
-                        // Reconnects after a drop: a few quick tries, then the next request
-                        // starts over. Requests never wait past their own deadline.
-                        .set_number_of_retries(3)
-                        .set_min_delay(Duration::from_millis(50))
-                        .set_max_delay(Duration::from_secs(1));
-                    let manager = client
-                        .get_connection_manager_with_config(config)
-                        .await
-                        .map_err(|e| errors::map(e, "connecting", &url))?;
-                    Inner::Multiplexed(manager)
-                }
-                #[cfg(feature = "pool")]
-                ConnectionMode::Pool { max_size } => Inner::Pool(crate::pool::RedisPool::new(
-                    client.get_connection_info().clone(),
-                    driver_config.clone(),
-                    max_size,
-                    options,
-                )?),
-                #[cfg(not(feature = "pool"))]
-                ConnectionMode::Pool { max_size } => {
-                    return Err(Error::config(
-                        "REDIS_POOL_SIZE",
-                        max_size.to_string(),
-                        "the multiplexed mode: session-redis was built without the `pool` feature",
-                    ));
-                }
-            };
-            Ok::<_, Error>(inner)
+        // The transport bounds every request itself: no second timer in the driver.
+        let driver_config = options.connection_config().set_response_timeout(None);
+        let connect_timeout = options.connect_timeout();
+        let connected_by = (Instant::now() + connect_timeout).min(deadline);
+        let links = match options.mode() {
+            ConnectionMode::Multiplexed => {
+                // The first connection is made here, not in the background: its error is the
+                // caller's (refused credentials, nothing listening), typed.
+                let connect =
+                    Multiplexed::connect(client, driver_config, connect_timeout, Arc::clone(&url));
+                let link = tokio::time::timeout_at(connected_by.into(), connect)
+                    .await
+                    .map_err(|_| errors::timed_out("connecting", &url, connect_timeout))?
+                    .map_err(|e| errors::map(e, "connecting", &url))?;
+                Links::Multiplexed(link)
+            }
+            #[cfg(feature = "pool")]
+            ConnectionMode::Pool { max_size } => Links::Pool(crate::pool::RedisPool::new(
+                client.get_connection_info().clone(),
+                driver_config,
+                max_size,
+                options,
+                Arc::clone(&url),
+            )?),
+            #[cfg(not(feature = "pool"))]
+            ConnectionMode::Pool { max_size } => {
+                return Err(Error::config(
+                    "REDIS_POOL_SIZE",
+                    max_size.to_string(),
+                    "the multiplexed mode: session-redis was built without the `pool` feature",
+                ));
+            }
         };
-        let inner = tokio::time::timeout(options.connect_timeout(), connect)
+        let conn = Self {
+            links,
+            url,
+            timeouts: Timeouts {
+                connect: connect_timeout,
+                command: options.command_timeout(),
+            },
+        };
+        let ping = redis::cmd("PING");
+        conn.send_once(&Request::Cmd(&ping), connected_by)
             .await
-            .map_err(|_| errors::timed_out("connecting", &url, options.connect_timeout()))??;
-        Ok(Self {
-            inner,
-            url: url.into(),
-            deadline: options.connect_timeout() + options.command_timeout(),
-        })
+            .map_err(|f| conn.failure(f, "PING after connecting"))?;
+        Ok(conn)
     }
 
     /// The redacted URL, for messages.
@@ -146,64 +112,59 @@ impl Connection {
         &self.url
     }
 
-    /// Sends `request`; `what` names it in errors. An idempotent request that meets a
-    /// dropped connection is sent once more.
+    /// The timeouts, and the bounds derived from them.
+    pub(crate) fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// The deadline of one round trip started now.
+    pub(crate) fn deadline(&self) -> Instant {
+        Instant::now() + self.timeouts.round_trip()
+    }
+
+    /// Sends `request` within one round trip's bound; `what` names it in errors. An
+    /// idempotent request that meets a dropped connection is sent once more.
     pub(crate) async fn send(
         &self,
         request: Request<'_>,
         retry: Retry,
         what: &str,
     ) -> Result<Value> {
-        let first = self.send_once(&request).await;
-        let result = match first {
-            Err(Failure::Redis(e))
-                if retry == Retry::Idempotent && errors::is_dropped_connection(&e) =>
-            {
-                tracing::debug!(
-                    component = "session",
-                    backend = BACKEND,
-                    op = what,
-                    error = %e,
-                    "connection dropped; retrying once on a new connection"
-                );
-                self.send_once(&request).await
-            }
-            other => other,
-        };
-        result.map_err(|f| match f {
-            Failure::Redis(e) => self.error(e, what),
-            Failure::TimedOut => errors::timed_out(what, &self.url, self.deadline),
-            Failure::Other(e) => e,
-        })
+        self.send_by(&request, retry, what, self.deadline()).await
     }
 
-    /// Sends `request` once, bounded in time, and reports how it failed without mapping the
-    /// failure: the write path decides from it whether the request may have been applied.
-    pub(crate) async fn send_once(&self, request: &Request<'_>) -> Result<Value, Failure> {
-        // The multiplexed driver bounds every request itself (response timeout, and a
-        // connection timeout with bounded retries while it reconnects): a second timer per
-        // request would cost a timer-wheel entry on the hot path for nothing. A pooled request
-        // may also wait for a free connection, which only the overall deadline bounds.
-        if matches!(self.inner, Inner::Multiplexed(_)) {
-            return self.send_unbounded(request).await;
-        }
-        match tokio::time::timeout(self.deadline, self.send_unbounded(request)).await {
-            Ok(result) => result,
-            Err(_) => Err(Failure::TimedOut),
-        }
-    }
-
-    /// Sends `request` once, bounded by `limit` whatever the mode (the multiplexed driver may
-    /// first wait for a reconnect before its response timeout starts): one timer, for the
-    /// write path and its resolves.
-    pub(crate) async fn send_within(
+    /// [`send`](Self::send), ending by `deadline` at the latest.
+    pub(crate) async fn send_by(
         &self,
         request: &Request<'_>,
-        limit: Duration,
+        retry: Retry,
+        what: &str,
+        deadline: Instant,
+    ) -> Result<Value> {
+        let result = match &self.links {
+            Links::Multiplexed(link) => {
+                transport::send(link, self.timeouts, request, retry, deadline, &self.url).await
+            }
+            #[cfg(feature = "pool")]
+            Links::Pool(pool) => {
+                transport::send(pool, self.timeouts, request, retry, deadline, &self.url).await
+            }
+        };
+        result.map_err(|f| self.failure(f, what))
+    }
+
+    /// Sends `request` once, by `deadline` at the latest, and reports how it failed without
+    /// mapping the failure: the write path decides from it whether the request may have been
+    /// applied.
+    pub(crate) async fn send_once(
+        &self,
+        request: &Request<'_>,
+        deadline: Instant,
     ) -> Result<Value, Failure> {
-        match tokio::time::timeout(limit, self.send_unbounded(request)).await {
-            Ok(result) => result,
-            Err(_) => Err(Failure::TimedOut),
+        match &self.links {
+            Links::Multiplexed(link) => once(link, self, request, deadline).await,
+            #[cfg(feature = "pool")]
+            Links::Pool(pool) => once(pool, self, request, deadline).await,
         }
     }
 
@@ -212,24 +173,23 @@ impl Connection {
         errors::map(e, what, &self.url)
     }
 
-    async fn send_unbounded(&self, request: &Request<'_>) -> Result<Value, Failure> {
-        match &self.inner {
-            Inner::Multiplexed(manager) => {
-                let mut con = manager.clone();
-                request.run(&mut con).await.map_err(Failure::Redis)
-            }
-            #[cfg(feature = "pool")]
-            Inner::Pool(pool) => pool.run(request).await,
+    /// A failed attempt as the library's error.
+    pub(crate) fn failure(&self, failure: Failure, what: &str) -> Error {
+        match failure {
+            Failure::Redis(e) => self.error(e, what),
+            Failure::TimedOut => errors::timed_out(what, &self.url, self.timeouts.command),
+            Failure::NoConnection(e) => e,
         }
     }
 }
 
-/// Why one attempt failed.
-pub(crate) enum Failure {
-    Redis(RedisError),
-    TimedOut,
-    #[cfg_attr(not(feature = "pool"), allow(dead_code))]
-    Other(Error),
+async fn once<T: Transport>(
+    transport: &T,
+    conn: &Connection,
+    request: &Request<'_>,
+    deadline: Instant,
+) -> Result<Value, Failure> {
+    transport::once(transport, conn.timeouts, request, deadline, &conn.url).await
 }
 
 impl RedisOptions {

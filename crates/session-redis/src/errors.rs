@@ -1,34 +1,56 @@
-//! Mapping redis-rs errors onto [`session_core::Error`]: down or slow => `Unavailable`,
-//! refused credentials => `Auth`, anything else => `Backend`. No credential ever reaches the
-//! text: redis-rs errors carry no connection info, and we add only the redacted URL.
+//! Mapping redis-rs errors and error replies onto [`session_core::Error`]: down, slow or not
+//! serving => `Unavailable`, out of memory => `OutOfMemory`, refused credentials => `Auth`,
+//! anything else => `Backend`. One classification for every place an error can come from: a
+//! failed request, an error reply inside a pipeline's array reply, or an error a Lua script
+//! raised (Redis 7 keeps the code of the command that failed inside the script: `READONLY ...
+//! script: <sha>`). No credential ever reaches the text: redis-rs errors carry no connection
+//! info, and we add only the redacted URL.
 
-use redis::{ErrorKind, RedisError, ServerErrorKind};
+use redis::{ErrorKind, RedisError, ServerError, ServerErrorKind, Value};
 use session_core::Error;
 
 /// The backend name in every error and log line.
 pub(crate) const BACKEND: &str = "redis";
 
-/// How a redis-rs failure is classified.
+/// How a redis-rs failure or an error reply is classified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Class {
-    /// Not reachable, connection dropped, timed out, loading, cluster down.
+    /// Not reachable, connection dropped, timed out, or not serving: loading its data
+    /// (`LOADING`), a replica (`READONLY`), a replica without its master (`MASTERDOWN`), a
+    /// cluster down (`CLUSTERDOWN`, `TRYAGAIN`).
     Unavailable,
+    /// `OOM command not allowed when used memory > 'maxmemory'`: the server refuses writes.
+    OutOfMemory,
     /// WRONGPASS, NOAUTH, NOPERM, a failed AUTH.
     Auth,
     /// Anything else.
     Backend,
 }
 
+/// The class of an error reply by its code (`READONLY`, `OOM` ...), when the code decides.
+fn class_of_code(code: &str) -> Option<Class> {
+    match code {
+        "LOADING" | "READONLY" | "MASTERDOWN" | "CLUSTERDOWN" | "TRYAGAIN" => {
+            Some(Class::Unavailable)
+        }
+        "OOM" => Some(Class::OutOfMemory),
+        "WRONGPASS" | "NOAUTH" | "NOPERM" => Some(Class::Auth),
+        _ => None,
+    }
+}
+
 pub(crate) fn classify(e: &RedisError) -> Class {
-    if is_auth(e) {
-        return Class::Auth;
+    if let Some(class) = e.code().and_then(class_of_code) {
+        return class;
     }
     match e.kind() {
+        ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::NoPerm) => Class::Auth,
         ErrorKind::Io
         | ErrorKind::Server(
             ServerErrorKind::BusyLoading
             | ServerErrorKind::ClusterDown
             | ServerErrorKind::MasterDown
+            | ServerErrorKind::ReadOnly
             | ServerErrorKind::TryAgain,
         ) => Class::Unavailable,
         _ if e.is_timeout() || e.is_connection_refusal() || e.is_connection_dropped() => {
@@ -38,11 +60,38 @@ pub(crate) fn classify(e: &RedisError) -> Class {
     }
 }
 
-fn is_auth(e: &RedisError) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::NoPerm)
-    ) || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
+/// Whether an error reply says that this server, on this connection, does not serve the
+/// store any more, so that the connection must be replaced rather than reused: a demoted
+/// master (`READONLY`), a server loading its data after a restart (`LOADING`), a replica that
+/// lost its master (`MASTERDOWN`). A new connection may reach another server (the name now
+/// points to the new master) or the same one once it serves again.
+pub(crate) fn is_not_serving(code: &str) -> bool {
+    matches!(code, "READONLY" | "LOADING" | "MASTERDOWN")
+}
+
+/// The first error reply in `value` (itself, or an element of its array: a pipeline's reply)
+/// that says the server does not serve.
+pub(crate) fn not_serving_reply(value: &Value) -> Option<&ServerError> {
+    match value {
+        Value::ServerError(e) if is_not_serving(e.code()) => Some(e),
+        Value::Array(items) => items.iter().find_map(|item| match item {
+            Value::ServerError(e) if is_not_serving(e.code()) => Some(e),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+/// The first error reply among a read pipeline's replies that concerns the server rather than
+/// one key (anything but `WRONGTYPE`, which says that one key holds another type), as the
+/// library's error: a `LOADING` inside a listing's pipeline is an outage, not a corrupt entry.
+pub(crate) fn server_failure_in(replies: &[Value], what: &str, url: &str) -> Option<Error> {
+    replies.iter().find_map(|reply| match reply {
+        Value::ServerError(e) if e.code() != "WRONGTYPE" => {
+            Some(map(RedisError::from(e.clone()), what, url))
+        }
+        _ => None,
+    })
 }
 
 /// Whether a failed idempotent request may be sent once more: the connection dropped under it
@@ -61,8 +110,20 @@ pub(crate) fn is_transport(e: &RedisError) -> bool {
 /// Converts a redis-rs error met while doing `what` against the server at `url` (redacted).
 pub(crate) fn map(e: RedisError, what: &str, url: &str) -> Error {
     let reason = format!("{what} on {url}: {}", describe(&e));
+    classified(e, reason)
+}
+
+/// `e` as the library's error of its [`Class`], with `reason` as its text.
+pub(crate) fn classified(e: RedisError, reason: String) -> Error {
     match classify(&e) {
         Class::Unavailable => Error::unavailable(BACKEND, reason, e),
+        Class::OutOfMemory => Error::OutOfMemory {
+            backend: BACKEND,
+            reason: format!(
+                "{reason} (raise maxmemory, or choose a maxmemory-policy that may evict \
+                 sessions, e.g. volatile-lru)"
+            ),
+        },
         Class::Auth => Error::Auth {
             backend: BACKEND,
             reason,
@@ -72,7 +133,7 @@ pub(crate) fn map(e: RedisError, what: &str, url: &str) -> Error {
 }
 
 /// The error in words. redis-rs' own `Display` is fine, but a timeout reads better spelled out.
-fn describe(e: &RedisError) -> String {
+pub(crate) fn describe(e: &RedisError) -> String {
     if e.is_timeout() {
         "timed out waiting for the server".to_owned()
     } else if e.is_connection_refusal() {
@@ -138,5 +199,73 @@ mod tests {
         assert!(!is_dropped_connection(&e));
         let e = RedisError::from((ErrorKind::Server(ServerErrorKind::BusyLoading), "loading"));
         assert_eq!(classify(&e), Class::Unavailable);
+    }
+
+    /// An error reply as the server sends it (`-CODE detail`), parsed by redis-rs.
+    fn reply(line: &str) -> Value {
+        redis::parse_redis_value(format!("{line}\r\n").as_bytes()).unwrap()
+    }
+
+    fn server_error(line: &str) -> RedisError {
+        match reply(line) {
+            Value::ServerError(e) => RedisError::from(e),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn error_replies_are_classified_by_their_code_also_from_scripts() {
+        for (line, class) in [
+            (
+                "-READONLY You can't write against a read only replica.",
+                Class::Unavailable,
+            ),
+            (
+                "-READONLY You can't write against a read only replica. script: e6a8, on @user_script:1.",
+                Class::Unavailable,
+            ),
+            (
+                "-LOADING Redis is loading the dataset in memory",
+                Class::Unavailable,
+            ),
+            ("-MASTERDOWN Link with MASTER is down", Class::Unavailable),
+            (
+                "-OOM command not allowed when used memory > 'maxmemory'.",
+                Class::OutOfMemory,
+            ),
+            (
+                "-OOM command not allowed when used memory > 'maxmemory'. script: e6a8, on @user_script:1.",
+                Class::OutOfMemory,
+            ),
+            (
+                "-NOPERM User u has no permissions to run the 'hset' command",
+                Class::Auth,
+            ),
+            ("-WRONGPASS invalid username-password pair", Class::Auth),
+            ("-ERR unknown command", Class::Backend),
+        ] {
+            assert_eq!(classify(&server_error(line)), class, "{line}");
+        }
+        let oom = map(
+            server_error("-OOM command not allowed when used memory > 'maxmemory'."),
+            "saving",
+            "redis://h:1/0",
+        );
+        assert!(matches!(oom, Error::OutOfMemory { .. }), "{oom:?}");
+        assert!(oom.to_string().contains("maxmemory"), "{oom}");
+    }
+
+    #[test]
+    fn in_a_read_pipeline_only_errors_about_the_server_fail_the_read() {
+        let wrongtype = reply("-WRONGTYPE Operation against a key holding the wrong kind of value");
+        let loading = reply("-LOADING Redis is loading the dataset in memory");
+        assert!(server_failure_in(&[wrongtype.clone(), Value::Nil], "load", "u").is_none());
+        assert!(matches!(
+            server_failure_in(&[wrongtype, loading], "load", "u"),
+            Some(Error::Unavailable { .. })
+        ));
+        assert!(
+            not_serving_reply(&Value::Array(vec![Value::Nil, reply("-READONLY no")])).is_some()
+        );
     }
 }

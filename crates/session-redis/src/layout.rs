@@ -169,17 +169,17 @@ fn ttl_of(v: &Value) -> Option<Option<Duration>> {
     }
 }
 
-/// A server error inside a pipeline reply (`WRONGTYPE` for a key of another type).
+/// A server error inside a pipeline reply: `WRONGTYPE` for a key of another type, anything
+/// else classified like a failed request (`LOADING` is an outage ...).
 fn server_error(id: &SessionId, v: &Value) -> Result<()> {
     match v {
         Value::ServerError(e) if e.code() == "WRONGTYPE" => Err(Error::corrupt(
             id,
             "the key holds another Redis type, not a session hash (delete it to reuse the id)",
         )),
-        Value::ServerError(e) => Err(Error::backend(
-            crate::errors::BACKEND,
-            format!("reading session {id}: {e}"),
+        Value::ServerError(e) => Err(crate::errors::classified(
             redis::RedisError::from(e.clone()),
+            format!("reading session {id}: {e}"),
         )),
         _ => Ok(()),
     }

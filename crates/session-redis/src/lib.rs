@@ -92,17 +92,61 @@
 //! them as [`session_core::Error::Corrupt`]. Like every SCAN, a listing that runs while the
 //! database rehashes may show a key twice; `SessionManager::list` removes duplicates.
 //!
+//! # Time bounds
+//!
+//! Every call returns within a bound derived from the two timeouts of [`RedisOptions`],
+//! whatever the server does: refuses connections, hangs (a `SIGSTOP`), restarts, or drops
+//! packets (a network partition). With *connect* the connect timeout (default 2 s) and
+//! *command* the command timeout (default 1 s):
+//!
+//! | call | returns within | by default |
+//! |---|---|---|
+//! | `RedisStore::connect` | connect + command | 3 s |
+//! | `load`, `exists`, `touch`, `delete`, `ping` | connect + command | 3 s |
+//! | `list_page`, `count` | connect + command per round trip (`list_page` makes at most 9, `count` one per 1,000 keys in the database); the call ends with the first round trip that fails | 3 s once the server stops answering |
+//! | `write` (and `save`) | 3 × (connect + command) | 9 s |
+//!
+//! Every request waits at most *connect* for a connection (a reconnect in flight, or a free
+//! pooled connection) and at most *command* for its reply; the resend of an idempotent request
+//! after a dropped connection shares the bound of its round trip. A write may need three: its
+//! send, the resolve of a lost reply, and one more send (see below); its bound holds whatever
+//! each of them meets. `SessionManager` operations add up the store calls they make (a
+//! `modify` that reads and then writes, its bounded retries after a conflict).
+//!
+//! # Connections
+//!
+//! - Every connection, including every one that replaces another, is made with the same
+//!   client: `TCP_NODELAY` on (redis-rs 1.x leaves Nagle's algorithm on) and TCP keepalive
+//!   (probes after 30 s idle, every 10 s), so that a vanished peer is noticed.
+//! - A connection is **replaced, never reused**, once a request on it got no reply within the
+//!   command timeout, once it dropped or broke, and once the server answered `READONLY` (a
+//!   master demoted to a replica: a new connection may reach the new master), `LOADING` (a
+//!   restart, loading its data) or `MASTERDOWN` (a replica without its master), also inside a
+//!   pipeline's reply or from a script. In the multiplexed mode the store holds its one
+//!   connection itself (redis-rs' `ConnectionManager` reconnects only after a drop, and cannot
+//!   be asked to): one reconnect at a time, on a task of its own; requests wait for it up to
+//!   the connect timeout. After an attempt that failed (or a new connection that answered
+//!   `READONLY`, `LOADING` or `MASTERDOWN` again) the next waits 50 ms, doubling up to 1 s,
+//!   jittered; requests in between fail at once with `Unavailable` instead of waiting. In the
+//!   pool mode such a connection is taken out of the pool.
+//! - An idempotent operation (load, exists, touch, delete, list, count, ping) that meets a
+//!   dropped connection is sent once more on a new connection: a connection that died while
+//!   the store was idle (a server restart) is found dead only by the first request on it,
+//!   and that request should not fail for it.
+//!
 //! # Failures
 //!
-//! - every connection has `TCP_NODELAY` on (redis-rs 1.x leaves Nagle's algorithm on) and TCP
-//!   keepalive (probes after 30 s idle, every 10 s), so that a vanished peer is noticed;
-//! - connect and command timeouts come from [`RedisOptions`]; a timeout, a refused or dropped
-//!   connection, `LOADING`, `CLUSTERDOWN` => [`session_core::Error::Unavailable`];
+//! - A timeout, a refused or dropped connection, `LOADING`, `READONLY`, `MASTERDOWN`,
+//!   `CLUSTERDOWN`, `TRYAGAIN` => [`session_core::Error::Unavailable`] (nothing was written;
+//!   retrying later may work);
+//! - `OOM command not allowed when used memory > 'maxmemory'` =>
+//!   [`session_core::Error::OutOfMemory`]: nothing was written, and the server needs more
+//!   `maxmemory` or a `maxmemory-policy` that may evict sessions. A write refused for memory
+//!   leaves no staged record (its staging `HSET` is what the server refuses);
 //! - WRONGPASS, NOAUTH, NOPERM => [`session_core::Error::Auth`]; anything else =>
-//!   [`session_core::Error::Backend`]. No error, log line or `Debug` output holds the password.
-//! - An idempotent operation (load, exists, touch, delete, list, count, ping) that meets a
-//!   dropped connection is sent once more on a new connection: redis-rs reconnects only for
-//!   the next command, so without this the first request after a Redis restart would fail.
+//!   [`session_core::Error::Backend`]. Error replies inside a pipeline's reply and errors a
+//!   Lua script raises are classified like a failed command. No error, log line or `Debug`
+//!   output holds the password.
 //! - **A write's outcome is never guessed.** A write whose reply does not arrive (dropped
 //!   connection, command timeout) is resolved before `write` returns: a small script looks for
 //!   the write's token among the record's recent tokens (and removes the send's staged
@@ -117,9 +161,9 @@
 //!   [`session_core::Error::OutcomeUnknown`] (maybe applied, not safe to retry blindly) when
 //!   the server cannot be asked within connect + command timeout, or when more writes landed
 //!   on top of the write's place than the record keeps tokens of (8). A write refused before
-//!   it was sent (connection refused) is sent once more; twice refused, it is `Unavailable`,
-//!   and nothing was written. A write therefore returns within about three times connect +
-//!   command timeout (each send, and the resolves, are bounded by it).
+//!   it was sent (no connection could be had) is sent once more; twice refused, it is
+//!   `Unavailable`, and nothing was written. Either way the write returns within its bound
+//!   (see "Time bounds").
 //!   The first write on a connection that died silently (the server closed it while the
 //!   instance was idle) cannot prove it was never sent: with the server back it is resolved
 //!   like any lost reply; with the server still down it is `OutcomeUnknown`.
@@ -149,7 +193,7 @@
 //!   connection with `UNWATCH` + `PING` (one extra round trip per checkout) and offers no
 //!   cheaper method; this crate plugs its own recycle into the pool: none for connections used
 //!   within the last 30 s (nothing to reset: no `WATCH`/`MULTI`/`SELECT` is ever sent), a
-//!   `PING` for longer-idle ones, and connections that fail with an I/O error are dropped
+//!   `PING` for longer-idle ones, and connections to replace (see "Connections") are dropped
 //!   from the pool.
 //! - `tls` (implies `driver`): `rediss://` through rustls with the **ring** provider only, trusting
 //!   [`TlsFiles::ca_file`] (or the system store) and presenting an optional client
@@ -182,6 +226,8 @@ mod cursor;
 mod errors;
 #[cfg(feature = "driver")]
 mod layout;
+#[cfg(feature = "driver")]
+mod multiplexed;
 #[cfg(feature = "pool")]
 mod pool;
 #[cfg(feature = "driver")]
@@ -190,6 +236,8 @@ mod scripts;
 mod store;
 #[cfg(feature = "tls")]
 mod tls;
+#[cfg(feature = "driver")]
+mod transport;
 #[cfg(feature = "driver")]
 mod write;
 

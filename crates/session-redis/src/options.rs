@@ -22,9 +22,10 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ConnectionMode {
-    /// One multiplexed connection shared by every task (`redis::aio::ConnectionManager`),
-    /// reconnecting in the background after a drop. The default: pipelining makes one
-    /// connection enough for most services.
+    /// One multiplexed connection shared by every task, replaced in the background when it
+    /// times out, drops, or reaches a server that does not serve (`READONLY`, `LOADING`,
+    /// `MASTERDOWN`; see the crate docs). The default: pipelining makes one connection enough
+    /// for most services.
     #[default]
     Multiplexed,
     /// A pool of up to `max_size` multiplexed connections (deadpool-redis), for blocking or
@@ -187,14 +188,25 @@ impl RedisOptions {
         self
     }
 
-    /// Sets how long connecting (TCP, TLS, AUTH, SELECT, PING) may take (default 2 s).
+    /// Sets how long connecting (TCP, TLS, AUTH, SELECT, PING) may take (default 2 s), and so
+    /// how long any request may wait for a connection: a reconnect in flight, or a free
+    /// pooled connection.
+    ///
+    /// With the command timeout it bounds every call of the store, whatever the server does
+    /// (see the crate docs, "Time bounds"): one round trip returns within connect + command
+    /// timeout (3 s by default), a write within three times that (9 s).
     #[must_use]
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
-    /// Sets how long one command may wait for its reply (default 1 s).
+    /// Sets how long one command may wait for its reply (default 1 s). A connection that
+    /// lets a command wait this long is replaced, never reused.
+    ///
+    /// With the connect timeout it bounds every call of the store, whatever the server does
+    /// (see the crate docs, "Time bounds"): one round trip returns within connect + command
+    /// timeout (3 s by default), a write within three times that (9 s).
     #[must_use]
     pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
         self.command_timeout = timeout;

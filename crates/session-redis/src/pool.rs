@@ -10,19 +10,20 @@
 //! - idle longer: one `PING` first ("verified"), since idle connections are the ones that
 //!   firewalls and server `timeout` settings cut.
 //!
-//! A connection whose request fails with a dropped-connection or protocol error is taken out of
-//! the pool instead of being returned, so the next checkout gets a fresh one.
+//! A connection the transport condemns (its request timed out or dropped, or it answered
+//! `READONLY`, `LOADING` or `MASTERDOWN`: see `transport.rs`) is taken out of the pool instead
+//! of being returned, so the next checkout gets another one, or a new one.
 
-use std::{num::NonZeroUsize, time::Duration};
+use std::{num::NonZeroUsize, sync::Arc, time::Duration, time::Instant};
 
 use deadpool::managed::{self, Metrics, Object, Pool, RecycleError, RecycleResult, Timeouts};
 use redis::{AsyncConnectionConfig, ConnectionInfo, RedisError, aio::MultiplexedConnection};
 use session_core::{Error, Result};
 
 use crate::{
-    connection::{Failure, Request},
-    errors::BACKEND,
+    errors::{self, BACKEND},
     options::RedisOptions,
+    transport::{Condemned, Transport},
 };
 
 /// A pooled connection idle longer than this is checked with a `PING` before reuse.
@@ -57,18 +58,22 @@ impl managed::Manager for FastRecycle {
     }
 }
 
-/// The pool.
+/// The pool. Cloning is cheap.
 #[derive(Clone)]
 pub(crate) struct RedisPool {
     pool: Pool<FastRecycle>,
+    url: Arc<str>,
 }
 
 impl RedisPool {
+    /// A pool of up to `max_size` connections made from `info` with `driver_config` (the
+    /// same TCP settings, TLS and credentials as the store's client). Connects nothing yet.
     pub(crate) fn new(
         info: ConnectionInfo,
         driver_config: AsyncConnectionConfig,
         max_size: NonZeroUsize,
         options: &RedisOptions,
+        url: Arc<str>,
     ) -> Result<Self> {
         let inner = deadpool_redis::Manager::new_with_config(info, driver_config).map_err(|e| {
             Error::config(
@@ -81,7 +86,9 @@ impl RedisPool {
             .max_size(max_size.get())
             .runtime(deadpool::Runtime::Tokio1)
             .timeouts(Timeouts {
-                // Waiting for a free connection when all are busy.
+                // Waiting for a free connection when all are busy. The transport bounds the
+                // whole checkout by the connect timeout as well: a checkout may recycle
+                // several idle connections before it finds a good one.
                 wait: Some(options.connect_timeout()),
                 create: Some(options.connect_timeout()),
                 recycle: Some(options.command_timeout()),
@@ -94,34 +101,54 @@ impl RedisPool {
                     format!("a pool that can be built ({e})"),
                 )
             })?;
-        Ok(Self { pool })
-    }
-
-    pub(crate) async fn run(&self, request: &Request<'_>) -> Result<redis::Value, Failure> {
-        let mut conn = self.pool.get().await.map_err(pool_failure)?;
-        let result = request.run(&mut *conn).await;
-        if let Err(e) = &result
-            && (e.is_unrecoverable_error() || e.is_io_error())
-        {
-            // Do not hand a broken connection to the next caller.
-            drop(Object::take(conn));
-        }
-        result.map_err(Failure::Redis)
+        Ok(Self { pool, url })
     }
 }
 
-fn pool_failure(e: managed::PoolError<RedisError>) -> Failure {
+impl Transport for RedisPool {
+    type Lease = Object<FastRecycle>;
+
+    async fn checkout(&self, by: Instant) -> Result<Object<FastRecycle>> {
+        match tokio::time::timeout_at(by.into(), self.pool.get()).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(pool_failure(e, &self.url)),
+            Err(_) => Err(no_connection_in_time(&self.url)),
+        }
+    }
+
+    fn connection(lease: &mut Object<FastRecycle>) -> &mut MultiplexedConnection {
+        lease
+    }
+
+    fn condemn(&self, lease: Object<FastRecycle>, why: &Condemned) {
+        tracing::debug!(
+            component = "session",
+            backend = BACKEND,
+            url = %self.url,
+            reason = %why,
+            "taking a pooled connection out of the pool"
+        );
+        drop(Object::take(lease));
+    }
+}
+
+fn no_connection_in_time(url: &str) -> Error {
+    Error::Unavailable {
+        backend: BACKEND,
+        reason: format!("no pooled connection to {url} became available in time"),
+        source: None,
+    }
+}
+
+fn pool_failure(e: managed::PoolError<RedisError>, url: &str) -> Error {
     match e {
-        managed::PoolError::Backend(e) => Failure::Redis(e),
-        managed::PoolError::Timeout(_) => Failure::Other(Error::Unavailable {
+        // Creating a connection failed: refused, timed out, credentials refused ...
+        managed::PoolError::Backend(e) => errors::map(e, "connecting", url),
+        managed::PoolError::Timeout(_) => no_connection_in_time(url),
+        other => Error::Backend {
             backend: BACKEND,
-            reason: "no pooled connection became available in time".to_owned(),
+            reason: format!("connection pool for {url}: {other}"),
             source: None,
-        }),
-        other => Failure::Other(Error::Backend {
-            backend: BACKEND,
-            reason: format!("connection pool: {other}"),
-            source: None,
-        }),
+        },
     }
 }

@@ -18,10 +18,15 @@
 //!
 //! Every refusal removes the staged record (`UNLINK`), so it never outlives its write.
 
+use std::time::Instant;
+
 use redis::Script;
 use session_core::Result;
 
-use crate::connection::{Connection, Request, Retry};
+use crate::{
+    connection::Connection,
+    transport::{Request, Retry},
+};
 
 /// The guard of a write built on a basis with a token (`Condition::IfUnchanged`): the client
 /// staged the complete new record (it knows the version, `created_at` and tokens from the
@@ -159,14 +164,19 @@ impl Scripts {
         }
     }
 
-    /// Loads the three scripts (`SCRIPT LOAD`, one pipeline).
-    pub(crate) async fn load(&self, conn: &Connection) -> Result<()> {
+    /// Loads the three scripts (`SCRIPT LOAD`, one pipeline), by `deadline`.
+    pub(crate) async fn load(&self, conn: &Connection, deadline: Instant) -> Result<()> {
         let mut pipe = redis::pipe();
         for source in [GUARD_LUA, UPDATE_LUA, RESOLVE_LUA] {
             pipe.cmd("SCRIPT").arg("LOAD").arg(source);
         }
-        conn.send(Request::Pipe(&pipe), Retry::Idempotent, "SCRIPT LOAD")
-            .await
-            .map(drop)
+        conn.send_by(
+            &Request::Pipe(&pipe),
+            Retry::Idempotent,
+            "SCRIPT LOAD",
+            deadline,
+        )
+        .await
+        .map(drop)
     }
 }

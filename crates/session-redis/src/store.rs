@@ -1,6 +1,6 @@
 //! [`RedisStore`]: the `SessionStore` on Redis.
 
-use std::{collections::HashSet, fmt, sync::Arc};
+use std::{collections::HashSet, fmt, sync::Arc, time::Instant};
 
 use redis::Value;
 use session_core::{
@@ -9,12 +9,13 @@ use session_core::{
 };
 
 use crate::{
-    connection::{Connection, Request, Retry},
+    connection::Connection,
     cursor::ListPosition,
-    errors::BACKEND,
+    errors::{self, BACKEND},
     layout::{self, Listed},
     options::{ConnectionMode, RedisOptions},
     scripts::Scripts,
+    transport::{Request, Retry},
     write::WritePath,
 };
 
@@ -44,7 +45,6 @@ struct Inner {
     pattern: String,
     mode: ConnectionMode,
     scripts: Scripts,
-    resolve_within: std::time::Duration,
 }
 
 impl fmt::Debug for RedisStore {
@@ -58,7 +58,9 @@ impl fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Connects, authenticates, selects the database and pings, all within the connect timeout.
+    /// Connects, authenticates, selects the database and pings, all within the connect
+    /// timeout, then loads the write scripts: returns within connect timeout + command
+    /// timeout.
     ///
     /// # Errors
     /// - [`Error::Unavailable`]: nothing answers, or not in time (the message names the
@@ -69,7 +71,8 @@ impl RedisStore {
     /// - [`Error::Backend`]: anything else the server said (e.g. `SELECT` refused).
     pub async fn connect(options: RedisOptions) -> Result<Self> {
         options.validate()?;
-        let conn = Connection::connect(&options).await?;
+        let deadline = Instant::now() + options.connect_timeout() + options.command_timeout();
+        let conn = Connection::connect(&options, deadline).await?;
         tracing::debug!(
             component = "session",
             backend = BACKEND,
@@ -82,7 +85,7 @@ impl RedisStore {
         // server restart the write path loads whichever one the server answers NOSCRIPT for.
         // A user without the right to load scripts (a read-only ACL user, for listings) still
         // connects; its writes are refused with `Auth` when they are tried.
-        match scripts.load(&conn).await {
+        match scripts.load(&conn, deadline).await {
             Ok(()) => {}
             Err(e @ Error::Auth { .. }) => tracing::debug!(
                 component = "session",
@@ -99,7 +102,6 @@ impl RedisStore {
                 prefix: options.key_prefix().to_owned(),
                 mode: options.mode(),
                 scripts,
-                resolve_within: options.connect_timeout() + options.command_timeout(),
             }),
         })
     }
@@ -199,7 +201,8 @@ impl SessionStore for RedisStore {
     /// One round trip: a pipeline of `HMGET key d m v c t` and `PTTL key`.
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
         self.debug("load", id);
-        read_record(&self.inner.conn, id, &self.key_of(id)).await
+        let conn = &self.inner.conn;
+        read_record(conn, id, &self.key_of(id), conn.deadline()).await
     }
 
     /// One round trip: the staging `HSET` + `PEXPIRE`, then the guard that checks the
@@ -212,7 +215,6 @@ impl SessionStore for RedisStore {
         let path = WritePath {
             conn: &self.inner.conn,
             scripts: &self.inner.scripts,
-            resolve_within: self.inner.resolve_within,
         };
         path.write(id, &key, &write).await
     }
@@ -304,6 +306,11 @@ impl SessionStore for RedisStore {
                     source: None,
                 });
             };
+            // A server that is loading, say, answers every command with an error: an outage,
+            // not a page of corrupt entries.
+            if let Some(e) = errors::server_failure_in(&replies, "listing", self.inner.conn.url()) {
+                return Err(e);
+            }
             let mut replies = replies.into_iter();
             for id in ids {
                 let (Some(hmget), Some(pttl)) = (replies.next(), replies.next()) else {
@@ -359,18 +366,25 @@ impl SessionStore for RedisStore {
 }
 
 /// Reads the record under `key` (session `id`): `HMGET key d m v c t` + `PTTL key`, one
-/// pipeline, retried once on a dropped connection.
+/// pipeline, retried once on a dropped connection, by `deadline`.
 pub(crate) async fn read_record(
     conn: &Connection,
     id: &SessionId,
     key: &str,
+    deadline: Instant,
 ) -> Result<Option<Record>> {
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     layout::push_record_read(&mut pipe, key);
     let reply = conn
-        .send(Request::Pipe(&pipe), Retry::Idempotent, "load")
+        .send_by(&Request::Pipe(&pipe), Retry::Idempotent, "load", deadline)
         .await?;
+    if let Value::Array(replies) = &reply
+        && let Some(e) =
+            errors::server_failure_in(replies, &format!("loading session {id}"), conn.url())
+    {
+        return Err(e);
+    }
     let (hmget, pttl) = two(reply).ok_or_else(|| Error::Backend {
         backend: BACKEND,
         reason: format!("loading session {id}: unexpected pipeline reply"),

@@ -27,7 +27,15 @@
 //! sent once more with a fresh token (a refusal of that second send is the truth the caller
 //! gets). Only when the server cannot be asked within the connect + command timeout is the
 //! outcome unknown: [`Error::OutcomeUnknown`]. A write that failed before anything was sent
-//! (the connection was refused) is sent once more at once.
+//! (no connection could be had) is sent once more at once.
+//!
+//! # Time
+//!
+//! Each send, and the resolve of a lost reply, is bounded by one round trip's bound (connect
+//! timeout + command timeout, see `transport.rs`), and the whole write by three of them
+//! ([`Timeouts::write`]): a step the write's deadline cuts short ends like a send without a
+//! reply (resolved if there is time left, else `OutcomeUnknown`) or, before anything was sent,
+//! like a refused one.
 
 use std::time::{Duration, Instant};
 
@@ -38,11 +46,12 @@ use session_core::{
 };
 
 use crate::{
-    connection::{Connection, Failure, Request},
+    connection::Connection,
     errors::{self, BACKEND},
     layout,
     prefix::has_hash_tag,
     scripts::{GUARD_LUA, Scripts, UPDATE_LUA},
+    transport::{Failure, Request, Retry, Timeouts},
 };
 
 /// The first wait between two resolve attempts while the server does not answer; doubled each
@@ -53,8 +62,17 @@ const RESOLVE_BACKOFF: Duration = Duration::from_millis(20);
 pub(crate) struct WritePath<'a> {
     pub(crate) conn: &'a Connection,
     pub(crate) scripts: &'a Scripts,
-    /// How long a lost reply may take to resolve: connect + command timeout.
-    pub(crate) resolve_within: Duration,
+}
+
+impl WritePath<'_> {
+    fn timeouts(&self) -> Timeouts {
+        self.conn.timeouts()
+    }
+
+    /// How long a lost reply may take to resolve: one round trip's bound.
+    fn resolve_within(&self) -> Duration {
+        self.timeouts().round_trip()
+    }
 }
 
 /// What one send of a write came to.
@@ -117,6 +135,8 @@ impl WritePath<'_> {
         key: &str,
         write: &Write,
     ) -> Result<WriteOutcome> {
+        // Nothing this write does lasts past this (see the module docs).
+        let until = Instant::now() + self.timeouts().write();
         let slot = Slot::of(write.condition);
         let mut token = write.token;
         // Tokens of earlier sends that may have landed after all (a create delivered late).
@@ -127,13 +147,22 @@ impl WritePath<'_> {
         // from landing: no failure after it can claim that nothing was written.
         let mut may_land_late = false;
         for send in 1..=2 {
-            match self.send(id, key, write, token).await? {
+            let sent = match self.send(id, key, write, token, until).await {
+                Ok(sent) => sent,
+                // An answer that nothing was written now says nothing about a send declared
+                // lost before, which may still land.
+                Err(e) if may_land_late => {
+                    return Err(self.unknown(id, &last_failure, &e.to_string()));
+                }
+                Err(e) => return Err(e),
+            };
+            match sent {
                 Sent::Answered(outcome) => {
                     let outcome = match outcome {
                         WriteOutcome::Rejected { current: None, .. }
                             if write.condition == Condition::IfAbsent =>
                         {
-                            self.explain_refused_create(id, key).await?
+                            self.explain_refused_create(id, key, until).await?
                         }
                         other => other,
                     };
@@ -142,7 +171,7 @@ impl WritePath<'_> {
                 Sent::Unsent(e) if send == 1 => {
                     tracing::debug!(
                         component = "session", backend = BACKEND, session_id = %id, error = %e,
-                        "write not sent (connection refused); sending it once more"
+                        "write not sent (no connection); sending it once more"
                     );
                     last_failure = e.to_string();
                 }
@@ -151,8 +180,8 @@ impl WritePath<'_> {
                 }
                 Sent::Unsent(e) => return Err(e),
                 Sent::InDoubt { reason, staged } => {
-                    let deadline =
-                        *deadline.get_or_insert_with(|| Instant::now() + self.resolve_within);
+                    let deadline = *deadline
+                        .get_or_insert_with(|| (Instant::now() + self.resolve_within()).min(until));
                     tracing::debug!(
                         component = "session", backend = BACKEND, session_id = %id,
                         reason = %reason, "write reply lost; asking the server whether it landed"
@@ -208,7 +237,7 @@ impl WritePath<'_> {
             reason: format!(
                 "a reply was lost ({lost}) and the server could not tell within {:?} whether \
                  the write landed ({why})",
-                self.resolve_within
+                self.resolve_within()
             ),
         }
     }
@@ -216,19 +245,22 @@ impl WritePath<'_> {
     /// A create refused although no session was seen before it: either one was created in
     /// the same instant (read it, so that the caller gets it, and a create of ours delivered
     /// late is recognised), or the key holds something that is not a session.
-    async fn explain_refused_create(&self, id: &SessionId, key: &str) -> Result<WriteOutcome> {
-        if let Some(record) = crate::store::read_record(self.conn, id, key).await? {
+    async fn explain_refused_create(
+        &self,
+        id: &SessionId,
+        key: &str,
+        until: Instant,
+    ) -> Result<WriteOutcome> {
+        let by = self.conn.deadline().min(until);
+        if let Some(record) = crate::store::read_record(self.conn, id, key, by).await? {
             return Ok(WriteOutcome::rejected(Some(record)));
         }
         let mut exists = redis::cmd("EXISTS");
         exists.arg(key);
+        let by = self.conn.deadline().min(until);
         let reply = self
             .conn
-            .send(
-                Request::Cmd(&exists),
-                crate::connection::Retry::Idempotent,
-                "EXISTS",
-            )
+            .send_by(&Request::Cmd(&exists), Retry::Idempotent, "EXISTS", by)
             .await?;
         if matches!(reply, Value::Int(n) if n > 0) {
             return Err(Error::corrupt(
@@ -239,27 +271,28 @@ impl WritePath<'_> {
         Ok(WriteOutcome::rejected(None))
     }
 
-    /// Sends the write once (loading a script the server lacks, then sending again).
+    /// Sends the write once (loading a script the server lacks, then sending again), by
+    /// `until` at the latest.
     async fn send(
         &self,
         id: &SessionId,
         key: &str,
         write: &Write,
         token: WriteToken,
+        until: Instant,
     ) -> Result<Sent> {
         let plan = Plan::new(self.scripts, key, write, token);
         let mut loaded = false;
         loop {
-            // Bounded here too for the multiplexed driver, which may first wait for a
-            // reconnect (its own connect retries) before the response timeout starts.
             let request = Request::Pipe(&plan.pipe);
-            let reply = match self.conn.send_within(&request, self.resolve_within).await {
+            let by = self.conn.deadline().min(until);
+            let reply = match self.conn.send_once(&request, by).await {
                 Ok(reply) => reply,
                 Err(failure) => return Ok(self.failed(failure, &plan.staged)),
             };
             match plan.outcome(id, reply, self.conn) {
                 Err(Missing::Script(source)) if !loaded => {
-                    self.load(source).await?;
+                    self.load(source, until).await?;
                     loaded = true;
                 }
                 Err(Missing::Script(_)) => {
@@ -277,13 +310,10 @@ impl WritePath<'_> {
                     let mut unlink = redis::cmd("UNLINK");
                     unlink.arg(&plan.staged);
                     // Best effort: the staged record expires with the session's TTL anyway.
+                    let by = self.conn.deadline().min(until);
                     let _ = self
                         .conn
-                        .send(
-                            Request::Cmd(&unlink),
-                            crate::connection::Retry::Idempotent,
-                            "UNLINK",
-                        )
+                        .send_by(&Request::Cmd(&unlink), Retry::Idempotent, "UNLINK", by)
                         .await;
                     return Err(e);
                 }
@@ -306,20 +336,18 @@ impl WritePath<'_> {
             // The server answered with an error to the whole request: nothing to resolve.
             Failure::Redis(e) => Sent::Unsent(self.conn.error(e, "writing")),
             Failure::TimedOut => in_doubt("no reply within the command timeout".to_owned()),
-            // No connection could be had (a pool that stayed exhausted): nothing was sent.
-            Failure::Other(e) => Sent::Unsent(e),
+            // No connection could be had (refused, reconnecting, a pool that stayed
+            // exhausted): nothing was sent.
+            Failure::NoConnection(e) => Sent::Unsent(e),
         }
     }
 
-    async fn load(&self, source: &str) -> Result<()> {
+    async fn load(&self, source: &str, until: Instant) -> Result<()> {
         let mut cmd = redis::cmd("SCRIPT");
         cmd.arg("LOAD").arg(source);
+        let by = self.conn.deadline().min(until);
         self.conn
-            .send(
-                Request::Cmd(&cmd),
-                crate::connection::Retry::Idempotent,
-                "SCRIPT LOAD",
-            )
+            .send_by(&Request::Cmd(&cmd), Retry::Idempotent, "SCRIPT LOAD", by)
             .await
             .map(drop)
     }
@@ -352,7 +380,7 @@ impl WritePath<'_> {
             let mut invocation = self.scripts.resolve.prepare_invoke();
             invocation.key(key).key(staged).arg(&token_hex).arg(&fence);
             let request = Request::Script(&invocation);
-            match self.conn.send_within(&request, remaining).await {
+            match self.conn.send_once(&request, deadline).await {
                 Ok(reply) => match resolved(id, sent, slot, reply)? {
                     Some(resolved) => return Ok(resolved),
                     None => last = "the server answered with an error".to_owned(),
@@ -361,7 +389,7 @@ impl WritePath<'_> {
                 Err(Failure::TimedOut) => {
                     return Ok(Resolved::Unreachable("no reply in time".to_owned()));
                 }
-                Err(Failure::Other(e)) => last = e.to_string(),
+                Err(Failure::NoConnection(e)) => last = e.to_string(),
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
