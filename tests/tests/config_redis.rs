@@ -411,3 +411,95 @@ async fn a_bad_tls_file_is_a_config_error_the_fallback_does_not_hide() {
         other => panic!("expected Error::Config, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_fallback_wraps_a_reachable_redis() {
+    let test = "the_runtime_fallback_wraps_a_reachable_redis";
+    let Some(url) = redis_harness::env::redis_url(test) else {
+        return;
+    };
+    let settings = settings(
+        "runtime-up",
+        &[("REDIS_URL", &url), ("SESSION_FALLBACK", "runtime")],
+    );
+    let built = build(&settings).await;
+    assert_eq!(built.backend(), "redis");
+    assert!(!built.fallback_active());
+    assert!(built.reconcilable());
+    let failover = built
+        .failover
+        .clone()
+        .unwrap_or_else(|| panic!("runtime builds a failover store"));
+    assert_eq!(failover.status().mode, session_core::FailoverMode::Primary);
+    round_trip(&settings, built).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_fallback_connects_a_redis_that_was_down_at_start_up() {
+    let test = "the_runtime_fallback_connects_a_redis_that_was_down_at_start_up";
+    let Some(port) = stopped_server(test, None) else {
+        return;
+    };
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let settings = settings(
+        "runtime-down",
+        &[
+            ("REDIS_URL", &url),
+            ("SESSION_FALLBACK", "runtime"),
+            ("REDIS_CONNECT_TIMEOUT_MS", "300"),
+        ],
+    );
+    let built = build(&settings).await;
+    // Serving from memory, but reconcilable: not the start-up fallback.
+    assert_eq!(built.backend(), "memory");
+    assert!(built.fallback.is_none());
+    assert!(built.fallback_active());
+    assert!(built.reconcilable());
+    let failover = built
+        .failover
+        .clone()
+        .unwrap_or_else(|| panic!("runtime builds a failover store"));
+    let agents = settings.manager_builder::<Agent>(built).build();
+    let id = unique_id("born-in-memory");
+    agents
+        .get_or_create(&id, Agent::new)
+        .await
+        .unwrap_or_else(|e| panic!("create: {e}"));
+    agents
+        .modify(&id, |a| a.history.push("while Redis was down".into()))
+        .await
+        .unwrap_or_else(|e| panic!("modify: {e}"));
+
+    // Redis comes up on the configured port: the probe connects and writes back.
+    let Some(server) = private_server(
+        test,
+        ServerOptions {
+            port: Some(port),
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    let start = std::time::Instant::now();
+    while failover.status().mode != session_core::FailoverMode::Primary {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "no recovery: {:?}",
+            failover.status()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let prefix = settings.redis.key_prefix.as_str().to_owned();
+    let key = format!("{prefix}{id}");
+    let version = server
+        .command(&["HGET", &key, "v"])
+        .unwrap_or_else(|e| panic!("HGET: {e}"));
+    assert!(version.contains('1'), "{key}: v = {version}");
+    let agent = agents
+        .get(&id)
+        .await
+        .unwrap_or_else(|e| panic!("get: {e}"))
+        .unwrap_or_else(|| panic!("the session is gone"));
+    assert_eq!(agent.history, ["while Redis was down"]);
+    assert_eq!(agents.backend(), "redis");
+}
