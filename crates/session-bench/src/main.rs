@@ -578,6 +578,45 @@ async fn ops_section(
         .target(write_server_target(messages)),
     );
 
+    // The run-time fallback (SESSION_FALLBACK=runtime, production's default) on a healthy
+    // Redis: what its bookkeeping (mode check, near-copy) adds to the same operations.
+    let failover = manager(Arc::new(session_core::FailoverStore::new(Arc::new(
+        connect_store(url, ConnectionMode::Multiplexed).await?,
+    ))));
+    failover.update(&sid, &agent).await?;
+    println!(" get, through the run-time fallback's store");
+    let (l, s) = timed(stats, plan, async |_| {
+        failover.get(&sid).await?.ok_or("session vanished")?;
+        Ok(())
+    })
+    .await?;
+    rows.push(
+        Row::latency(
+            &k("failover_get"),
+            &section,
+            "get, FailoverStore over Redis (healthy)",
+            l,
+            Some(s),
+        )
+        .vs(&k("get")),
+    );
+    println!(" update, through the run-time fallback's store");
+    let (l, s) = timed(stats, plan, async |_| {
+        failover.update(&sid, &agent).await?;
+        Ok(())
+    })
+    .await?;
+    rows.push(
+        Row::latency(
+            &k("failover_update"),
+            &section,
+            "update, FailoverStore over Redis (healthy)",
+            l,
+            Some(s),
+        )
+        .vs(&k("update")),
+    );
+
     println!(" modify, another instance wrote last (two instances alternating)");
     let (l, s) = timed(stats, plan, async |i| {
         let m = if i % 2 == 0 { &a } else { &b };
