@@ -1,9 +1,10 @@
-//! The routes: the chat endpoint, the session listing, health, metrics and the dashboard.
+//! The routes: the chat endpoint, the session listing, health ([`health`](crate::health)),
+//! metrics and the dashboard.
 //!
 //! Every error is a JSON body `{"error": kind, "message": text, "session_id"?: id}`
 //! ([`session_axum::ApiError`]).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::{
     Json, Router,
@@ -21,36 +22,28 @@ use session_axum::{
 };
 use session_core::{Error, SessionManager, SummaryValue};
 
-use crate::agent::{Agent, Message};
+pub use crate::health::{
+    BackendInfo, FALLBACK_GAUGE, FailoverCounts, FallbackReport, HEALTH_TIMEOUT, HealthReport,
+    RedisHealth,
+};
+use crate::{
+    agent::{Agent, Message},
+    health::{healthz, readyz},
+};
 
 /// Longest message accepted, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 4096;
 /// Largest request body accepted, in bytes (a message of [`MAX_MESSAGE_CHARS`] fits easily).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// How long `/healthz` waits for the store to answer.
-pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// The header carrying the cursor of the next page of `GET /sessions`.
 pub const NEXT_CURSOR_HEADER: &str = "x-next-cursor";
 
-/// Gauge: 1 while sessions are kept in memory although Redis is configured.
-pub const FALLBACK_GAUGE: &str = "session_fallback_active";
 /// Counter: HTTP requests, labelled `method`, `route`, `status`.
 pub const HTTP_REQUESTS: &str = "http_requests_total";
 /// Histogram: HTTP request latency in seconds, labelled `method`, `route`.
 pub const HTTP_DURATION: &str = "http_request_duration_seconds";
 
 const DASHBOARD: &str = include_str!("dashboard.html");
-
-/// Which store serves the sessions, as `/healthz` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct BackendInfo {
-    /// Whether Redis is configured (`USE_REDIS`).
-    pub redis_configured: bool,
-    /// Whether sessions are kept in memory although Redis is configured (the fallback).
-    pub fallback_active: bool,
-    /// Why the fallback serves: what failed and the redacted URL (no credential).
-    pub fallback_reason: Option<String>,
-}
 
 /// Everything the routes share. Cheap to clone.
 #[derive(Clone)]
@@ -113,7 +106,8 @@ impl FromRef<AppState> for IdSources {
 /// | `GET /sessions?cursor=&limit=` | a page of sessions, as an array; next cursor in `x-next-cursor` and `Link` |
 /// | `GET /sessions/{id}` | the whole agent state, with `session_id`, `version`, `ttl` |
 /// | `DELETE /sessions/{id}` | 204, or 404 |
-/// | `GET /healthz` | backend, fallback, Redis reachability |
+/// | `GET /healthz` | liveness: 200 while the process serves, with the [`HealthReport`] (backend, fallback state, Redis reachability) |
+/// | `GET /readyz` | readiness: the same report; 503 on the start-up fallback or when the store in use does not answer (see [`health`](crate::health)) |
 /// | `GET /metrics` | Prometheus text |
 /// | `/admin/sessions...` | session-axum's generic admin router |
 pub fn app(state: AppState) -> Router {
@@ -121,6 +115,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", get(dashboard))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/sessions", get(list_sessions))
         .route("/sessions/{id}", get(show_session).delete(delete_session))
@@ -372,83 +367,6 @@ async fn delete_session(
     }
 }
 
-/// `GET /healthz`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HealthReport {
-    /// `ok`; `degraded` while the fallback serves; `unavailable` when the store in use does
-    /// not answer (then with status 503).
-    pub status: String,
-    /// The store in use: `memory` or `redis`.
-    pub backend: String,
-    /// Whether sessions are kept in memory although Redis is configured.
-    pub fallback_active: bool,
-    /// Why the fallback serves, when it does (the redacted URL and what failed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fallback_reason: Option<String>,
-    /// The TTL every write sets, in seconds (the dashboard's TTL bar is relative to it).
-    pub session_ttl: u64,
-    /// Redis as seen from here.
-    pub redis: RedisHealth,
-    /// Why the store failed its check, when it did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// The `redis` part of [`HealthReport`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RedisHealth {
-    /// Whether Redis is configured (`USE_REDIS`).
-    pub configured: bool,
-    /// Whether it answered a ping just now; `null` when it is not in use (not configured, or
-    /// the fallback decided at startup serves instead).
-    pub reachable: Option<bool>,
-    /// How long the ping took, in milliseconds.
-    pub latency_ms: Option<f64>,
-}
-
-async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<HealthReport>) {
-    let store = state.manager().store();
-    let backend = store.backend();
-    let check = match tokio::time::timeout(HEALTH_TIMEOUT, store.health()).await {
-        Ok(result) => result,
-        Err(_) => Err(Error::Unavailable {
-            backend,
-            reason: format!("no answer within {} s", HEALTH_TIMEOUT.as_secs()),
-            source: None,
-        }),
-    };
-    let fallback = state.backend.fallback_active;
-    metrics::gauge!(FALLBACK_GAUGE).set(if fallback { 1.0 } else { 0.0 });
-    let using_redis = backend == "redis";
-    let latency_ms = match &check {
-        Ok(health) if using_redis => Some((health.latency.as_secs_f64() * 1e6).round() / 1e3),
-        _ => None,
-    };
-    let (status, code, error) = match &check {
-        Err(e) => (
-            "unavailable",
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some(e.to_string()),
-        ),
-        Ok(_) if fallback => ("degraded", StatusCode::OK, None),
-        Ok(_) => ("ok", StatusCode::OK, None),
-    };
-    let report = HealthReport {
-        status: status.to_owned(),
-        backend: backend.to_owned(),
-        fallback_active: fallback,
-        fallback_reason: state.backend.fallback_reason.clone(),
-        session_ttl: state.manager().ttl().as_duration().as_secs(),
-        redis: RedisHealth {
-            configured: state.backend.redis_configured,
-            reachable: using_redis.then_some(check.is_ok()),
-            latency_ms,
-        },
-        error,
-    };
-    (code, Json(report))
-}
-
 async fn metrics_text(State(state): State<AppState>) -> Result<Response, ApiError> {
     let Some(handle) = &state.metrics else {
         return Err(ApiError::new(
@@ -457,11 +375,7 @@ async fn metrics_text(State(state): State<AppState>) -> Result<Response, ApiErro
             "no metrics recorder is installed in this process",
         ));
     };
-    metrics::gauge!(FALLBACK_GAUGE).set(if state.backend.fallback_active {
-        1.0
-    } else {
-        0.0
-    });
+    state.backend.publish_gauge();
     let body = handle.render();
     Ok((
         [(

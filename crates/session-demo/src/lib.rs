@@ -4,7 +4,9 @@
 //! - [`agent`]: the deterministic agent (no model, no network): `new_problem` ->
 //!   `diagnosing` -> `awaiting_feedback` -> `resolved`, or `escalated` after `max_attempts`
 //!   failed fixes.
-//! - [`http`]: the routes ([`app`]); [`setup`]: from settings to the application state.
+//! - [`http`]: the routes ([`app`]); [`health`]: `/healthz` (liveness) and `/readyz`
+//!   (readiness), computed live from the store and its fallback; [`setup`]: from settings to
+//!   the application state.
 //!
 //! Tests drive the router with `tower::ServiceExt::oneshot`:
 //!
@@ -30,6 +32,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod agent;
+pub mod health;
 pub mod http;
 pub mod setup;
 

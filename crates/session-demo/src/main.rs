@@ -8,7 +8,8 @@ use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use session_config::Settings;
-use session_demo::{app, http::FALLBACK_GAUGE, setup::build_state};
+use session_core::Error;
+use session_demo::{app, setup::build_state};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -32,7 +33,12 @@ ENVIRONMENT:
     USE_REDIS        keep sessions in Redis (default false: in memory)
     REDIS_URL        redis://[user][:password@]host[:port][/db] (or REDIS_HOST, REDIS_PORT ...)
     SESSION_TTL      session lifetime after the last write, seconds (default 3600)
-    SESSION_FALLBACK `startup` (use memory if Redis is down at start) or `none`
+    SESSION_FALLBACK `runtime` (serve from memory while Redis is down, at start or later,
+                     and write back when it answers), `startup` (use memory for the
+                     process's life if Redis is down at start) or `none` (fail)
+    REDIS_CONNECT_TIMEOUT_MS, REDIS_COMMAND_TIMEOUT_MS
+                     how long a call waits for Redis (their sum bounds the switch to the
+                     run-time fallback)
     APP_ENV, CONFIG_DIR and the other settings of session-config are read as well,
     from config/*.toml, .env and the environment.
 
@@ -42,7 +48,10 @@ ENDPOINTS:
     GET  /sessions?cursor=&limit=   sessions (next page cursor in the x-next-cursor header)
     GET  /sessions/{id}             the whole agent state
     DELETE /sessions/{id}           forget a session
-    GET  /healthz                   backend, fallback, Redis reachability
+    GET  /healthz                   liveness: 200 while serving; backend, fallback state,
+                                    Redis reachability
+    GET  /readyz                    readiness: the same report; 503 on the start-up fallback
+                                    or when the store in use does not answer
     GET  /metrics                   Prometheus metrics
 ";
 
@@ -162,19 +171,11 @@ async fn serve(bind: Option<String>) -> Result<(), String> {
     let metrics = install_metrics()?;
     let state = build_state(&settings)
         .await
-        .map_err(|e| format!("cannot build the session store: {e}"))?
+        .map_err(|e| store_error(&e))?
         .with_metrics(metrics);
+    // session-config has logged the fallback's activation, if any (`fallback_activated`).
     let backend = state.manager().backend();
-    let fallback = state.backend().fallback_active;
-    metrics::gauge!(FALLBACK_GAUGE).set(if fallback { 1.0 } else { 0.0 });
-    if fallback {
-        tracing::warn!(
-            component = "demo",
-            event_type = "fallback_activated",
-            backend,
-            "Redis is configured but unreachable: sessions are kept in memory"
-        );
-    }
+    let fallback = state.backend().fallback_active();
 
     let listener = TcpListener::bind(addr)
         .await
@@ -185,6 +186,7 @@ async fn serve(bind: Option<String>) -> Result<(), String> {
         event_type = "server_started",
         backend,
         fallback_active = fallback,
+        fallback_policy = %settings.fallback,
         ttl_secs = state.manager().ttl().as_duration().as_secs(),
         "listening on http://{local}"
     );
@@ -198,6 +200,18 @@ async fn serve(bind: Option<String>) -> Result<(), String> {
         "shut down"
     );
     Ok(())
+}
+
+/// Why the store could not be built, with what to do about refused credentials (which never
+/// fall back: a service on memory would lose every session at its next restart).
+fn store_error(e: &Error) -> String {
+    match e {
+        Error::Auth { .. } => format!(
+            "cannot build the session store: {e} (check the user and password in REDIS_URL, \
+             or REDIS_USERNAME / REDIS_PASSWORD; refused credentials never fall back to memory)"
+        ),
+        _ => format!("cannot build the session store: {e}"),
+    }
 }
 
 /// The Prometheus recorder for `GET /metrics`, with a task that keeps its histograms trimmed.

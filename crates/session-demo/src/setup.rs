@@ -18,15 +18,23 @@ pub fn agent_manager(store: Arc<dyn SessionStore>) -> SessionManager<Agent> {
 /// Builds the store the settings ask for (memory, or Redis with its fallback policy) and the
 /// application state on it.
 ///
-/// The fallback is active when Redis is configured but could not be used at start-up and the
-/// `startup` policy chose the memory store; `/healthz` then says why.
+/// What the health endpoints report comes from the built store: the start-up fallback (Redis
+/// configured but not usable at start-up, `SESSION_FALLBACK=startup`: memory for the life of
+/// the process, `/readyz` 503), or the run-time fallback (`SESSION_FALLBACK=runtime`: its
+/// state is read on every request).
 pub async fn build_state(settings: &Settings) -> Result<AppState> {
     let store = settings.build_store().await?;
-    let backend = BackendInfo {
-        redis_configured: settings.use_redis,
-        fallback_active: store.fallback_active(),
-        fallback_reason: store.fallback.as_ref().map(ToString::to_string),
+    let mut backend = if settings.use_redis {
+        BackendInfo::redis()
+    } else {
+        BackendInfo::memory()
     };
+    if let Some(fallback) = &store.fallback {
+        backend = backend.with_startup_fallback(fallback.to_string());
+    }
+    if let Some(failover) = &store.failover {
+        backend = backend.with_failover(failover.clone());
+    }
     let manager = settings
         .manager_builder::<Agent>(store)
         .summarize(Agent::summary)

@@ -240,49 +240,6 @@ async fn bad_requests_get_json_errors() {
 }
 
 #[tokio::test]
-async fn healthz_reports_the_memory_backend() {
-    let app = demo();
-    let reply = call(&app, get("/healthz")).await;
-    assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(
-        reply.json(),
-        json!({
-            "status": "ok",
-            "backend": "memory",
-            "fallback_active": false,
-            "session_ttl": 3600,
-            "redis": { "configured": false, "reachable": null, "latency_ms": null },
-        })
-    );
-}
-
-#[tokio::test]
-async fn healthz_reports_an_active_fallback_as_degraded() {
-    use session_demo::{AppState, BackendInfo, agent_manager, app};
-    use std::sync::Arc;
-    let backend = BackendInfo {
-        redis_configured: true,
-        fallback_active: true,
-        fallback_reason: Some("redis at redis://127.0.0.1:1/0 is unavailable".into()),
-    };
-    let manager = agent_manager(Arc::new(session_memory::MemoryStore::new()));
-    let app = app(AppState::new(manager, backend));
-    let reply = call(&app, get("/healthz")).await;
-    assert_eq!(reply.status, StatusCode::OK);
-    let body = reply.json();
-    assert_eq!(body["status"], "degraded");
-    assert_eq!(
-        body["fallback_reason"],
-        "redis at redis://127.0.0.1:1/0 is unavailable"
-    );
-    assert_eq!(body["fallback_active"], true);
-    assert_eq!(
-        body["redis"],
-        json!({ "configured": true, "reachable": null, "latency_ms": null })
-    );
-}
-
-#[tokio::test]
 async fn metrics_show_operations_latency_requests_and_fallback() {
     let app = demo();
     say(&app, "metrics-1", "hello").await;
