@@ -48,6 +48,10 @@ pub const REQUIRE_TLS: &str = "SESSION_REQUIRE_REDIS_TLS";
 /// `0`: with [`REQUIRE`] set, tests that start their own servers may still skip
 /// ([`server_binary`] returns `None`). For a run on a machine without `redis-server`.
 pub const REQUIRE_SERVER: &str = "SESSION_REQUIRE_REDIS_SERVER";
+/// `0`: with [`REQUIRE`] set, tests that put a server in a network namespace of their own
+/// ([`Partition::for_test`](crate::Partition::for_test)) may still skip. For a run without
+/// root, or in a container that refuses namespaces.
+pub const REQUIRE_NETNS: &str = "SESSION_REQUIRE_NETNS";
 
 /// What a TLS test needs to reach the shared test server over TLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,6 +213,12 @@ fn var(name: &str) -> Option<String> {
 /// `cargo test` shows it and returns `None`.
 pub fn skip_or_require<T>(test: &str, why: &str) -> Option<T> {
     missing(test, redis_required(), why)
+}
+
+/// [`skip_or_require`] for what a network namespace needs (root, `ip`): panics only when Redis
+/// is required and [`REQUIRE_NETNS`] is not `0`.
+pub fn skip_or_require_netns<T>(test: &str, why: &str) -> Option<T> {
+    missing(test, part_required(REQUIRE_NETNS), why)
 }
 
 fn missing<T>(test: &str, required: bool, why: &str) -> Option<T> {

@@ -202,6 +202,18 @@ impl FaultProxy {
     pub fn set_stalled(&self, stalled: bool) {
         self.shared.stalled.store(stalled, Ordering::SeqCst);
     }
+
+    /// The connections open now hang for good: nothing more is forwarded on them, either way
+    /// (bytes already read are held), until [`FaultProxy::cut_all`] or the proxy's drop, while
+    /// connections accepted afterwards work normally. A connection that stopped answering
+    /// without closing (a lost NAT entry, a server behind a failover), which only a client
+    /// that gives up on it and connects anew gets past. Returns how many hang.
+    pub fn hang_open_connections(&self) -> usize {
+        let conns = lock(&self.shared.conns);
+        let open = conns.values().filter(|conn| !conn.is_closed());
+        open.map(|conn| conn.hung.store(true, Ordering::SeqCst))
+            .count()
+    }
 }
 
 impl Drop for FaultProxy {
@@ -306,6 +318,8 @@ struct Conn {
     client: TcpStream,
     upstream: TcpStream,
     closed: AtomicBool,
+    /// Set by [`FaultProxy::hang_open_connections`]: nothing is forwarded any more.
+    hung: AtomicBool,
     /// Set when a lost-reply fault fired on this connection.
     lost_reply: Mutex<Option<LostReply>>,
 }
@@ -330,6 +344,10 @@ impl LostReply {
 impl Conn {
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
+    }
+
+    fn is_hung(&self) -> bool {
+        self.hung.load(Ordering::SeqCst)
     }
 
     /// Shuts both sockets down (both directions): the peers see EOF, and the pumps stop.
@@ -418,6 +436,7 @@ fn run_connection(shared: &Arc<Shared>, client: TcpStream) {
         client,
         upstream,
         closed: AtomicBool::new(false),
+        hung: AtomicBool::new(false),
         lost_reply: Mutex::new(None),
     });
     let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
@@ -453,9 +472,10 @@ fn configure(stream: &TcpStream) -> io::Result<()> {
     stream.set_write_timeout(Some(WRITE_POLL))
 }
 
-/// Waits while the network is stalled; `false` when the connection ended meanwhile.
+/// Waits while the network is stalled (or this connection hangs); `false` when the connection
+/// ended meanwhile.
 fn wait_while_stalled(shared: &Shared, conn: &Conn) -> bool {
-    while shared.stalled() {
+    while shared.stalled() || conn.is_hung() {
         if conn.done(shared) {
             return false;
         }
@@ -545,7 +565,7 @@ fn server_to_client(shared: &Shared, conn: &Conn) {
             conn.close();
             return;
         }
-        if shared.stalled() {
+        if shared.stalled() || conn.is_hung() {
             thread::sleep(POLL);
             continue;
         }

@@ -22,7 +22,16 @@ const MAX_BULK: usize = 512 * 1024 * 1024;
 /// A command after which the server closes the connection without replying (a successful
 /// `SHUTDOWN`) returns an empty string.
 pub fn command_on(port: u16, password: Option<&str>, args: &[&str]) -> io::Result<String> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    command_at(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        password,
+        args,
+    )
+}
+
+/// [`command_on`] for a server at any address: one a [`Partition`](crate::Partition) put in a
+/// network namespace, say.
+pub fn command_at(addr: SocketAddr, password: Option<&str>, args: &[&str]) -> io::Result<String> {
     let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;

@@ -2,14 +2,14 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::resp::command_on;
+use crate::resp::command_at;
 use crate::tls::TlsFiles;
 
 /// How long `start` waits for the first `PONG` (loading a big AOF counts).
@@ -47,6 +47,45 @@ pub struct ServerOptions {
     pub port: Option<u16>,
     /// More `redis-server` arguments, appended last (so they win), e.g. `["--maxmemory", "10mb"]`.
     pub extra_args: Vec<String>,
+    /// Runs the server inside this network namespace (`ip netns exec NAME redis-server ...`),
+    /// e.g. one a [`Partition`](crate::Partition) made. The pid stays the server's own.
+    pub netns: Option<String>,
+    /// The address to listen on instead of `127.0.0.1`. Anything but a loopback address is
+    /// accepted only together with [`netns`](Self::netns) (an address that exists only in a
+    /// namespace of the test's own, see [`Partition::server_options`](crate::Partition)), and
+    /// turns protected mode off: the clients come from the other end of the namespace's
+    /// link.
+    pub bind: Option<Ipv4Addr>,
+}
+
+/// One client connection a server reports in `CLIENT LIST`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// The connection's id (`CLIENT ID`): unique for the server's lifetime, never reused.
+    pub id: u64,
+    /// The client's address, `ip:port`.
+    pub addr: String,
+    /// The flags: `N` for a normal client, `M` for a replica's link to its master ...
+    pub flags: String,
+    /// The last command the connection ran (`get`, `evalsha`, `client|list` ...).
+    pub cmd: String,
+}
+
+impl ClientInfo {
+    /// Parses one line of `CLIENT LIST`.
+    fn parse(line: &str) -> Option<ClientInfo> {
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                .map(str::to_owned)
+        };
+        Some(ClientInfo {
+            id: field("id")?.parse().ok()?,
+            addr: field("addr")?,
+            flags: field("flags")?,
+            cmd: field("cmd").unwrap_or_default(),
+        })
+    }
 }
 
 /// A running `redis-server` child process, listening on `127.0.0.1` only.
@@ -75,6 +114,18 @@ impl RedisServer {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "redis-harness never uses port 6379: leave `port` unset to get a free port",
+            ));
+        }
+        if let Some(bind) = opts.bind
+            && !bind.is_loopback()
+            && opts.netns.is_none()
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "redis-harness binds {bind} only inside a network namespace of the test's own \
+                     (set `netns`, e.g. from a Partition)"
+                ),
             ));
         }
         let binary = resolve_binary(opts.binary.as_deref());
@@ -124,9 +175,19 @@ impl RedisServer {
         }
     }
 
-    /// The plain (non-TLS) port on `127.0.0.1`.
+    /// The plain (non-TLS) port on `127.0.0.1` (or on [`host`](Self::host)).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The address the server listens on: `127.0.0.1`, or [`ServerOptions::bind`].
+    pub fn host(&self) -> Ipv4Addr {
+        self.options.bind.unwrap_or(Ipv4Addr::LOCALHOST)
+    }
+
+    /// [`host`](Self::host) and [`port`](Self::port).
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((self.host(), self.port))
     }
 
     /// The TLS port on `127.0.0.1`, when started with `tls: true`.
@@ -152,9 +213,10 @@ impl RedisServer {
     /// `redis://127.0.0.1:PORT`, or `redis://:PASSWORD@127.0.0.1:PORT` with a password (the
     /// password percent-encoded).
     pub fn url(&self) -> String {
+        let host = self.host();
         match &self.options.password {
-            Some(pw) => format!("redis://:{}@127.0.0.1:{}", percent_encode(pw), self.port),
-            None => format!("redis://127.0.0.1:{}", self.port),
+            Some(pw) => format!("redis://:{}@{host}:{}", percent_encode(pw), self.port),
+            None => format!("redis://{host}:{}", self.port),
         }
     }
 
@@ -162,9 +224,10 @@ impl RedisServer {
     /// with `tls: true`.
     pub fn tls_url(&self) -> Option<String> {
         let port = self.tls_port?;
+        let host = self.host();
         Some(match &self.options.password {
-            Some(pw) => format!("rediss://:{}@127.0.0.1:{port}", percent_encode(pw)),
-            None => format!("rediss://127.0.0.1:{port}"),
+            Some(pw) => format!("rediss://:{}@{host}:{port}", percent_encode(pw)),
+            None => format!("rediss://{host}:{port}"),
         })
     }
 
@@ -195,7 +258,7 @@ impl RedisServer {
         if child.try_wait()?.is_some() {
             return Ok(());
         }
-        let shutdown = command_on(self.port, self.password(), &["SHUTDOWN"]);
+        let shutdown = command_at(self.addr(), self.password(), &["SHUTDOWN"]);
         if shutdown.is_ok() && wait_for_exit(&mut child, SHUTDOWN_TIMEOUT)? {
             return Ok(());
         }
@@ -235,7 +298,18 @@ impl RedisServer {
     /// and returns a readable rendering of the reply; an error reply is an `Err`. See
     /// [`command_on`] for the rendering.
     pub fn command(&self, args: &[&str]) -> io::Result<String> {
-        command_on(self.port, self.password(), args)
+        command_at(self.addr(), self.password(), args)
+    }
+
+    /// The client connections of the server (`CLIENT LIST`), without the one that asks: to
+    /// see whether a client replaced its connection (the ids change), or how many it holds.
+    pub fn clients(&self) -> io::Result<Vec<ClientInfo>> {
+        let list = self.command(&["CLIENT", "LIST"])?;
+        Ok(list
+            .lines()
+            .filter_map(ClientInfo::parse)
+            .filter(|client| client.cmd != "client|list")
+            .collect())
     }
 
     /// The server's version (`redis_version` of `INFO server`), when it answers.
@@ -256,11 +330,12 @@ impl RedisServer {
     }
 
     fn args(&self) -> Vec<String> {
+        let bind = self.host();
         let mut args: Vec<String> = [
             "--bind",
-            "127.0.0.1",
+            &bind.to_string(),
             "--protected-mode",
-            "yes",
+            if bind.is_loopback() { "yes" } else { "no" },
             "--daemonize",
             "no",
             "--save",
@@ -300,7 +375,16 @@ impl RedisServer {
 
     fn spawn_and_wait(&mut self) -> io::Result<()> {
         let log = File::create(self.log_path())?;
-        let child = Command::new(&self.binary)
+        let mut command = match &self.options.netns {
+            // `ip netns exec` execs the server in the namespace: the pid is the server's.
+            Some(netns) => {
+                let mut command = Command::new(crate::partition::ip_binary());
+                command.args(["netns", "exec", netns]).arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
+        let child = command
             .args(self.args())
             .current_dir(&self.dir)
             .stdin(Stdio::null())

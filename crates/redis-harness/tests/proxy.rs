@@ -289,3 +289,32 @@ fn only_loopback_upstreams_other_than_6379_are_accepted() {
         Some(io::ErrorKind::InvalidInput)
     );
 }
+
+#[test]
+fn hung_connections_stay_hung_while_new_ones_work() -> io::Result<()> {
+    let Some((_server, proxy)) = setup("hung_connections_stay_hung_while_new_ones_work") else {
+        return Ok(());
+    };
+    let mut old = Client::connect(proxy.port())?;
+    assert_eq!(old.ping()?.as_deref(), Some("+PONG\r\n"));
+    assert_eq!(proxy.hang_open_connections(), 1);
+    old.0.set_read_timeout(Some(Duration::from_millis(300)))?;
+    old.send(&["PING"])?;
+    let hung = old.line();
+    assert!(
+        hung.as_ref().is_err_and(|e| matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        )),
+        "{hung:?}"
+    );
+    // A new connection is not affected.
+    assert_eq!(command_on(proxy.port(), None, &["PING"])?, "PONG");
+    let mut new = Client::connect(proxy.port())?;
+    assert_eq!(new.ping()?.as_deref(), Some("+PONG\r\n"));
+    // The old one stays hung.
+    thread::sleep(Duration::from_millis(100));
+    let still = old.line();
+    assert!(still.is_err(), "{still:?}");
+    Ok(())
+}

@@ -252,3 +252,105 @@ fn missing_binary_is_a_clear_error() {
         "{err:?}"
     );
 }
+
+#[test]
+fn a_public_address_outside_a_namespace_is_refused() {
+    let opts = ServerOptions {
+        bind: Some(std::net::Ipv4Addr::new(10, 192, 0, 2)),
+        ..ServerOptions::default()
+    };
+    let err = RedisServer::start(opts).err().map(|e| e.to_string());
+    assert!(
+        err.as_deref().is_some_and(|e| e.contains("namespace")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn clients_lists_the_connections_of_others_with_their_ids() -> io::Result<()> {
+    let Some(opts) = options("clients_lists_the_connections_of_others_with_their_ids") else {
+        return Ok(());
+    };
+    let server = RedisServer::start(opts)?;
+    assert_eq!(
+        server.clients()?,
+        Vec::new(),
+        "only the harness' own connection"
+    );
+    let held = TcpStream::connect(server.addr())?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let clients = loop {
+        let clients = server.clients()?;
+        if !clients.is_empty() || std::time::Instant::now() > deadline {
+            break clients;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert_eq!(clients.len(), 1, "{clients:?}");
+    assert_eq!(clients[0].flags, "N");
+    assert_eq!(clients[0].addr, held.local_addr()?.to_string());
+    assert!(clients[0].id > 0);
+    Ok(())
+}
+
+/// A server inside a network namespace of the test's own: reachable over the link, silent
+/// (no refusal, no reset: nothing at all) while the link is cut, reachable again after, and
+/// nothing left behind once the partition is dropped.
+#[test]
+fn a_cut_partition_swallows_packets_and_heals() -> io::Result<()> {
+    const TEST: &str = "a_cut_partition_swallows_packets_and_heals";
+    let Some(opts) = options(TEST) else {
+        return Ok(());
+    };
+    let Some(partition) = redis_harness::Partition::for_test(TEST) else {
+        return Ok(());
+    };
+    let namespace = partition.namespace().to_owned();
+    let mut server = RedisServer::start(partition.server_options(opts))?;
+    assert_eq!(server.host(), partition.address());
+    assert_eq!(
+        server.url(),
+        format!("redis://{}:{}", partition.address(), server.port())
+    );
+    assert_eq!(server.command(&["PING"])?, "PONG");
+    let protected = server.command(&["CONFIG", "GET", "protected-mode"])?;
+    assert_eq!(protected, "protected-mode\nno");
+
+    let mut held = TcpStream::connect(server.addr())?;
+    held.set_read_timeout(Some(std::time::Duration::from_millis(500)))?;
+    partition.cut()?;
+    // A new connection hangs (the harness' client gives up after its connect timeout) ...
+    let started = std::time::Instant::now();
+    let refused = redis_harness::command_at(server.addr(), None, &["PING"]);
+    assert!(refused.is_err(), "{refused:?}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "failed fast instead of hanging: {refused:?} after {:?}",
+        started.elapsed()
+    );
+    // ... and so does a command on a connection made before the cut.
+    use std::io::{Read, Write};
+    held.write_all(&redis_harness::encode_command(&["PING"]))?;
+    let mut buf = [0u8; 16];
+    let hung = held.read(&mut buf);
+    assert!(
+        hung.as_ref().is_err_and(|e| matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        )),
+        "{hung:?}"
+    );
+    partition.heal()?;
+    assert_eq!(server.command(&["PING"])?, "PONG");
+
+    server.stop()?;
+    drop(server);
+    drop(partition);
+    let left = Command::new("ip").args(["netns", "list"]).output()?;
+    let left = String::from_utf8_lossy(&left.stdout);
+    assert!(
+        !left.contains(&namespace),
+        "{namespace} is still there: {left}"
+    );
+    Ok(())
+}
