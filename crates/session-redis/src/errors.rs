@@ -132,12 +132,16 @@ pub(crate) fn classified(e: RedisError, reason: String) -> Error {
     }
 }
 
-/// The error in words. redis-rs' own `Display` is fine, but a timeout reads better spelled out.
+/// The error in words. redis-rs' own `Display` is fine, but a timeout reads better spelled out,
+/// and an error reply reads best as the server sent it (`OOM command not allowed ...`, where
+/// redis-rs shows `"OOM": command not allowed ...` or `ReadOnly: You can't ...`).
 pub(crate) fn describe(e: &RedisError) -> String {
     if e.is_timeout() {
         "timed out waiting for the server".to_owned()
     } else if e.is_connection_refusal() {
         "connection refused (is redis-server running on that port?)".to_owned()
+    } else if let (Some(code), Some(detail)) = (e.code(), e.detail()) {
+        format!("{code} {detail}")
     } else {
         e.to_string()
     }
@@ -252,7 +256,12 @@ mod tests {
             "redis://h:1/0",
         );
         assert!(matches!(oom, Error::OutOfMemory { .. }), "{oom:?}");
-        assert!(oom.to_string().contains("maxmemory"), "{oom}");
+        assert!(
+            oom.to_string()
+                .contains("OOM command not allowed when used memory > 'maxmemory'."),
+            "{oom}"
+        );
+        assert!(oom.to_string().contains("maxmemory-policy"), "{oom}");
     }
 
     #[test]
