@@ -3,7 +3,7 @@
 //! - two demo processes on one Redis hold one conversation (below);
 //! - sessions move from a demo on memory through `/admin/export` and `sessionctl import` into
 //!   Redis and go on there;
-//! - Redis stops under a running demo (503s, `/healthz` unavailable) and the conversation goes
+//! - Redis stops under a running demo (503s, `/readyz` 503) and the conversation goes
 //!   on when it is back.
 //!
 //! The test drives a repair-agent conversation through two real demo processes, taking turns,
@@ -320,8 +320,9 @@ fn sessions_move_from_a_memory_demo_into_redis() {
 }
 
 /// A fault: the Redis under a running demo stops. Requests then get a 503 with a JSON body
-/// (no fallback once started: `SESSION_FALLBACK=none`), `/healthz` says `unavailable`, and
-/// when Redis is back (same port, its AOF kept) the conversation continues where it was.
+/// (no fallback once started: `SESSION_FALLBACK=none`), `/healthz` says `unavailable` and
+/// `/readyz` answers 503, and when Redis is back (same port, its AOF kept) the conversation
+/// continues where it was.
 #[test]
 fn a_redis_outage_is_a_503_and_the_demo_recovers_when_redis_returns() {
     const TEST: &str = "a_redis_outage_is_a_503_and_the_demo_recovers_when_redis_returns";
@@ -367,10 +368,15 @@ fn a_redis_outage_is_a_503_and_the_demo_recovers_when_redis_returns() {
     let error: Value = serde_json::from_str(&reply).unwrap();
     assert_eq!(error["error"], "unavailable", "{error}");
     assert!(!reply.contains("password"), "{reply}");
-    let (status, health) = demo.request("GET", "/healthz", None);
-    assert_eq!(status, 503, "{health}");
-    let health: Value = serde_json::from_str(&health).unwrap();
+    // Liveness: the process serves (a restart would not bring Redis back). Readiness: no
+    // traffic for an instance that cannot keep sessions.
+    let (status, health) = demo.health("/healthz");
+    assert_eq!(status, 200, "{health}");
     assert_eq!(health["status"], "unavailable", "{health}");
+    assert_eq!(health["ready"], false, "{health}");
+    let (status, ready) = demo.health("/readyz");
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["status"], "unavailable", "{ready}");
 
     redis.restart().unwrap();
     // The driver reconnects on its own; the first requests after the restart may still fail.

@@ -7,7 +7,9 @@
 //! a no-op when they are fresh) and taken from the target directory next to the test's
 //! executable. The children run with a clean environment: `PATH`, the repository's `config/`
 //! with `APP_ENV=test`, `USE_REDIS`, `SESSION_FALLBACK=none` (a Redis problem fails the demo
-//! instead of sending it to memory), `REDIS_URL`, `REDIS_KEY_PREFIX`, `LOG_FORMAT=json`.
+//! instead of sending it to memory), `REDIS_URL`, `REDIS_KEY_PREFIX`, `LOG_FORMAT=json`;
+//! [`Demo::start_with`] adds variables of the test's own (another `SESSION_FALLBACK`, short
+//! Redis timeouts) and can wait for a demo that starts on a fallback.
 //!
 //! Each test file compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
@@ -168,41 +170,44 @@ pub(crate) struct Demo {
     log: PathBuf,
 }
 
+/// What [`Demo::start_with`] waits for before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Awaited {
+    /// `/healthz` says `ok` on the configured backend (Redis reachable, or memory).
+    Healthy,
+    /// `/healthz` answers 200, whatever it reports (a fallback, an unavailable store).
+    Serving,
+}
+
 impl Demo {
     /// Starts a demo on a free loopback port and waits until `/healthz` reports Redis.
     pub(crate) fn start(binary: &Path, env: &DemoEnv, name: &'static str, logs: &Path) -> Self {
+        Self::start_with(binary, env, name, logs, &[], Awaited::Healthy)
+    }
+
+    /// Starts a demo with more environment variables `vars` (set after the defaults, so
+    /// `SESSION_FALLBACK` can be overridden) and waits for `until`.
+    pub(crate) fn start_with(
+        binary: &Path,
+        env: &DemoEnv,
+        name: &'static str,
+        logs: &Path,
+        vars: &[(&str, &str)],
+        until: Awaited,
+    ) -> Self {
         let mut last_failure = String::new();
         // A free port can be taken between our probe and the demo's bind: try again then.
         for attempt in 0..3 {
             let port = free_port();
             let log = logs.join(format!("{name}-{attempt}.log"));
-            let out = File::create(&log).unwrap();
-            let err = out.try_clone().unwrap();
-            let child = Command::new(binary)
-                .env_clear()
-                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-                .env("CONFIG_DIR", workspace_root().join("config"))
-                .env("APP_ENV", "test")
-                .env("USE_REDIS", env.use_redis.to_string())
-                .env("SESSION_FALLBACK", "none")
-                .env("REDIS_URL", &env.redis_url)
-                .env("REDIS_KEY_PREFIX", &env.prefix)
-                .env("LOG_FORMAT", "json")
-                .env("RUST_LOG", "info")
-                .current_dir(&env.workdir)
-                .args(["--bind", &format!("127.0.0.1:{port}")])
-                .stdin(Stdio::null())
-                .stdout(out)
-                .stderr(err)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+            let child = spawn_demo(binary, env, vars, port, &log);
             let mut demo = Demo {
                 name,
                 child: Some(child),
                 port,
                 log,
             };
-            match demo.wait_healthy(env.use_redis) {
+            match demo.wait_started(env.use_redis, until) {
                 Ok(()) => return demo,
                 Err(why) => {
                     last_failure = format!("{why}\n--- log of {name} ---\n{}", demo.log_text());
@@ -216,7 +221,30 @@ impl Demo {
         panic!("demo {name} did not start: {last_failure}");
     }
 
-    fn wait_healthy(&mut self, redis: bool) -> Result<(), String> {
+    /// Runs a demo that is expected to refuse to start: its exit status (within
+    /// [`STARTUP_TIMEOUT`], else it is killed and the test fails) and everything it printed.
+    pub(crate) fn run_to_exit(
+        binary: &Path,
+        env: &DemoEnv,
+        name: &'static str,
+        logs: &Path,
+        vars: &[(&str, &str)],
+    ) -> (ExitStatus, String) {
+        let log = logs.join(format!("{name}.log"));
+        let mut child = spawn_demo(binary, env, vars, free_port(), &log);
+        let status = wait_with_timeout(&mut child, STARTUP_TIMEOUT);
+        let output = std::fs::read_to_string(&log).unwrap_or_default();
+        match status {
+            Some(status) => (status, output),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("demo {name} still runs {STARTUP_TIMEOUT:?} after its start:\n{output}");
+            }
+        }
+    }
+
+    fn wait_started(&mut self, redis: bool, until: Awaited) -> Result<(), String> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
@@ -225,6 +253,9 @@ impl Demo {
             if let Ok(response) = try_request(self.port, "GET", "/healthz", &[], None)
                 && response.status == 200
             {
+                if until == Awaited::Serving {
+                    return Ok(());
+                }
                 let health: Value = serde_json::from_str(&response.body).unwrap();
                 let backend_ok = if redis {
                     health["backend"] == "redis" && health["redis"]["reachable"] == true
@@ -243,6 +274,13 @@ impl Demo {
             }
             thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// `GET path` (`/healthz`, `/readyz`): the status and the report.
+    pub(crate) fn health(&self, path: &str) -> (u16, Value) {
+        let response = self.request_with("GET", path, &[], None);
+        let status = response.status;
+        (status, response.json())
     }
 
     /// The demo's name, as given to [`Demo::start`].
@@ -344,6 +382,36 @@ impl Drop for Demo {
             }
         }
     }
+}
+
+/// Spawns `session-demo` on `port` with the clean environment of [`DemoEnv`], then `vars`;
+/// stdout and stderr go to `log`.
+fn spawn_demo(binary: &Path, env: &DemoEnv, vars: &[(&str, &str)], port: u16, log: &Path) -> Child {
+    let out = File::create(log).unwrap();
+    let err = out.try_clone().unwrap();
+    let mut command = Command::new(binary);
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("CONFIG_DIR", workspace_root().join("config"))
+        .env("APP_ENV", "test")
+        .env("USE_REDIS", env.use_redis.to_string())
+        .env("SESSION_FALLBACK", "none")
+        .env("REDIS_URL", &env.redis_url)
+        .env("REDIS_KEY_PREFIX", &env.prefix)
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info");
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    command
+        .current_dir(&env.workdir)
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()))
 }
 
 fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
