@@ -301,3 +301,19 @@ fn tls_client(options: &RedisOptions, _info: ConnectionInfo) -> Result<Client> {
         "a redis:// URL: session-redis was built without the `tls` feature",
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every connection of the store (the first, its replacements, pooled ones) is made from
+    /// this client's connection info, so the settings live there.
+    #[test]
+    fn the_client_sets_nodelay_and_keepalive_for_every_connection() {
+        let options = RedisOptions::from_url("redis://127.0.0.1:1/0").unwrap();
+        let client = options.client().unwrap();
+        let tcp = client.get_connection_info().tcp_settings();
+        assert!(tcp.nodelay());
+        assert!(tcp.keepalive().is_some());
+    }
+}

@@ -279,6 +279,26 @@ async fn check_hung_connection(mode: ConnectionMode, test: &str) {
     fails_within("load while stalled", ROUND_TRIP, false, store.load(&kept)).await;
     proxy.set_stalled(false);
     every_operation_works_again(&store, &kept, b"written").await;
+    // The connections that replaced the hung one have TCP keepalive on, like the first.
+    keepalive_on_connections_to(proxy.port());
+}
+
+/// Every established connection of this process to `port` has a TCP keepalive timer (`ss`
+/// shows `timer:(keepalive,...)`). Skipped, with a message, without `ss`.
+fn keepalive_on_connections_to(port: u16) {
+    let filter = format!("( dport = :{port} )");
+    let output = std::process::Command::new("ss")
+        .args(["-tnoH", "state", "established", &filter])
+        .output();
+    let Ok(output) = output.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()) else {
+        eprintln!("no `ss`: not checking TCP keepalive on the store's connections");
+        return;
+    };
+    let ours: Vec<&str> = output.lines().collect();
+    assert!(!ours.is_empty(), "no connection to port {port}");
+    for line in ours {
+        assert!(line.contains("timer:(keepalive"), "no keepalive: {line}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
