@@ -14,7 +14,9 @@
 //! - **up**: every request gets a clone of the connection (no lock held, no round trip);
 //! - **connecting**: exactly one attempt is in flight, on a task of its own (so that it
 //!   finishes, and serves the next request, even when the request that started it gave up);
-//!   requests wait for its outcome, each at most until its own connect deadline;
+//!   requests wait for its outcome, each at most until its own connect deadline. An attempt
+//!   far past the connect timeout lost its task (the runtime it ran on stopped): the next
+//!   request declares it failed, and its late outcome, if any, is ignored;
 //! - **down**: the last attempt failed, or the connection was condemned: requests before
 //!   `retry_at` fail at once with `Unavailable` (an outage costs callers no waiting), the
 //!   first one after it starts the next attempt.
@@ -82,14 +84,31 @@ enum Link {
         conn: MultiplexedConnection,
         since: Instant,
     },
-    Connecting,
+    /// Attempt `attempt` is in flight since `started`.
+    Connecting {
+        attempt: u64,
+        started: Instant,
+    },
     Down {
         retry_at: Instant,
     },
 }
 
+/// What a request that found no connection does.
+enum Next {
+    /// Waits for the attempt in flight.
+    Wait,
+    /// Starts the next attempt: the wait after the last one is over.
+    Start,
+    /// Fails at once: the next attempt is this far off.
+    Fail(Duration),
+    /// The attempt in flight is overdue: its task is gone (the runtime it ran on stopped).
+    TakeOver(u64),
+}
+
 /// A clone of the connection, and which one it is (a condemnation of a connection already
 /// replaced changes nothing).
+#[derive(Debug)]
 pub(crate) struct Lease {
     id: u64,
     conn: MultiplexedConnection,
@@ -100,7 +119,7 @@ impl fmt::Debug for Multiplexed {
         let state = self.shared.state.borrow();
         let link = match &state.link {
             Link::Up { .. } => "up",
-            Link::Connecting => "connecting",
+            Link::Connecting { .. } => "connecting",
             Link::Down { .. } => "down",
         };
         f.debug_struct("Multiplexed")
@@ -158,20 +177,30 @@ impl Transport for Multiplexed {
             // Decided under the watch's read lock, acted on after it is released (building an
             // error reads the state again).
             let now = Instant::now();
-            let retry_in = match &seen.borrow_and_update().link {
+            let next = match &seen.borrow_and_update().link {
                 Link::Up { id, conn, .. } => {
                     return Ok(Lease {
                         id: *id,
                         conn: conn.clone(),
                     });
                 }
-                Link::Connecting => None,
-                Link::Down { retry_at } => Some(retry_at.saturating_duration_since(now)),
+                Link::Connecting { attempt, started } => {
+                    if now.duration_since(*started) > shared.lost_after() {
+                        Next::TakeOver(*attempt)
+                    } else {
+                        Next::Wait
+                    }
+                }
+                Link::Down { retry_at } if *retry_at > now => {
+                    Next::Fail(retry_at.duration_since(now))
+                }
+                Link::Down { .. } => Next::Start,
             };
-            match retry_in {
-                Some(wait) if !wait.is_zero() => return Err(shared.backing_off(wait)),
-                Some(_) => Shared::start_reconnect(shared),
-                None => {}
+            match next {
+                Next::Fail(wait) => return Err(shared.backing_off(wait)),
+                Next::Start => Shared::start_reconnect(shared),
+                Next::TakeOver(attempt) => shared.take_over(attempt),
+                Next::Wait => {}
             }
             match tokio::time::timeout_at(by.into(), seen.changed()).await {
                 Ok(Ok(())) => {}
@@ -241,10 +270,14 @@ impl Shared {
     /// one while one is in flight).
     fn start_reconnect(this: &Arc<Self>) {
         let now = Instant::now();
+        let attempt = this.next_id.fetch_add(1, Ordering::Relaxed);
         let started = this.state.send_if_modified(|state| {
             let due = matches!(state.link, Link::Down { retry_at } if retry_at <= now);
             if due {
-                state.link = Link::Connecting;
+                state.link = Link::Connecting {
+                    attempt,
+                    started: now,
+                };
             }
             due
         });
@@ -257,11 +290,25 @@ impl Shared {
                 // Detached: it ends within the connect timeout and then records its outcome.
                 drop(runtime.spawn(async move {
                     let outcome = shared.connect_once().await;
-                    shared.finish(outcome);
+                    shared.finish(attempt, outcome);
                 }));
             }
-            Err(_) => this.finish(Err("no Tokio runtime to reconnect on".to_owned())),
+            Err(_) => this.finish(attempt, Err("no Tokio runtime to reconnect on".to_owned())),
         }
+    }
+
+    /// How long after its start an attempt counts as lost: it bounds itself by the connect
+    /// timeout, so only a task that never ran to its end (its runtime stopped) is later.
+    fn lost_after(&self) -> Duration {
+        self.connect_timeout.saturating_mul(2) + RECONNECT_MAX_DELAY
+    }
+
+    /// Declares attempt `attempt` lost, so that the next request starts another.
+    fn take_over(&self, attempt: u64) {
+        self.finish(
+            attempt,
+            Err("a reconnect attempt was lost (the runtime it ran on stopped?)".to_owned()),
+        );
     }
 
     async fn connect_once(&self) -> Result<MultiplexedConnection, String> {
@@ -275,29 +322,38 @@ impl Shared {
         }
     }
 
-    /// Records the outcome of an attempt and wakes every request waiting for it.
-    fn finish(&self, outcome: Result<MultiplexedConnection, String>) {
+    /// Records the outcome of attempt `attempt` and wakes every request waiting for it. An
+    /// attempt declared lost meanwhile changes nothing (its connection, if any, is dropped).
+    fn finish(&self, attempt: u64, outcome: Result<MultiplexedConnection, String>) {
         let now = Instant::now();
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut retry_in = None;
-        self.state.send_modify(|state| match outcome {
-            Ok(conn) => {
-                state.link = Link::Up {
-                    id,
-                    conn,
-                    since: now,
-                };
+        let current = self.state.send_if_modified(|state| {
+            if !matches!(state.link, Link::Connecting { attempt: a, .. } if a == attempt) {
+                return false;
             }
-            Err(reason) => {
-                state.streak = state.streak.saturating_add(1);
-                let delay = backoff(state.streak);
-                retry_in = Some(delay);
-                state.link = Link::Down {
-                    retry_at: now + delay,
-                };
-                state.last_failure = Some(reason);
+            match outcome {
+                Ok(conn) => {
+                    state.link = Link::Up {
+                        id: attempt,
+                        conn,
+                        since: now,
+                    };
+                }
+                Err(reason) => {
+                    state.streak = state.streak.saturating_add(1);
+                    let delay = backoff(state.streak);
+                    retry_in = Some(delay);
+                    state.link = Link::Down {
+                        retry_at: now + delay,
+                    };
+                    state.last_failure = Some(reason);
+                }
             }
+            true
         });
+        if !current {
+            return;
+        }
         match retry_in {
             None => tracing::debug!(
                 component = "session",
@@ -367,6 +423,71 @@ fn backoff(streak: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A link whose attempt `attempt` started `ago`, to a port where nothing listens.
+    fn connecting(ago: Duration) -> Multiplexed {
+        let client = Client::open("redis://127.0.0.1:1/0").unwrap();
+        let state = State {
+            link: Link::Connecting {
+                attempt: 7,
+                started: Instant::now() - ago,
+            },
+            streak: 0,
+            last_failure: None,
+        };
+        Multiplexed {
+            shared: Arc::new(Shared {
+                client,
+                config: AsyncConnectionConfig::new(),
+                connect_timeout: Duration::from_millis(100),
+                url: Arc::from("redis://127.0.0.1:1/0"),
+                state: watch::Sender::new(state),
+                next_id: AtomicU64::new(8),
+            }),
+        }
+    }
+
+    fn is_connecting(link: &Multiplexed) -> bool {
+        matches!(link.shared.state.borrow().link, Link::Connecting { .. })
+    }
+
+    #[tokio::test]
+    async fn requests_wait_for_the_attempt_in_flight_until_their_deadline() {
+        let link = connecting(Duration::ZERO);
+        let started = Instant::now();
+        let result = link.checkout(started + Duration::from_millis(50)).await;
+        assert!(matches!(result, Err(Error::Unavailable { .. })));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert!(is_connecting(&link), "a waiting request starts nothing");
+    }
+
+    #[tokio::test]
+    async fn an_attempt_whose_task_was_lost_is_taken_over() {
+        let link = connecting(Duration::from_secs(60));
+        let by = Instant::now() + Duration::from_secs(30);
+        let result = link.checkout(by).await;
+        assert!(
+            matches!(result, Err(Error::Unavailable { .. })),
+            "{result:?}"
+        );
+        assert!(Instant::now() < by, "waited for a lost attempt");
+        assert!(!is_connecting(&link));
+        // The late outcome of the lost attempt changes nothing.
+        link.shared.finish(7, Err("late".to_owned()));
+        assert_ne!(link.shared.last_failure(), "late");
+        // After the backoff, the next request starts a real attempt (refused at once here).
+        tokio::time::sleep(RECONNECT_MAX_DELAY).await;
+        let result = link.checkout(Instant::now() + Duration::from_secs(5)).await;
+        assert!(
+            matches!(result, Err(Error::Unavailable { .. })),
+            "{result:?}"
+        );
+        assert!(
+            link.shared.last_failure().contains("refused"),
+            "{}",
+            link.shared.last_failure()
+        );
+    }
 
     #[test]
     fn the_backoff_grows_and_stays_bounded() {
