@@ -124,8 +124,7 @@ impl BackendInfo {
 
     /// Sets [`FALLBACK_GAUGE`] from the live state.
     pub(crate) fn publish_gauge(&self) {
-        let active = self.fallback_active();
-        metrics::gauge!(FALLBACK_GAUGE).set(if active { 1.0 } else { 0.0 });
+        publish_gauge(self.fallback_active());
     }
 
     /// The `fallback` part of a report, from `status` (read once per report) for the run-time
@@ -303,9 +302,17 @@ pub async fn report(state: &AppState) -> HealthReport {
     };
     let info = state.backend();
     let backend = store.backend();
+    // One snapshot of the run-time fallback for the whole report.
     let failover = info.failover().map(FailoverStore::status);
-    let fallback_active = info.fallback_active();
-    info.publish_gauge();
+    let fallback_active = info.startup_fallback.is_some()
+        || failover
+            .as_ref()
+            .is_some_and(|s| s.mode != FailoverMode::Primary);
+    let fallback_reason = match &info.startup_fallback {
+        Some(startup) => Some(startup.reason.clone()),
+        None => failover.as_ref().and_then(|s| s.reason.clone()),
+    };
+    publish_gauge(fallback_active);
 
     let pinged = check.as_ref().ok().filter(|h| h.backend == "redis");
     let reachable = match failover.as_ref().map(|s| s.mode) {
@@ -336,7 +343,7 @@ pub async fn report(state: &AppState) -> HealthReport {
         not_ready_reason,
         backend: backend.to_owned(),
         fallback_active,
-        fallback_reason: info.fallback_reason(),
+        fallback_reason,
         fallback: info.report(failover.as_ref()),
         session_ttl: state.manager().ttl().as_duration().as_secs(),
         redis: RedisHealth {
@@ -346,6 +353,10 @@ pub async fn report(state: &AppState) -> HealthReport {
         },
         error,
     }
+}
+
+fn publish_gauge(active: bool) {
+    metrics::gauge!(FALLBACK_GAUGE).set(if active { 1.0 } else { 0.0 });
 }
 
 fn seconds_since(t: Timestamp) -> f64 {
