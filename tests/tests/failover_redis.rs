@@ -301,3 +301,207 @@ async fn changes_on_both_sides_of_a_partition_are_reconciled_by_the_later_one() 
         ["shared start", "B on x, later", "A after", "B after"]
     );
 }
+
+/// What a load of `modify` calls saw: every call's outcome and duration, and the messages
+/// acknowledged per session.
+#[derive(Debug, Default)]
+struct Tally {
+    attempted: u64,
+    succeeded: u64,
+    failed: u64,
+    slowest: Duration,
+    acknowledged: Vec<(SessionId, Vec<String>)>,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.attempted += other.attempted;
+        self.succeeded += other.succeeded;
+        self.failed += other.failed;
+        self.slowest = self.slowest.max(other.slowest);
+        self.acknowledged.extend(other.acknowledged);
+    }
+
+    /// Acknowledged messages missing from (or out of order in) what `reader` finds now.
+    async fn lost(&self, reader: &SessionManager<Agent>) -> usize {
+        let mut lost = 0;
+        for (id, messages) in &self.acknowledged {
+            let stored = history(reader, id).await.unwrap_or_default();
+            let mut rest = stored.iter();
+            for m in messages {
+                if !rest.any(|s| s == m) {
+                    lost += 1;
+                }
+            }
+        }
+        lost
+    }
+}
+
+/// One task per session: `modify` calls appending `<session>-<n>`, one every 2 ms or as
+/// fast as they answer, until `stop`.
+async fn load(
+    manager: SessionManager<Agent>,
+    ids: Vec<SessionId>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Tally {
+    let tasks: Vec<_> = ids
+        .into_iter()
+        .map(|id| {
+            let manager = manager.clone();
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let mut tally = Tally::default();
+                let mut acked = Vec::new();
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    n += 1;
+                    let message = format!("{id}-{n}");
+                    let start = Instant::now();
+                    let result = manager
+                        .modify_or_create(&id, Agent::new, |a| a.history.push(message.clone()))
+                        .await;
+                    tally.slowest = tally.slowest.max(start.elapsed());
+                    tally.attempted += 1;
+                    // A call served from memory never waits: without a pause these tasks
+                    // would hold both runtime threads and starve the probe (and grow the
+                    // sessions past the size limit).
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    match result {
+                        Ok(_) => {
+                            tally.succeeded += 1;
+                            acked.push(message);
+                        }
+                        Err(_) => {
+                            tally.failed += 1;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+                tally.acknowledged.push((id, acked));
+                tally
+            })
+        })
+        .collect();
+    let mut total = Tally::default();
+    for task in tasks {
+        total.add(task.await.unwrap_or_else(|e| panic!("load task: {e}")));
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_under_load_survive_kill_9_and_lose_nothing_with_runtime() {
+    let test = "two_instances_under_load_survive_kill_9_and_lose_nothing_with_runtime";
+    let Some(mut server) = private_server(test, ServerOptions::default()) else {
+        return;
+    };
+    let url = server.url();
+    let prefix = format!("fo:{}:", unique("load"));
+    let stores = [
+        failover(redis(&url, &prefix).await),
+        failover(redis(&url, &prefix).await),
+    ];
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loads: Vec<_> = stores
+        .iter()
+        .enumerate()
+        .map(|(n, store)| {
+            let ids = (0..4).map(|s| unique_id(&format!("load{n}s{s}"))).collect();
+            tokio::spawn(load(
+                agents(Arc::new(store.clone())),
+                ids,
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    kill_9(&server);
+    let killed = Instant::now();
+    for store in &stores {
+        while store.status().mode == FailoverMode::Primary {
+            assert!(killed.elapsed() < Duration::from_secs(10), "no switch-over");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let switch_over = killed.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.restart().unwrap_or_else(|e| panic!("restart: {e}"));
+    let restarted = Instant::now();
+    for store in &stores {
+        wait_for_primary(store, "after the restart").await;
+    }
+    let switch_back = restarted.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut tally = Tally::default();
+    for l in loads {
+        tally.add(l.await.unwrap_or_else(|e| panic!("{e}")));
+    }
+    let reader = agents_on(&url, &prefix).await;
+    let lost = tally.lost(&reader).await;
+    let conflicts: u64 = stores.iter().map(|s| s.status().conflicts).sum();
+    eprintln!(
+        "runtime under kill -9: attempted {}, succeeded {}, failed {}, conflicts {conflicts}, \
+         lost {lost}; slowest call {:?}; switch-over {switch_over:?} after the kill, \
+         switch-back {switch_back:?} after the restart",
+        tally.attempted, tally.succeeded, tally.failed, tally.slowest
+    );
+    assert_eq!(lost, 0, "acknowledged messages missing from Redis");
+    assert_eq!(tally.failed, 0, "every call succeeds on the fallback");
+    assert_eq!(conflicts, 0, "each instance wrote its own sessions");
+    assert!(
+        tally.slowest < COMMAND_TIMEOUT + Duration::from_secs(2),
+        "{:?}",
+        tally.slowest
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_fallback_calls_fail_fast_during_the_outage_and_nothing_acknowledged_is_lost() {
+    let test =
+        "without_a_fallback_calls_fail_fast_during_the_outage_and_nothing_acknowledged_is_lost";
+    let Some(mut server) = private_server(
+        test,
+        ServerOptions {
+            appendonly: true,
+            extra_args: vec!["--appendfsync".into(), "always".into()],
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    let url = server.url();
+    let prefix = format!("fo:{}:", unique("none"));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut loads = Vec::new();
+    for n in 0..2 {
+        let manager = agents_on(&url, &prefix).await;
+        let ids = (0..4).map(|s| unique_id(&format!("none{n}s{s}"))).collect();
+        loads.push(tokio::spawn(load(manager, ids, Arc::clone(&stop))));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    kill_9(&server);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.restart().unwrap_or_else(|e| panic!("restart: {e}"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut tally = Tally::default();
+    for l in loads {
+        tally.add(l.await.unwrap_or_else(|e| panic!("{e}")));
+    }
+    let reader = agents_on(&url, &prefix).await;
+    let lost = tally.lost(&reader).await;
+    eprintln!(
+        "none under kill -9: attempted {}, succeeded {}, failed {}, lost {lost}; slowest call {:?}",
+        tally.attempted, tally.succeeded, tally.failed, tally.slowest
+    );
+    assert_eq!(lost, 0, "acknowledged messages missing from Redis");
+    assert!(tally.failed > 0, "the outage must have been met");
+    assert!(
+        tally.slowest < CONNECT_TIMEOUT + COMMAND_TIMEOUT * 3 + Duration::from_secs(2),
+        "{:?}",
+        tally.slowest
+    );
+}
