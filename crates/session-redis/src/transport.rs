@@ -151,11 +151,11 @@ pub(crate) async fn once<T: Transport>(
 ) -> Result<Value, Failure> {
     let now = Instant::now();
     if now >= deadline {
-        return Err(Failure::NoConnection(errors::timed_out(
-            "sending",
-            url,
-            Duration::ZERO,
-        )));
+        return Err(Failure::NoConnection(Error::Unavailable {
+            backend: BACKEND,
+            reason: format!("{url}: the call's time ran out before this request could be sent"),
+            source: None,
+        }));
     }
     let mut lease = transport
         .checkout((now + timeouts.connect).min(deadline))
