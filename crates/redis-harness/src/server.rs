@@ -296,7 +296,7 @@ impl RedisServer {
 
     /// Sends one command on the plain port (authenticating first when the server has a password)
     /// and returns a readable rendering of the reply; an error reply is an `Err`. See
-    /// [`command_on`] for the rendering.
+    /// [`command_on`](crate::command_on) for the rendering.
     pub fn command(&self, args: &[&str]) -> io::Result<String> {
         command_at(self.addr(), self.password(), args)
     }
