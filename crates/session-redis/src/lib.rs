@@ -126,9 +126,11 @@
 //!   connection itself (redis-rs' `ConnectionManager` reconnects only after a drop, and cannot
 //!   be asked to): one reconnect at a time, on a task of its own; requests wait for it up to
 //!   the connect timeout. After an attempt that failed (or a new connection that answered
-//!   `READONLY`, `LOADING` or `MASTERDOWN` again) the next waits 50 ms, doubling up to 1 s,
-//!   jittered; requests in between fail at once with `Unavailable` instead of waiting. In the
-//!   pool mode such a connection is taken out of the pool.
+//!   `READONLY`, `LOADING` or `MASTERDOWN` again) the next waits up to 50 ms, doubling with
+//!   each failure up to 1 s (each wait drawn between half and all of that); requests in
+//!   between fail at once with `Unavailable` instead of waiting. So a server that answers
+//!   again is used within about a second. In the pool mode such a connection is taken out of
+//!   the pool, and the next checkout gets another or a new one.
 //! - An idempotent operation (load, exists, touch, delete, list, count, ping) that meets a
 //!   dropped connection is sent once more on a new connection: a connection that died while
 //!   the store was idle (a server restart) is found dead only by the first request on it,
