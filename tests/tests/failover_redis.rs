@@ -184,14 +184,51 @@ async fn the_failover_store_on_redis_passes_the_conformance_suite() {
     let Some(url) = redis_harness::env::redis_url(test) else {
         return;
     };
+    // Each check's sessions are deleted when the next check starts: the listing checks scan
+    // the whole database, and pages of a SCAN over many other keys may be empty.
+    let previous: Arc<std::sync::Mutex<Option<Arc<dyn SessionStore>>>> = Arc::default();
     session_core::testing::run_conformance(|| {
         let url = url.clone();
+        let previous = Arc::clone(&previous);
         async move {
+            let old = previous.lock().map(|mut p| p.take()).unwrap_or(None);
+            if let Some(old) = old {
+                delete_all(old.as_ref()).await;
+            }
             let prefix = format!("fo:{}:", unique("conformance"));
-            Arc::new(failover(redis(&url, &prefix).await)) as Arc<dyn SessionStore>
+            let store = Arc::new(failover(redis(&url, &prefix).await)) as Arc<dyn SessionStore>;
+            if let Ok(mut p) = previous.lock() {
+                *p = Some(Arc::clone(&store));
+            }
+            store
         }
     })
     .await;
+    let last = previous.lock().map(|mut p| p.take()).unwrap_or(None);
+    if let Some(last) = last {
+        delete_all(last.as_ref()).await;
+    }
+}
+
+/// Deletes every session `store` lists.
+async fn delete_all(store: &dyn SessionStore) {
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_page(cursor.as_ref(), 500)
+            .await
+            .unwrap_or_else(|e| panic!("list: {e}"));
+        for info in &page.sessions {
+            store
+                .delete(&info.id)
+                .await
+                .unwrap_or_else(|e| panic!("delete: {e}"));
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
 }
 
 async fn agents_on(url: &str, prefix: &str) -> SessionManager<Agent> {
