@@ -11,13 +11,15 @@
 //!   against it (the same conditions, versions and tokens as the primary's) and kept *dirty*,
 //!   each with the primary content it was built on. A task probes the primary in the
 //!   background with backoff.
-//! - **Recovery**: when the primary answers, the dirty sessions are written back, each
-//!   conditioned on the token it was based on. Unchanged in the primary: written back, with
+//! - **Recovery**: when the primary answers, operations go to it again, and the dirty
+//!   sessions are written back, each conditioned on the token it was based on (an operation
+//!   on a session still owed writes it back first, so nothing is read or written past a
+//!   change that has not reached the primary). Unchanged in the primary: written back, with
 //!   the version and token this instance's copies know, so that they stay valid bases.
 //!   Changed by another instance meanwhile: a conflict, decided by the [`ConflictResolver`]
 //!   ([`LatestWins`] by default), logged with both versions and counted. Gone from the
 //!   primary (it restarted empty, or the session expired there): restored. Deletes made
-//!   during the outage are replayed. Then operations go to the primary again.
+//!   during the outage are replayed.
 //!
 //! Everything is bounded: the near-copy (entries, bytes; clean entries are evicted least
 //! recently used first, and counted) and the dirty set (entries, bytes: a change that does
@@ -76,8 +78,9 @@ const CURSOR_PREFIX: &str = "f1:";
 /// How many times one session's write-back is tried within one pass before it waits for the
 /// next pass (another instance keeps changing it).
 const WRITEBACK_ATTEMPTS: usize = 4;
-/// Passes of one recovery; more changes keep arriving only under a sustained write load, and
-/// the next probe goes on.
+/// Passes of one write-back: a session another instance keeps changing may need more than
+/// one (after [`WRITEBACK_ATTEMPTS`] it waits for the next pass); what is left after them is
+/// written back by the next operation on it, or the next probe.
 const WRITEBACK_PASSES: usize = 16;
 
 type Connect = Box<
@@ -92,8 +95,8 @@ pub enum FailoverMode {
     Primary,
     /// The primary is unreachable: sessions are served from memory; the primary is probed.
     Fallback,
-    /// The primary answers again and the changes made meanwhile are being written back;
-    /// sessions are still served from memory until that is done.
+    /// The primary answers again and operations go to it; the changes made meanwhile are
+    /// being written back (an operation on a session still owed writes it back first).
     WritingBack,
 }
 
@@ -263,6 +266,7 @@ impl FailoverBuilder {
             switch_after: self.switch_after,
             resolver: Resolver(self.resolver),
             recovering: tokio::sync::Mutex::new(()),
+            flushing: tokio::sync::Mutex::new(()),
             state: Mutex::new(State {
                 mode,
                 writing_back: false,
@@ -350,9 +354,9 @@ impl FailoverStore {
             Mode::Fallback { since, reason } => (Some(since.elapsed()), Some(reason.clone())),
         };
         let mode = match (&state.mode, state.writing_back) {
-            (Mode::Primary, _) => FailoverMode::Primary,
-            (Mode::Fallback { .. }, false) => FailoverMode::Fallback,
-            (Mode::Fallback { .. }, true) => FailoverMode::WritingBack,
+            (Mode::Primary, false) => FailoverMode::Primary,
+            (Mode::Primary, true) => FailoverMode::WritingBack,
+            (Mode::Fallback { .. }, _) => FailoverMode::Fallback,
         };
         let stats = &state.stats;
         FailoverStatus {
@@ -446,6 +450,9 @@ struct Shared {
     resolver: Resolver,
     /// One recovery at a time (the probe, or [`FailoverStore::recover_now`]).
     recovering: tokio::sync::Mutex<()>,
+    /// One session written back at a time (the drain, and operations writing their own
+    /// session back first), so that two never write the same change back at once.
+    flushing: tokio::sync::Mutex<()>,
     state: Mutex<State>,
 }
 
@@ -482,15 +489,6 @@ impl Shared {
                 reason: format!("no answer within {limit:?}"),
                 source: None,
             }),
-        }
-    }
-
-    /// The primary, if operations go to it now.
-    fn healthy_primary(&self) -> Option<Arc<dyn SessionStore>> {
-        if matches!(self.lock().mode, Mode::Primary) {
-            self.primary()
-        } else {
-            None
         }
     }
 
@@ -544,12 +542,23 @@ impl Shared {
         runtime.spawn(probe(weak, self.probe_min, self.probe_max));
     }
 
-    /// Probes the primary (connecting it first if it never was), writes back, switches.
+    /// Probes the primary (connecting it first if it never was), switches to it, and writes
+    /// back what changed meanwhile. `true` when nothing is owed any more.
+    ///
+    /// The switch comes first: from then on every operation goes to the primary, and one on
+    /// a session still owed first writes that session back ([`route`](Self::route)). So no
+    /// change is made in memory any more, and the write-back converges however busy the
+    /// service is (while serving from memory, a session changed every few milliseconds would
+    /// be dirty again after every pass).
     async fn try_recover(self: &Arc<Self>) -> bool {
         let _one = self.recovering.lock().await;
-        if matches!(self.lock().mode, Mode::Primary) {
-            return true;
-        }
+        let on_primary = {
+            let state = self.lock();
+            if matches!(state.mode, Mode::Primary) && !state.writing_back {
+                return true;
+            }
+            matches!(state.mode, Mode::Primary)
+        };
         let primary = match self.primary() {
             Some(primary) => primary,
             None => {
@@ -569,23 +578,38 @@ impl Shared {
                 }
             }
         };
-        if let Err(e) = self.bounded(primary.ping()).await {
-            tracing::debug!(component = "session", primary = self.primary_name, error = %e, "primary not reachable yet");
-            return false;
+        if !on_primary {
+            if let Err(e) = self.bounded(primary.ping()).await {
+                tracing::debug!(component = "session", primary = self.primary_name, error = %e, "primary not reachable yet");
+                return false;
+            }
+            let mut state = self.lock();
+            let outage = match std::mem::replace(&mut state.mode, Mode::Primary) {
+                Mode::Fallback { since, .. } => since.elapsed(),
+                Mode::Primary => Duration::ZERO,
+            };
+            state.writing_back = true;
+            metrics::gauge!(metric::FALLBACK_ACTIVE).set(0.0);
+            metrics::histogram!(metric::FALLBACK_DURATION).record(outage.as_secs_f64());
+            tracing::info!(
+                component = "session",
+                backend = self.primary_name,
+                event_type = event::BACKEND_RECOVERED,
+                outage_ms = outage.as_millis() as u64,
+                dirty_sessions = state.near.dirty_len(),
+                "the primary store answers again: sessions are served from it, and what \
+                 changed meanwhile is written back"
+            );
         }
-        self.lock().writing_back = true;
         let started = Instant::now();
-        let result = self.write_back(primary.as_ref()).await;
+        let result = self.drain(primary.as_ref()).await;
         let mut state = self.lock();
-        state.writing_back = false;
         match result {
-            Ok(Some(report)) => {
-                let outage = report.outage;
+            Ok(report) if state.near.dirty_len() == 0 => {
+                state.writing_back = false;
                 state.stats.recoveries += 1;
                 let took = started.elapsed();
-                metrics::gauge!(metric::FALLBACK_ACTIVE).set(0.0);
                 metrics::gauge!(metric::FALLBACK_DIRTY).set(0.0);
-                metrics::histogram!(metric::FALLBACK_DURATION).record(outage.as_secs_f64());
                 metrics::histogram!(metric::WRITEBACK_DURATION).record(took.as_secs_f64());
                 tracing::info!(
                     component = "session",
@@ -598,16 +622,11 @@ impl Shared {
                     duration_ms = took.as_millis() as u64,
                     "the sessions changed during the outage are written back"
                 );
-                tracing::info!(
-                    component = "session",
-                    backend = self.primary_name,
-                    event_type = event::BACKEND_RECOVERED,
-                    outage_ms = outage.as_millis() as u64,
-                    "the primary store answers again: sessions are served from it"
-                );
                 true
             }
-            Ok(None) => false,
+            // Some sessions are still contested (another instance keeps changing them):
+            // operations on them write them back first; the probe goes on.
+            Ok(_) => false,
             Err(e) => {
                 tracing::info!(
                     component = "session",
@@ -616,15 +635,65 @@ impl Shared {
                     dirty_sessions = state.near.dirty_len(),
                     "write-back interrupted; it goes on at the next probe"
                 );
+                drop(state);
+                if e.is_outage() {
+                    self.activate(&e);
+                }
                 false
             }
         }
     }
 
-    /// Writes back every dirty session, pass after pass until none is left; then (under the
-    /// same lock that fallback operations take) switches to the primary. `Ok(None)`: changes
-    /// kept arriving; the next probe goes on. `Err`: the primary failed again.
-    async fn write_back(&self, primary: &dyn SessionStore) -> Result<Option<Report>> {
+    /// Where an operation on `id` (`None`: one that names no session) goes: `Some(primary)`,
+    /// after writing `id` back first if the outage's changes are still being written back;
+    /// `None`: to the fallback (the primary is down, or met an outage just now).
+    async fn route(
+        self: &Arc<Self>,
+        id: Option<&SessionId>,
+    ) -> Result<Option<Arc<dyn SessionStore>>> {
+        let draining = {
+            let state = self.lock();
+            if !matches!(state.mode, Mode::Primary) {
+                return Ok(None);
+            }
+            state.writing_back
+        };
+        let Some(primary) = self.primary() else {
+            return Ok(None);
+        };
+        if let (true, Some(id)) = (draining, id) {
+            match self.flush(id, primary.as_ref()).await {
+                Ok(()) => {}
+                Err(e) if e.is_outage() => {
+                    self.activate(&e);
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Some(primary))
+    }
+
+    /// Writes `id` back if it is still owed to the primary.
+    async fn flush(&self, id: &SessionId, primary: &dyn SessionStore) -> Result<()> {
+        let _one = self.flushing.lock().await;
+        let item = {
+            let mut state = self.lock();
+            let (pending, _) = state.near.pending_one(id, Instant::now());
+            pending
+        };
+        match item {
+            Some(item) => {
+                let mut report = Report::default();
+                self.write_back_entry(primary, item, &mut report).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Writes back every dirty session, pass after pass until none is left (or only
+    /// contested ones). `Err`: the primary failed again (or is out of memory).
+    async fn drain(&self, primary: &dyn SessionStore) -> Result<Report> {
         let mut report = Report::default();
         for _ in 0..WRITEBACK_PASSES {
             let pending = {
@@ -635,57 +704,67 @@ impl Shared {
                     metrics::counter!(metric::WRITEBACK_SESSIONS, "outcome" => "expired")
                         .increment(expired as u64);
                 }
-                if pending.is_empty() {
-                    // Switch under the lock that found nothing owed: a fallback operation
-                    // takes it too, so none can slip in between and be left behind.
-                    if let Mode::Fallback { since, .. } =
-                        std::mem::replace(&mut state.mode, Mode::Primary)
-                    {
-                        report.outage = since.elapsed();
-                    }
-                    return Ok(Some(report));
-                }
                 pending
             };
+            if pending.is_empty() {
+                break;
+            }
             for item in pending {
-                let id = item.id.clone();
-                let generation = item.generation;
-                let step = match self.write_back_one(primary, item, &mut report).await {
-                    Ok(step) => step,
-                    Err(e) if e.is_outage() || is_out_of_memory(&e) => {
-                        return Err(e);
-                    }
-                    Err(e) => {
-                        tracing::error!(
-                            component = "session",
-                            session_id = %id,
-                            backend = self.primary_name,
-                            error = %e,
-                            "write-back failed: the change made during the outage is dropped"
-                        );
-                        report.failed += 1;
-                        metrics::counter!(metric::WRITEBACK_SESSIONS, "outcome" => "failed")
-                            .increment(1);
-                        let mut state = self.lock();
-                        state.stats.failed += 1;
-                        state.near.remove(&id);
-                        continue;
-                    }
-                };
-                if let Step::Settled(primary_now, outcome) = step {
-                    metrics::counter!(metric::WRITEBACK_SESSIONS, "outcome" => outcome)
-                        .increment(1);
-                    report.sessions += 1;
+                let _one = self.flushing.lock().await;
+                // An operation may have written it back meanwhile.
+                let current = {
                     let mut state = self.lock();
-                    state.stats.written_back += 1;
-                    state
-                        .near
-                        .settle(&id, generation, primary_now, Instant::now());
-                    metrics::gauge!(metric::FALLBACK_DIRTY).set(state.near.dirty_len() as f64);
+                    state.near.pending_one(&item.id, Instant::now()).0
+                };
+                if let Some(item) = current {
+                    self.write_back_entry(primary, item, &mut report).await?;
                 }
             }
         }
-        Ok(None)
+        Ok(report)
+    }
+
+    /// Writes one dirty session back and settles its entry. A failure that is not the
+    /// primary's unavailability is logged and counted, and the change dropped (it cannot be
+    /// written, and keeping it would keep the store on the write-back for good).
+    async fn write_back_entry(
+        &self,
+        primary: &dyn SessionStore,
+        item: Pending,
+        report: &mut Report,
+    ) -> Result<()> {
+        let id = item.id.clone();
+        let generation = item.generation;
+        let step = match self.write_back_one(primary, item, report).await {
+            Ok(step) => step,
+            Err(e) if e.is_outage() || is_out_of_memory(&e) => return Err(e),
+            Err(e) => {
+                tracing::error!(
+                    component = "session",
+                    session_id = %id,
+                    backend = self.primary_name,
+                    error = %e,
+                    "write-back failed: the change made during the outage is dropped"
+                );
+                report.failed += 1;
+                metrics::counter!(metric::WRITEBACK_SESSIONS, "outcome" => "failed").increment(1);
+                let mut state = self.lock();
+                state.stats.failed += 1;
+                state.near.remove(&id);
+                return Ok(());
+            }
+        };
+        if let Step::Settled(primary_now, outcome) = step {
+            metrics::counter!(metric::WRITEBACK_SESSIONS, "outcome" => outcome).increment(1);
+            report.sessions += 1;
+            let mut state = self.lock();
+            state.stats.written_back += 1;
+            state
+                .near
+                .settle(&id, generation, primary_now, Instant::now());
+            metrics::gauge!(metric::FALLBACK_DIRTY).set(state.near.dirty_len() as f64);
+        }
+        Ok(())
     }
 
     async fn write_back_one(
@@ -1126,7 +1205,6 @@ fn count_evictions(evicted: u64) {
 
 #[derive(Debug, Default)]
 struct Report {
-    outage: Duration,
     sessions: usize,
     conflicts: usize,
     expired: usize,
@@ -1153,7 +1231,7 @@ async fn probe(shared: Weak<Shared>, min: Duration, max: Duration) {
             // Decided under the lock that `activate` takes: a new outage either finds this
             // probe still running, or starts a new one.
             let mut state = shared.lock();
-            if matches!(state.mode, Mode::Primary) {
+            if matches!(state.mode, Mode::Primary) && !state.writing_back {
                 state.prober = false;
                 return;
             }
@@ -1172,7 +1250,7 @@ impl SessionStore for FailoverStore {
     }
 
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
-        if let Some(primary) = self.shared.healthy_primary() {
+        if let Some(primary) = self.shared.route(Some(id)).await? {
             match self.shared.bounded(primary.load(id)).await {
                 Ok(record) => {
                     self.shared.observe(id, record.clone());
@@ -1186,7 +1264,7 @@ impl SessionStore for FailoverStore {
     }
 
     async fn write(&self, id: &SessionId, write: Write) -> Result<WriteOutcome> {
-        if let Some(primary) = self.shared.healthy_primary() {
+        if let Some(primary) = self.shared.route(Some(id)).await? {
             let payload = write.payload.clone();
             let summary = write.summary.clone();
             let ttl = write.ttl;
@@ -1230,7 +1308,7 @@ impl SessionStore for FailoverStore {
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
-        if let Some(primary) = self.shared.healthy_primary() {
+        if let Some(primary) = self.shared.route(Some(id)).await? {
             match self.shared.bounded(primary.delete(id)).await {
                 Ok(existed) => {
                     self.shared.observe(id, None);
@@ -1244,7 +1322,7 @@ impl SessionStore for FailoverStore {
     }
 
     async fn touch(&self, id: &SessionId, ttl: Ttl) -> Result<bool> {
-        if let Some(primary) = self.shared.healthy_primary() {
+        if let Some(primary) = self.shared.route(Some(id)).await? {
             match self.shared.bounded(primary.touch(id, ttl)).await {
                 Ok(existed) => {
                     let mut state = self.shared.lock();
@@ -1265,7 +1343,7 @@ impl SessionStore for FailoverStore {
     }
 
     async fn list_page(&self, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
-        if let Some(primary) = self.shared.healthy_primary() {
+        if let Some(primary) = self.shared.route(None).await? {
             // A listing begun from memory goes on from the start on the primary: a page
             // may repeat sessions, never skip one.
             let cursor = cursor.filter(|c| !c.as_str().starts_with(CURSOR_PREFIX));
@@ -1279,7 +1357,7 @@ impl SessionStore for FailoverStore {
     }
 
     async fn count(&self) -> Result<u64> {
-        if let Some(primary) = self.shared.healthy_primary() {
+        if let Some(primary) = self.shared.route(None).await? {
             match self.shared.bounded(primary.count()).await {
                 Ok(n) => return Ok(n),
                 Err(e) if e.is_outage() => self.shared.activate(&e),
@@ -1290,7 +1368,7 @@ impl SessionStore for FailoverStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        if let Some(primary) = self.shared.healthy_primary() {
+        if let Some(primary) = self.shared.route(None).await? {
             match self.shared.bounded(primary.ping()).await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_outage() => self.shared.activate(&e),

@@ -570,3 +570,49 @@ async fn the_fallback_refuses_a_write_while_another_of_the_same_session_is_on_it
         b"w1"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_back_converges_while_the_sessions_keep_changing() {
+    let primary = Switch::new();
+    let store = failover(&primary);
+    let agents = manager(&store);
+    let ids: Vec<SessionId> = (0..4).map(|n| id(&format!("busy{n}"))).collect();
+    for id in &ids {
+        agents.get_or_create(id, Vec::new).await.unwrap();
+    }
+    primary.set(DOWN);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let agents = agents.clone();
+            let id = id.clone();
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    n += 1;
+                    let m = format!("{n}");
+                    agents.modify(&id, |h| h.push(m.clone())).await.unwrap();
+                    acked.push(m);
+                    tokio::task::yield_now().await;
+                }
+                (id, acked)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    primary.set(UP);
+    // Every session changes all the time: the write-back must still finish.
+    let recovered = tokio::time::timeout(Duration::from_secs(10), store.recover_now()).await;
+    assert_eq!(recovered, Ok(true), "{:?}", store.status());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop.store(true, Ordering::SeqCst);
+    for writer in writers {
+        let (id, acked) = writer.await.unwrap();
+        assert_eq!(stored(&primary, &id).await.unwrap(), acked, "{id}");
+    }
+    let status = store.status();
+    assert_eq!((status.mode, status.conflicts), (FailoverMode::Primary, 0));
+}

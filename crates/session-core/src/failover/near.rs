@@ -310,6 +310,29 @@ impl NearCopy {
         (pending, expired.len())
     }
 
+    /// `id`'s entry for a write-back if it is dirty (and not expired; an expired one is
+    /// dropped, and counted in the second value).
+    pub(crate) fn pending_one(&mut self, id: &SessionId, now: Instant) -> (Option<Pending>, usize) {
+        let Some(entry) = self.entries.get(id) else {
+            return (None, 0);
+        };
+        let Some(dirty) = entry.dirty else {
+            return (None, 0);
+        };
+        if entry.record.is_some() && entry.expired(now) {
+            self.remove(id);
+            return (None, 1);
+        }
+        let pending = Pending {
+            id: id.clone(),
+            record: entry.record.clone(),
+            ttl_left: entry.expires_at.map(|at| at.saturating_duration_since(now)),
+            dirty,
+            generation: entry.generation,
+        };
+        (Some(pending), 0)
+    }
+
     /// After a write-back of `id` at `generation`: the primary now holds `record` (`None`:
     /// nothing). If the entry did not change meanwhile it becomes clean (or goes); if it did,
     /// it stays dirty with the primary's new content as its base. Returns whether it is
