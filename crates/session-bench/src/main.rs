@@ -1334,6 +1334,35 @@ async fn memory_benches(args: &Args, rows: &mut Vec<Row>) -> BoxResult<()> {
             l,
             None,
         ));
+        // The run-time fallback's bookkeeping on a primary that costs no network: what a
+        // FailoverStore adds to each call, in CPU, without the noise of a round trip.
+        let failover = manager(Arc::new(session_core::FailoverStore::new(Arc::new(
+            MemoryStore::new(),
+        ))));
+        failover.update(&sid, &agent).await?;
+        for (what, key, modify) in [("get", "get", false), ("modify", "modify", true)] {
+            println!(" {what}, FailoverStore over the memory store");
+            let l = measure(plan, async |_| {
+                if modify {
+                    failover.modify(&sid, Agent::bump).await?;
+                } else {
+                    failover.get(&sid).await?.ok_or("session vanished")?;
+                }
+                Ok::<(), BoxError>(())
+            })
+            .await?;
+            println!("  p50 {:.2} µs  p99 {:.2} µs", l.p50_us, l.p99_us);
+            rows.push(
+                Row::latency(
+                    &format!("mem{messages}.failover_{key}"),
+                    &section,
+                    &format!("{what}, FailoverStore over the memory store (healthy)"),
+                    l,
+                    None,
+                )
+                .vs(&format!("mem{messages}.{key}")),
+            );
+        }
 
         let ids: Arc<Vec<SessionId>> = Arc::new(vec![
             id(&format!("mem-{messages}-a"))?,

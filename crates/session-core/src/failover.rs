@@ -1265,11 +1265,22 @@ impl SessionStore for FailoverStore {
 
     async fn write(&self, id: &SessionId, write: Write) -> Result<WriteOutcome> {
         if let Some(primary) = self.shared.route(Some(id)).await? {
-            let payload = write.payload.clone();
-            let summary = write.summary.clone();
-            let ttl = write.ttl;
+            // The parts of the write kept for the near-copy, and for the fallback should the
+            // primary not answer (one clone of the summary, none of the payload's bytes).
+            let Write {
+                payload,
+                summary,
+                condition,
+                ttl,
+                token,
+                ..
+            } = write;
+            let sent = Write::new(payload.clone(), condition)
+                .with_summary(summary.clone())
+                .with_ttl(ttl)
+                .with_token(token);
             let in_flight = InFlight::new(&self.shared, id);
-            let result = self.shared.bounded(primary.write(id, write.clone())).await;
+            let result = self.shared.bounded(primary.write(id, sent)).await;
             if result.is_err() {
                 drop(in_flight);
             }
@@ -1300,7 +1311,14 @@ impl SessionStore for FailoverStore {
                 }
                 // A write whose outcome is unknown may have landed: it is kept in memory
                 // with the same token, and the write-back recognises it if it did.
-                Err(e) if e.is_outage() => self.shared.activate(&e),
+                Err(e) if e.is_outage() => {
+                    self.shared.activate(&e);
+                    let write = Write::new(payload, condition)
+                        .with_summary(summary)
+                        .with_ttl(ttl)
+                        .with_token(token);
+                    return self.shared.fallback_write(id, write);
+                }
                 Err(e) => return Err(e),
             }
         }

@@ -186,8 +186,27 @@ impl NearCopy {
         if self.entries.get(id).is_some_and(|e| e.dirty.is_some()) {
             return;
         }
+        let Some(record) = record else {
+            self.remove(id);
+            return;
+        };
+        let new_charge = charge(id, Some(&record));
+        if let Some(entry) = self.entries.get_mut(id)
+            && (self.bytes - entry.charge).saturating_add(new_charge) <= self.bounds.bytes
+        {
+            // The common case, a session seen again: replaced in place, no new key.
+            self.clock += 1;
+            let tick = self.clock;
+            self.lru.remove(&entry.tick);
+            self.lru.insert(tick, id.clone());
+            self.bytes = self.bytes - entry.charge + new_charge;
+            entry.expires_at = record.ttl.map(|ttl| now + ttl);
+            entry.record = Some(record.with_ttl(None));
+            entry.tick = tick;
+            entry.charge = new_charge;
+            return;
+        }
         self.remove(id);
-        let Some(record) = record else { return };
         let expires_at = record.ttl.map(|ttl| now + ttl);
         let record = record.with_ttl(None);
         let charge = charge(id, Some(&record));
