@@ -427,9 +427,47 @@ async fn load(
     total
 }
 
+/// The faults the runtime load test causes.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// `kill -9`, then a restart with no data (nothing persisted): every session is restored
+    /// by the write-back.
+    KillAndRestartEmpty,
+    /// `SIGSTOP`, then `SIGCONT`: a server that hangs with its connections open, and comes
+    /// back with its data.
+    Hang,
+}
+
+fn signal(server: &RedisServer, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &server.pid().to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("kill: {e}"));
+    assert!(status.success(), "kill {signal} {}", server.pid());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_under_load_survive_kill_9_and_lose_nothing_with_runtime() {
-    let test = "two_instances_under_load_survive_kill_9_and_lose_nothing_with_runtime";
+    runtime_load(
+        "two_instances_under_load_survive_kill_9_and_lose_nothing_with_runtime",
+        Fault::KillAndRestartEmpty,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_under_load_survive_a_hung_server_and_lose_nothing_with_runtime() {
+    runtime_load(
+        "two_instances_under_load_survive_a_hung_server_and_lose_nothing_with_runtime",
+        Fault::Hang,
+    )
+    .await;
+}
+
+/// Two instances, each with a `modify` load on its own four sessions, through `fault`:
+/// every call succeeds (on the fallback during the outage) within the switch bound, both are
+/// back on Redis soon after it answers again, and every acknowledged message is in Redis.
+async fn runtime_load(test: &str, fault: Fault) {
     let Some(mut server) = private_server(test, ServerOptions::default()) else {
         return;
     };
@@ -454,22 +492,31 @@ async fn two_instances_under_load_survive_kill_9_and_lose_nothing_with_runtime()
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    kill_9(&server);
-    let killed = Instant::now();
+    match fault {
+        Fault::KillAndRestartEmpty => kill_9(&server),
+        Fault::Hang => signal(&server, "-STOP"),
+    }
+    let faulted = Instant::now();
     for store in &stores {
         while store.status().mode == FailoverMode::Primary {
-            assert!(killed.elapsed() < Duration::from_secs(10), "no switch-over");
+            assert!(
+                faulted.elapsed() < Duration::from_secs(10),
+                "no switch-over"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-    let switch_over = killed.elapsed();
+    let switch_over = faulted.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    server.restart().unwrap_or_else(|e| panic!("restart: {e}"));
-    let restarted = Instant::now();
-    for store in &stores {
-        wait_for_primary(store, "after the restart").await;
+    match fault {
+        Fault::KillAndRestartEmpty => server.restart().unwrap_or_else(|e| panic!("restart: {e}")),
+        Fault::Hang => signal(&server, "-CONT"),
     }
-    let switch_back = restarted.elapsed();
+    let back = Instant::now();
+    for store in &stores {
+        wait_for_primary(store, "after the server came back").await;
+    }
+    let switch_back = back.elapsed();
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut tally = Tally::default();
@@ -480,9 +527,9 @@ async fn two_instances_under_load_survive_kill_9_and_lose_nothing_with_runtime()
     let lost = tally.lost(&reader).await;
     let conflicts: u64 = stores.iter().map(|s| s.status().conflicts).sum();
     eprintln!(
-        "runtime under kill -9: attempted {}, succeeded {}, failed {}, conflicts {conflicts}, \
-         lost {lost}; slowest call {:?}; switch-over {switch_over:?} after the kill, \
-         switch-back {switch_back:?} after the restart",
+        "runtime under {fault:?}: attempted {}, succeeded {}, failed {}, conflicts {conflicts}, \
+         lost {lost}; slowest call {:?}; switch-over {switch_over:?} after the fault, \
+         switch-back {switch_back:?} after the server came back",
         tally.attempted, tally.succeeded, tally.failed, tally.slowest
     );
     assert_eq!(lost, 0, "acknowledged messages missing from Redis");

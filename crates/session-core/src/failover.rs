@@ -863,9 +863,11 @@ impl Shared {
                         // outage) landed.
                         return Ok(Step::Settled(Some(theirs), resolved.unwrap_or("written")));
                     }
-                    if their_token.is_some_and(|t| ours.tokens.position(t).is_some()) {
+                    if their_token.is_some_and(|t| {
+                        ours.tokens.position(t).is_some() || dirty.sent.position(t).is_some()
+                    }) {
                         // The primary holds one of this instance's own writes of the outage
-                        // (one whose reply was lost): go on from it.
+                        // (one that met it and landed after all): go on from it.
                         expected = Some(theirs.basis());
                         continue;
                     }
@@ -1003,7 +1005,9 @@ impl Shared {
         state.near.get(id, now).and_then(|e| e.live_record(now))
     }
 
-    fn fallback_write(&self, id: &SessionId, write: Write) -> Result<WriteOutcome> {
+    /// A write served from memory. `sent`: it was sent to the primary first and may have
+    /// landed there.
+    fn fallback_write(&self, id: &SessionId, write: Write, sent: bool) -> Result<WriteOutcome> {
         let now = Instant::now();
         let stamp = Timestamp::now();
         let mut state = self.lock();
@@ -1021,6 +1025,10 @@ impl Shared {
         let known = Self::known(&mut state, id, now);
         // The content the write goes on from, and the primary content a write-back is
         // conditioned on.
+        let earlier_sent = match &known {
+            Known::Live(_, Some(dirty)) | Known::Deleted(dirty) => dirty.sent,
+            _ => RecentTokens::new(),
+        };
         let (previous, base): (Option<Basis>, Option<Basis>) = match &known {
             Known::Live(record, dirty) => {
                 if !write
@@ -1062,6 +1070,11 @@ impl Shared {
             base,
             changed: true,
             at: stamp,
+            sent: if sent {
+                earlier_sent.after(write.token)
+            } else {
+                earlier_sent
+            },
         };
         let expires_at = Some(now + write.ttl.as_duration());
         self.change(&mut state, id, Some(record), expires_at, dirty)?;
@@ -1111,15 +1124,20 @@ impl Shared {
         let now = Instant::now();
         let stamp = Timestamp::now();
         let mut state = self.lock();
-        let (existed, base) = match Self::known(&mut state, id, now) {
-            Known::Live(record, dirty) => (true, dirty.map_or(Some(record.basis()), |d| d.base)),
+        let (existed, base, sent) = match Self::known(&mut state, id, now) {
+            Known::Live(record, dirty) => (
+                true,
+                dirty.map_or(Some(record.basis()), |d| d.base),
+                dirty.map_or(RecentTokens::new(), |d| d.sent),
+            ),
             Known::Deleted(_) => return Ok(false),
-            Known::Unknown => (false, None),
+            Known::Unknown => (false, None, RecentTokens::new()),
         };
         let dirty = Dirty {
             base,
             changed: true,
             at: stamp,
+            sent,
         };
         self.change(&mut state, id, None, None, dirty)?;
         Ok(existed)
@@ -1135,6 +1153,7 @@ impl Shared {
             base: Some(record.basis()),
             changed: false,
             at: Timestamp::now(),
+            sent: RecentTokens::new(),
         });
         self.change(
             &mut state,
@@ -1317,12 +1336,12 @@ impl SessionStore for FailoverStore {
                         .with_summary(summary)
                         .with_ttl(ttl)
                         .with_token(token);
-                    return self.shared.fallback_write(id, write);
+                    return self.shared.fallback_write(id, write, true);
                 }
                 Err(e) => return Err(e),
             }
         }
-        self.shared.fallback_write(id, write)
+        self.shared.fallback_write(id, write, false)
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {

@@ -616,3 +616,25 @@ async fn the_write_back_converges_while_the_sessions_keep_changing() {
     let status = store.status();
     assert_eq!((status.mode, status.conflicts), (FailoverMode::Primary, 0));
 }
+
+#[tokio::test]
+async fn a_write_that_met_the_outage_and_landed_is_recognised_under_many_changes_made_after() {
+    let primary = Switch::new();
+    let store = failover(&primary);
+    let agents = manager(&store);
+    let a = id("a");
+    agents.get_or_create(&a, Vec::new).await.unwrap();
+    // Applied in the primary, its reply lost: the switch.
+    primary.set(LOSE_REPLIES);
+    agents.modify(&a, |h| h.push("0".into())).await.unwrap();
+    primary.set(DOWN);
+    // More changes in memory than a record keeps tokens of.
+    for n in 1..=12 {
+        agents.modify(&a, |h| h.push(n.to_string())).await.unwrap();
+    }
+    primary.set(UP);
+    assert!(store.recover_now().await);
+    let expected: Vec<String> = (0..=12).map(|n| n.to_string()).collect();
+    assert_eq!(stored(&primary, &a).await.unwrap(), expected);
+    assert_eq!(store.status().conflicts, 0, "its own write, not another's");
+}

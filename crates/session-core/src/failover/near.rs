@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{Basis, Record, SessionId, Timestamp};
+use crate::{Basis, RecentTokens, Record, SessionId, Timestamp};
 
 /// What one entry is charged besides its payload and id: the entry and its map nodes.
 const ENTRY_OVERHEAD: usize = 200;
@@ -45,6 +45,11 @@ pub(crate) struct Dirty {
     pub(crate) changed: bool,
     /// When the latest change was made (a delete's time, for the conflict rule).
     pub(crate) at: Timestamp,
+    /// Tokens of this instance's writes of the session that were sent to the primary and
+    /// may have landed there (the write that met the outage): found in the primary at
+    /// write-back, they are this instance's own history, not another instance's change,
+    /// however many changes were made on top in memory.
+    pub(crate) sent: RecentTokens,
 }
 
 #[derive(Debug, Clone)]
@@ -412,7 +417,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::{Meta, RecentTokens, Summary, WriteToken};
+    use crate::{Meta, Summary, WriteToken};
 
     fn id(s: &str) -> SessionId {
         SessionId::new(s).unwrap()
@@ -442,6 +447,7 @@ mod tests {
             base: None,
             changed: true,
             at: Timestamp::now(),
+            sent: RecentTokens::new(),
         }
     }
 
