@@ -26,12 +26,23 @@
 //! not fit fails with [`Error::Unavailable`] and is counted and logged; nothing owed to the
 //! primary is ever dropped silently).
 //!
-//! What an outage cannot give: a session this instance never touched is unknown to it (a read
-//! finds nothing, a listing shows only what it holds); two instances that change the same
-//! session during the outage produce a conflict, and the rule drops one of the changes
-//! (logged). The replay of a delete reads the session first and deletes it if unchanged: a
-//! write landing between those two steps is deleted too (the store trait has no conditional
-//! delete).
+//! What an outage cannot give:
+//! - a session this instance never touched is unknown to it: a read finds nothing, a
+//!   listing shows only what it holds, a conditional write is refused as on an absent
+//!   session, and a delete answers `false` and is not replayed;
+//! - two instances that change the same session during the outage produce a conflict, and
+//!   the rule drops one of the changes (logged, counted);
+//! - the replay of a delete reads the session first and deletes it if unchanged: a write
+//!   landing between those two steps is deleted too (the store trait has no conditional
+//!   delete);
+//! - an unconditional write (`Condition::Any`) whose outcome was unknown when the outage
+//!   began may still be delivered late from a dead connection's buffers (after a partition
+//!   heals) and land over what the write-back wrote. The manager's `modify` and `save`, and
+//!   `update`'s first attempt, are conditional and cannot.
+//!
+//! While a write of a session is on its way to the primary, the fallback refuses changes to
+//! that session (`Unavailable`): both could be built on the same content. A write whose
+//! outcome is unknown and that the fallback cannot take keeps its `OutcomeUnknown`.
 
 mod near;
 mod resolve;
@@ -54,7 +65,7 @@ use self::{
 };
 use crate::{
     Basis, Condition, Cursor, Error, Meta, Page, RecentTokens, Record, Result, SessionId,
-    SessionInfo, SessionStore, Timestamp, Ttl, Write, WriteOutcome,
+    SessionInfo, SessionStore, Timestamp, Ttl, Write, WriteOutcome, WriteToken,
     observe::{event, metric},
 };
 
@@ -146,6 +157,9 @@ pub struct FailoverStatus {
     /// Write-backs that failed for another reason than an outage (logged; the change is
     /// dropped).
     pub failed: u64,
+    /// Changes dropped because their session expired before it was written back (it would
+    /// have expired in the primary too).
+    pub expired: u64,
 }
 
 /// Builds a [`FailoverStore`]: bounds, probe backoff and the conflict rule.
@@ -375,6 +389,7 @@ impl FailoverStore {
             overflowed: stats.overflowed,
             evicted: state.near.evicted,
             failed: stats.failed,
+            expired: state.near.expired,
         }
     }
 
@@ -492,10 +507,30 @@ impl Shared {
         }
     }
 
-    fn observe(&self, id: &SessionId, record: Option<Record>) {
+    /// A write to the primary within [`FailoverBuilder::switch_after`]: cut off, it may have
+    /// landed, so its outcome is unknown (not `Unavailable`).
+    async fn bounded_write(
+        &self,
+        id: &SessionId,
+        call: impl Future<Output = Result<WriteOutcome>>,
+    ) -> Result<WriteOutcome> {
+        let Some(limit) = self.switch_after else {
+            return call.await;
+        };
+        match tokio::time::timeout(limit, call).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::OutcomeUnknown {
+                id: id.clone(),
+                backend: self.primary_name,
+                reason: format!("no answer within {limit:?}"),
+            }),
+        }
+    }
+
+    fn observe(&self, id: &SessionId, record: Option<Record>, seq: u64) {
         let mut state = self.lock();
         let before = state.near.evicted;
-        state.near.observe(id, record, Instant::now());
+        state.near.observe(id, record, seq, Instant::now());
         count_evictions(state.near.evicted - before);
     }
 
@@ -605,7 +640,7 @@ impl Shared {
         let result = self.drain(primary.as_ref()).await;
         let mut state = self.lock();
         match result {
-            Ok(report) if state.near.dirty_len() == 0 => {
+            Ok(report) if state.near.dirty_len() == 0 && matches!(state.mode, Mode::Primary) => {
                 state.writing_back = false;
                 state.stats.recoveries += 1;
                 let took = started.elapsed();
@@ -644,13 +679,14 @@ impl Shared {
         }
     }
 
-    /// Where an operation on `id` (`None`: one that names no session) goes: `Some(primary)`,
-    /// after writing `id` back first if the outage's changes are still being written back;
-    /// `None`: to the fallback (the primary is down, or met an outage just now).
+    /// Where an operation on `id` (`None`: one that names no session) goes: `Some((primary,
+    /// seq))`, with the sequence number its answer is remembered under, after writing `id`
+    /// back first if the outage's changes are still being written back; `None`: to the
+    /// fallback (the primary is down, or met an outage just now).
     async fn route(
         self: &Arc<Self>,
         id: Option<&SessionId>,
-    ) -> Result<Option<Arc<dyn SessionStore>>> {
+    ) -> Result<Option<(Arc<dyn SessionStore>, u64)>> {
         let draining = {
             let state = self.lock();
             if !matches!(state.mode, Mode::Primary) {
@@ -671,24 +707,39 @@ impl Shared {
                 Err(e) => return Err(e),
             }
         }
-        Ok(Some(primary))
+        let seq = self.lock().near.next_seq();
+        Ok(Some((primary, seq)))
     }
 
-    /// Writes `id` back if it is still owed to the primary.
+    /// Writes `id` back if it is still owed to the primary. A session that stays owed (another
+    /// instance keeps changing it) cannot be used until it is settled: `Unavailable`.
     async fn flush(&self, id: &SessionId, primary: &dyn SessionStore) -> Result<()> {
+        if !self.lock().near.is_dirty(id) {
+            return Ok(());
+        }
         let _one = self.flushing.lock().await;
         let item = {
             let mut state = self.lock();
             let (pending, _) = state.near.pending_one(id, Instant::now());
             pending
         };
-        match item {
-            Some(item) => {
-                let mut report = Report::default();
-                self.write_back_entry(primary, item, &mut report).await
-            }
-            None => Ok(()),
+        let Some(item) = item else {
+            return Ok(());
+        };
+        let mut report = Report::default();
+        self.write_back_entry(primary, item, &mut report).await?;
+        if self.lock().near.is_dirty(id) {
+            return Err(Error::Unavailable {
+                backend: self.primary_name,
+                reason: format!(
+                    "session {id}: its change made while {} was unreachable is not written \
+                     back yet (another instance keeps changing it)",
+                    self.primary_name
+                ),
+                source: None,
+            });
         }
+        Ok(())
     }
 
     /// Writes back every dirty session, pass after pass until none is left (or only
@@ -751,17 +802,27 @@ impl Shared {
                 let mut state = self.lock();
                 state.stats.failed += 1;
                 state.near.remove(&id);
+                metrics::gauge!(metric::FALLBACK_DIRTY).set(state.near.dirty_len() as f64);
                 return Ok(());
             }
         };
-        if let Step::Settled(primary_now, outcome) = step {
+        if let Step::Settled(primary_now, outcome, ours) = step {
             metrics::counter!(metric::WRITEBACK_SESSIONS, "outcome" => outcome).increment(1);
-            report.sessions += 1;
             let mut state = self.lock();
-            state.stats.written_back += 1;
+            match outcome {
+                "expired" => report.expired += 1,
+                "failed" => {
+                    report.failed += 1;
+                    state.stats.failed += 1;
+                }
+                _ => {
+                    report.sessions += 1;
+                    state.stats.written_back += 1;
+                }
+            }
             state
                 .near
-                .settle(&id, generation, primary_now, Instant::now());
+                .settle(&id, generation, primary_now, ours, Instant::now());
             metrics::gauge!(metric::FALLBACK_DIRTY).set(state.near.dirty_len() as f64);
         }
         Ok(())
@@ -783,7 +844,7 @@ impl Shared {
         let ttl = match ttl_left {
             Some(left) => match Ttl::new(left) {
                 Ok(ttl) => ttl,
-                Err(_) => return Ok(Step::Settled(None, "expired")),
+                Err(_) => return Ok(Step::Settled(None, "expired", true)),
             },
             None => Ttl::DEFAULT,
         };
@@ -791,8 +852,8 @@ impl Shared {
             return self.replay_delete(primary, &id, dirty, report).await;
         };
         if !dirty.changed {
-            primary.touch(&id, ttl).await?;
-            return Ok(Step::Settled(None, "touched"));
+            self.bounded(primary.touch(&id, ttl)).await?;
+            return Ok(Step::Settled(None, "touched", true));
         }
         let mut ours = ours;
         let mut expected = dirty.base;
@@ -805,7 +866,7 @@ impl Shared {
         let mut fresh: Option<crate::WriteToken> = None;
         for _ in 0..WRITEBACK_ATTEMPTS {
             let Some(token) = fresh.or(ours.token()) else {
-                return Ok(Step::Settled(None, "failed"));
+                return Ok(Step::Settled(None, "failed", true));
             };
             let condition = match expected {
                 Some(base) => Condition::IfUnchanged(continuing(&base, &ours)),
@@ -815,7 +876,7 @@ impl Shared {
                 .with_summary(ours.meta.summary.clone())
                 .with_ttl(ttl)
                 .with_token(token);
-            let outcome = match primary.write(&id, write).await {
+            let outcome = match self.bounded_write(&id, primary.write(&id, write)).await {
                 Ok(outcome) => outcome,
                 Err(e) if fresh.is_none() && !e.is_outage() && !is_out_of_memory(&e) => {
                     tracing::debug!(
@@ -845,7 +906,9 @@ impl Shared {
                         .with_ttl(Some(ttl.as_duration()))
                         .with_tokens(tokens);
                     let outcome = resolved.unwrap_or(if restored { "restored" } else { "written" });
-                    return Ok(Step::Settled(Some(now), outcome));
+                    // A merge is not this instance's content: a change made meanwhile must
+                    // meet it as a conflict.
+                    return Ok(Step::Settled(Some(now), outcome, outcome != "merged"));
                 }
                 WriteOutcome::Rejected { current: None, .. } => {
                     // Gone from the primary: it restarted empty or lost it, or the session
@@ -861,7 +924,23 @@ impl Shared {
                     if their_token.is_some() && their_token == ours.token() {
                         // Already there: an earlier write-back (or the write that met the
                         // outage) landed.
-                        return Ok(Step::Settled(Some(theirs), resolved.unwrap_or("written")));
+                        return Ok(Step::Settled(
+                            Some(theirs),
+                            resolved.unwrap_or("written"),
+                            true,
+                        ));
+                    }
+                    if ours
+                        .token()
+                        .is_some_and(|t| theirs.tokens.position(t).is_some())
+                    {
+                        // It landed, and another instance has built on it since: theirs
+                        // holds this instance's change.
+                        return Ok(Step::Settled(
+                            Some(theirs),
+                            resolved.unwrap_or("written"),
+                            false,
+                        ));
                     }
                     if their_token.is_some_and(|t| {
                         ours.tokens.position(t).is_some() || dirty.sent.position(t).is_some()
@@ -876,7 +955,7 @@ impl Shared {
                     report.conflicts += 1;
                     match resolution {
                         Resolution::KeepTheirs => {
-                            return Ok(Step::Settled(Some(theirs), "kept_theirs"));
+                            return Ok(Step::Settled(Some(theirs), "kept_theirs", false));
                         }
                         Resolution::KeepOurs => {
                             resolved = Some("kept_ours");
@@ -910,29 +989,33 @@ impl Shared {
         dirty: Dirty,
         report: &mut Report,
     ) -> Result<Step> {
-        let Some(base) = dirty.base else {
-            // Deleted here without knowing the primary's version: delete whatever is there.
-            primary.delete(id).await?;
-            return Ok(Step::Settled(None, "deleted"));
+        let Some(theirs) = self.bounded(primary.load(id)).await? else {
+            return Ok(Step::Settled(None, "deleted", true));
         };
-        let Some(theirs) = primary.load(id).await? else {
-            return Ok(Step::Settled(None, "deleted"));
-        };
-        let unchanged = match base.token() {
-            Some(token) => theirs.token() == Some(token),
-            None => theirs.tokens.is_empty() && theirs.version == base.version(),
+        let ours = |t: WriteToken| dirty.sent.position(t).is_some();
+        let unchanged = match dirty.base {
+            Some(base) => match base.token() {
+                Some(token) => theirs.token() == Some(token) || theirs.token().is_some_and(ours),
+                None => theirs.tokens.is_empty() && theirs.version == base.version(),
+            },
+            // Created here during the outage: only a write of it that reached the primary
+            // is this instance's to delete; anything else is another instance's session.
+            None => theirs.token().is_some_and(ours),
         };
         if unchanged {
-            primary.delete(id).await?;
-            return Ok(Step::Settled(None, "deleted"));
+            self.bounded(primary.delete(id)).await?;
+            return Ok(Step::Settled(None, "deleted", true));
+        }
+        if dirty.base.is_none() {
+            return Ok(Step::Settled(Some(theirs), "kept_theirs", false));
         }
         report.conflicts += 1;
         match self.conflict(id, None, dirty.at, &theirs) {
             Resolution::KeepOurs => {
-                primary.delete(id).await?;
-                Ok(Step::Settled(None, "kept_ours"))
+                self.bounded(primary.delete(id)).await?;
+                Ok(Step::Settled(None, "kept_ours", true))
             }
-            Resolution::KeepTheirs => Ok(Step::Settled(Some(theirs), "kept_theirs")),
+            Resolution::KeepTheirs => Ok(Step::Settled(Some(theirs), "kept_theirs", false)),
             Resolution::Merged { payload, summary } => {
                 let ttl = theirs
                     .ttl
@@ -941,8 +1024,8 @@ impl Shared {
                 let write = Write::new(payload, Condition::IfUnchanged(theirs.basis()))
                     .with_summary(summary)
                     .with_ttl(ttl);
-                match primary.write(id, write).await? {
-                    WriteOutcome::Written { .. } => Ok(Step::Settled(None, "merged")),
+                match self.bounded_write(id, primary.write(id, write)).await? {
+                    WriteOutcome::Written { .. } => Ok(Step::Settled(None, "merged", false)),
                     WriteOutcome::Rejected { .. } => Ok(Step::Again),
                 }
             }
@@ -1005,23 +1088,36 @@ impl Shared {
         state.near.get(id, now).and_then(|e| e.live_record(now))
     }
 
+    /// Refuses a change served from memory while a write of the same session is on its way
+    /// to the primary: both could be built on the same content (and the write's answer,
+    /// arriving later, would not replace a dirty entry), so one would be lost.
+    fn not_in_flight(&self, state: &State, id: &SessionId) -> Result<()> {
+        if !state.in_flight.contains_key(id) {
+            return Ok(());
+        }
+        Err(Error::Unavailable {
+            backend: FALLBACK_BACKEND,
+            reason: format!(
+                "session {id}: {} stopped answering while a write of this session was on its \
+                 way to it; nothing was changed",
+                self.primary_name
+            ),
+            source: None,
+        })
+    }
+
     /// A write served from memory. `sent`: it was sent to the primary first and may have
     /// landed there.
-    fn fallback_write(&self, id: &SessionId, write: Write, sent: bool) -> Result<WriteOutcome> {
+    fn fallback_write(
+        self: &Arc<Self>,
+        id: &SessionId,
+        write: Write,
+        sent: bool,
+    ) -> Result<WriteOutcome> {
         let now = Instant::now();
         let stamp = Timestamp::now();
         let mut state = self.lock();
-        if state.in_flight.contains_key(id) {
-            return Err(Error::Unavailable {
-                backend: FALLBACK_BACKEND,
-                reason: format!(
-                    "session {id}: {} stopped answering while another write of this session \
-                     was on its way to it; nothing was written",
-                    self.primary_name
-                ),
-                source: None,
-            });
-        }
+        self.not_in_flight(&state, id)?;
         let known = Self::known(&mut state, id, now);
         // The content the write goes on from, and the primary content a write-back is
         // conditioned on.
@@ -1082,7 +1178,7 @@ impl Shared {
     }
 
     fn change(
-        &self,
+        self: &Arc<Self>,
         state: &mut State,
         id: &SessionId,
         record: Option<Record>,
@@ -1094,6 +1190,13 @@ impl Shared {
         count_evictions(state.near.evicted - before);
         metrics::gauge!(metric::FALLBACK_DIRTY).set(state.near.dirty_len() as f64);
         if result.is_ok() {
+            if matches!(state.mode, Mode::Primary) {
+                // An operation routed to memory just before the store switched back (and
+                // the write-back finished): it is owed like any other, so the write-back
+                // and the probe go on.
+                state.writing_back = true;
+                self.start_prober(state);
+            }
             return Ok(());
         }
         state.stats.overflowed += 1;
@@ -1120,19 +1223,28 @@ impl Shared {
         })
     }
 
-    fn fallback_delete(&self, id: &SessionId) -> Result<bool> {
+    fn fallback_delete(self: &Arc<Self>, id: &SessionId) -> Result<bool> {
         let now = Instant::now();
         let stamp = Timestamp::now();
         let mut state = self.lock();
-        let (existed, base, sent) = match Self::known(&mut state, id, now) {
+        self.not_in_flight(&state, id)?;
+        let (base, sent) = match Self::known(&mut state, id, now) {
             Known::Live(record, dirty) => (
-                true,
                 dirty.map_or(Some(record.basis()), |d| d.base),
                 dirty.map_or(RecentTokens::new(), |d| d.sent),
             ),
             Known::Deleted(_) => return Ok(false),
-            Known::Unknown => (false, None, RecentTokens::new()),
+            // Not held here: as far as this instance can tell it does not exist (as a read
+            // answers), and deleting blindly on recovery could remove another instance's
+            // session.
+            Known::Unknown => return Ok(false),
         };
+        if base.is_none() && sent.is_empty() {
+            // Created here during the outage and never sent: nothing to replay.
+            state.near.remove(id);
+            metrics::gauge!(metric::FALLBACK_DIRTY).set(state.near.dirty_len() as f64);
+            return Ok(true);
+        }
         let dirty = Dirty {
             base,
             changed: true,
@@ -1140,12 +1252,13 @@ impl Shared {
             sent,
         };
         self.change(&mut state, id, None, None, dirty)?;
-        Ok(existed)
+        Ok(true)
     }
 
-    fn fallback_touch(&self, id: &SessionId, ttl: Ttl) -> Result<bool> {
+    fn fallback_touch(self: &Arc<Self>, id: &SessionId, ttl: Ttl) -> Result<bool> {
         let now = Instant::now();
         let mut state = self.lock();
+        self.not_in_flight(&state, id)?;
         let Known::Live(record, dirty) = Self::known(&mut state, id, now) else {
             return Ok(false);
         };
@@ -1155,13 +1268,15 @@ impl Shared {
             at: Timestamp::now(),
             sent: RecentTokens::new(),
         });
-        self.change(
-            &mut state,
-            id,
-            Some(record),
-            Some(now + ttl.as_duration()),
-            dirty,
-        )?;
+        let expires_at = now + ttl.as_duration();
+        if self
+            .change(&mut state, id, Some(record), Some(expires_at), dirty)
+            .is_err()
+        {
+            // No room to owe the TTL reset to the primary (counted and logged by `change`):
+            // the session still lives on here; in the primary it keeps its own TTL.
+            state.near.set_expiry(id, expires_at);
+        }
         Ok(true)
     }
 
@@ -1232,7 +1347,8 @@ struct Report {
 
 enum Step {
     /// Done: the primary now holds this (`None`: nothing, or not worth keeping a copy of).
-    Settled(Option<Record>, &'static str),
+    /// `ours`: the primary holds this instance's content (not theirs, nor a merge).
+    Settled(Option<Record>, &'static str, bool),
     /// Not settled in this pass.
     Again,
 }
@@ -1269,10 +1385,10 @@ impl SessionStore for FailoverStore {
     }
 
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
-        if let Some(primary) = self.shared.route(Some(id)).await? {
+        if let Some((primary, seq)) = self.shared.route(Some(id)).await? {
             match self.shared.bounded(primary.load(id)).await {
                 Ok(record) => {
-                    self.shared.observe(id, record.clone());
+                    self.shared.observe(id, record.clone(), seq);
                     return Ok(record);
                 }
                 Err(e) if e.is_outage() => self.shared.activate(&e),
@@ -1283,7 +1399,7 @@ impl SessionStore for FailoverStore {
     }
 
     async fn write(&self, id: &SessionId, write: Write) -> Result<WriteOutcome> {
-        if let Some(primary) = self.shared.route(Some(id)).await? {
+        if let Some((primary, seq)) = self.shared.route(Some(id)).await? {
             // The parts of the write kept for the near-copy, and for the fallback should the
             // primary not answer (one clone of the summary, none of the payload's bytes).
             let Write {
@@ -1299,7 +1415,7 @@ impl SessionStore for FailoverStore {
                 .with_ttl(ttl)
                 .with_token(token);
             let in_flight = InFlight::new(&self.shared, id);
-            let result = self.shared.bounded(primary.write(id, sent)).await;
+            let result = self.shared.bounded_write(id, primary.write(id, sent)).await;
             if result.is_err() {
                 drop(in_flight);
             }
@@ -1325,18 +1441,25 @@ impl SessionStore for FailoverStore {
                         }
                         WriteOutcome::Rejected { current } => current.clone(),
                     };
-                    self.shared.observe(id, seen);
+                    self.shared.observe(id, seen, seq);
                     return Ok(outcome);
                 }
                 // A write whose outcome is unknown may have landed: it is kept in memory
-                // with the same token, and the write-back recognises it if it did.
+                // with the same token, and the write-back recognises it if it did. If the
+                // fallback cannot take it, the truth is still that the outcome is unknown.
+                // (`Unavailable` means nothing was sent: the fallback's answer is the truth.)
                 Err(e) if e.is_outage() => {
                     self.shared.activate(&e);
                     let write = Write::new(payload, condition)
                         .with_summary(summary)
                         .with_ttl(ttl)
                         .with_token(token);
-                    return self.shared.fallback_write(id, write, true);
+                    let in_doubt = matches!(e, Error::OutcomeUnknown { .. });
+                    return match self.shared.fallback_write(id, write, in_doubt) {
+                        Ok(outcome @ WriteOutcome::Written { .. }) => Ok(outcome),
+                        _ if in_doubt => Err(e),
+                        other => other,
+                    };
                 }
                 Err(e) => return Err(e),
             }
@@ -1345,10 +1468,10 @@ impl SessionStore for FailoverStore {
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
-        if let Some(primary) = self.shared.route(Some(id)).await? {
+        if let Some((primary, seq)) = self.shared.route(Some(id)).await? {
             match self.shared.bounded(primary.delete(id)).await {
                 Ok(existed) => {
-                    self.shared.observe(id, None);
+                    self.shared.observe(id, None, seq);
                     return Ok(existed);
                 }
                 Err(e) if e.is_outage() => self.shared.activate(&e),
@@ -1359,7 +1482,7 @@ impl SessionStore for FailoverStore {
     }
 
     async fn touch(&self, id: &SessionId, ttl: Ttl) -> Result<bool> {
-        if let Some(primary) = self.shared.route(Some(id)).await? {
+        if let Some((primary, seq)) = self.shared.route(Some(id)).await? {
             match self.shared.bounded(primary.touch(id, ttl)).await {
                 Ok(existed) => {
                     let mut state = self.shared.lock();
@@ -1368,7 +1491,7 @@ impl SessionStore for FailoverStore {
                             .near
                             .set_expiry(id, Instant::now() + ttl.as_duration());
                     } else {
-                        state.near.observe(id, None, Instant::now());
+                        state.near.observe(id, None, seq, Instant::now());
                     }
                     return Ok(existed);
                 }
@@ -1380,7 +1503,7 @@ impl SessionStore for FailoverStore {
     }
 
     async fn list_page(&self, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
-        if let Some(primary) = self.shared.route(None).await? {
+        if let Some((primary, _)) = self.shared.route(None).await? {
             // A listing begun from memory goes on from the start on the primary: a page
             // may repeat sessions, never skip one.
             let cursor = cursor.filter(|c| !c.as_str().starts_with(CURSOR_PREFIX));
@@ -1394,7 +1517,7 @@ impl SessionStore for FailoverStore {
     }
 
     async fn count(&self) -> Result<u64> {
-        if let Some(primary) = self.shared.route(None).await? {
+        if let Some((primary, _)) = self.shared.route(None).await? {
             match self.shared.bounded(primary.count()).await {
                 Ok(n) => return Ok(n),
                 Err(e) if e.is_outage() => self.shared.activate(&e),
@@ -1405,7 +1528,7 @@ impl SessionStore for FailoverStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        if let Some(primary) = self.shared.route(None).await? {
+        if let Some((primary, _)) = self.shared.route(None).await? {
             match self.shared.bounded(primary.ping()).await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_outage() => self.shared.activate(&e),

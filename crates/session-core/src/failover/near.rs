@@ -59,9 +59,13 @@ pub(crate) struct Entry {
     /// When the session expires (`None`: never).
     pub(crate) expires_at: Option<Instant>,
     pub(crate) dirty: Option<Dirty>,
-    /// Bumped on every change, so that a write-back knows whether the entry changed while
-    /// it was being written.
+    /// Set from the near-copy's clock on every change (never reused, even by an entry of
+    /// the same id made after this one went), so that a write-back knows whether the entry
+    /// changed while it was being written.
     pub(crate) generation: u64,
+    /// The sequence number of the primary call whose answer this clean entry holds (see
+    /// [`NearCopy::observe`]).
+    seen: u64,
     tick: u64,
     charge: usize,
 }
@@ -111,6 +115,9 @@ pub(crate) struct NearCopy {
     dirty_bytes: usize,
     /// Clean entries evicted to make room (counted, and logged by the caller).
     pub(crate) evicted: u64,
+    /// Dirty entries dropped because their session expired before it was written back
+    /// (the primary would have expired it too).
+    pub(crate) expired: u64,
 }
 
 fn charge(id: &SessionId, record: Option<&Record>) -> usize {
@@ -131,6 +138,7 @@ impl NearCopy {
             dirty_entries: 0,
             dirty_bytes: 0,
             evicted: 0,
+            expired: 0,
         }
     }
 
@@ -159,7 +167,9 @@ impl NearCopy {
     /// nothing any more: the session would have expired in the primary too).
     pub(crate) fn get(&mut self, id: &SessionId, now: Instant) -> Option<&Entry> {
         if self.entries.get(id).is_some_and(|e| e.expired(now)) {
-            self.remove(id);
+            if self.remove(id).is_some_and(|e| e.dirty.is_some()) {
+                self.expired += 1;
+            }
             return None;
         }
         let tick = self.tick();
@@ -170,6 +180,11 @@ impl NearCopy {
         }
         entry.tick = tick;
         Some(entry)
+    }
+
+    /// Whether `id` holds a change owed to the primary.
+    pub(crate) fn is_dirty(&self, id: &SessionId) -> bool {
+        self.entries.get(id).is_some_and(|e| e.dirty.is_some())
     }
 
     /// Removes `id`'s entry, clean or dirty.
@@ -185,11 +200,44 @@ impl NearCopy {
         Some(entry)
     }
 
-    /// Remembers what the primary answered for `id` (`None`: it has no such session), unless
-    /// the entry holds a change still owed to the primary.
-    pub(crate) fn observe(&mut self, id: &SessionId, record: Option<Record>, now: Instant) {
-        if self.entries.get(id).is_some_and(|e| e.dirty.is_some()) {
-            return;
+    /// A sequence number for a primary call about to start: [`observe`](Self::observe) uses
+    /// it to tell an answer from a call that started earlier than the one already remembered.
+    pub(crate) fn next_seq(&mut self) -> u64 {
+        self.tick()
+    }
+
+    /// Remembers what the primary answered for `id` (`None`: it has no such session) to a
+    /// call numbered `seq` ([`next_seq`](Self::next_seq), taken before the call), unless the
+    /// entry holds a change still owed to the primary, or holds a newer answer: a record
+    /// whose history contains the answered one's token (a write acknowledged after the read
+    /// that is answering now), or the answer to a call that started later.
+    pub(crate) fn observe(
+        &mut self,
+        id: &SessionId,
+        record: Option<Record>,
+        seq: u64,
+        now: Instant,
+    ) {
+        if let Some(entry) = self.entries.get(id) {
+            if entry.dirty.is_some() {
+                return;
+            }
+            let held = entry.record.as_ref();
+            let newer_held = match (held, record.as_ref()) {
+                (Some(held), Some(answered)) => match (held.token(), answered.token()) {
+                    // The same content: only the TTL may be newer.
+                    (Some(h), Some(a)) if h == a => entry.seen > seq,
+                    // What is held was written on top of what is answered.
+                    (Some(_), Some(a)) if held.tokens.position(a).is_some() => true,
+                    // What is answered was written on top of what is held.
+                    (Some(h), Some(_)) if answered.tokens.position(h).is_some() => false,
+                    _ => entry.seen > seq,
+                },
+                _ => entry.seen > seq,
+            };
+            if newer_held {
+                return;
+            }
         }
         let Some(record) = record else {
             self.remove(id);
@@ -209,12 +257,13 @@ impl NearCopy {
             entry.record = Some(record.with_ttl(None));
             entry.tick = tick;
             entry.charge = new_charge;
+            entry.seen = seq;
             return;
         }
         self.remove(id);
         let expires_at = record.ttl.map(|ttl| now + ttl);
         let record = record.with_ttl(None);
-        let charge = charge(id, Some(&record));
+        let charge = new_charge;
         if charge > self.bounds.bytes {
             return;
         }
@@ -222,14 +271,14 @@ impl NearCopy {
         let tick = self.tick();
         self.lru.insert(tick, id.clone());
         self.bytes += charge;
-        let generation = 0;
         self.entries.insert(
             id.clone(),
             Entry {
                 record: Some(record),
                 expires_at,
                 dirty: None,
-                generation,
+                generation: tick,
+                seen: seq,
                 tick,
                 charge,
             },
@@ -263,9 +312,10 @@ impl NearCopy {
         dirty: Dirty,
     ) -> Result<(), Full> {
         let charge = charge(id, record.as_ref());
-        let (old_charge, was_dirty, generation) = self.entries.get(id).map_or((0, false, 0), |e| {
-            (e.charge, e.dirty.is_some(), e.generation)
-        });
+        let (old_charge, was_dirty) = self
+            .entries
+            .get(id)
+            .map_or((0, false), |e| (e.charge, e.dirty.is_some()));
         let dirty_entries = self.dirty_entries + usize::from(!was_dirty);
         let dirty_bytes = self
             .dirty_bytes
@@ -286,7 +336,8 @@ impl NearCopy {
                 record: record.map(|r| r.with_ttl(None)),
                 expires_at,
                 dirty: Some(dirty),
-                generation: generation + 1,
+                generation: tick,
+                seen: 0,
                 tick,
                 charge,
             },
@@ -298,8 +349,9 @@ impl NearCopy {
     pub(crate) fn set_expiry(&mut self, id: &SessionId, expires_at: Instant) -> bool {
         match self.entries.get_mut(id) {
             Some(entry) if entry.record.is_some() => {
+                self.clock += 1;
                 entry.expires_at = Some(expires_at);
-                entry.generation += 1;
+                entry.generation = self.clock;
                 true
             }
             _ => false,
@@ -317,6 +369,7 @@ impl NearCopy {
         for id in &expired {
             self.remove(id);
         }
+        self.expired += expired.len() as u64;
         let pending = self
             .entries
             .iter()
@@ -345,6 +398,7 @@ impl NearCopy {
         };
         if entry.record.is_some() && entry.expired(now) {
             self.remove(id);
+            self.expired += 1;
             return (None, 1);
         }
         let pending = Pending {
@@ -358,27 +412,32 @@ impl NearCopy {
     }
 
     /// After a write-back of `id` at `generation`: the primary now holds `record` (`None`:
-    /// nothing). If the entry did not change meanwhile it becomes clean (or goes); if it did,
-    /// it stays dirty with the primary's new content as its base. Returns whether it is
-    /// settled.
+    /// nothing); `ours`: that is this instance's content (written back), not another
+    /// instance's (a conflict decided for theirs, or a merge). If the entry did not change
+    /// meanwhile it becomes clean (or goes); if it did, it stays dirty: based on what was
+    /// written back when that was ours, else on the old base, so that the next pass meets
+    /// theirs as a conflict again (the new change was built on this instance's old content,
+    /// not on theirs). Returns whether it is settled.
     pub(crate) fn settle(
         &mut self,
         id: &SessionId,
         generation: u64,
         primary: Option<Record>,
+        ours: bool,
         now: Instant,
     ) -> bool {
         let Some(entry) = self.entries.get_mut(id) else {
             return true;
         };
         if entry.generation != generation {
-            if let Some(dirty) = entry.dirty.as_mut() {
+            if let (Some(dirty), true) = (entry.dirty.as_mut(), ours) {
                 dirty.base = primary.as_ref().map(Record::basis);
             }
             return false;
         }
         self.remove(id);
-        self.observe(id, primary, now);
+        let seq = self.next_seq();
+        self.observe(id, primary, seq, now);
         true
     }
 
@@ -458,7 +517,8 @@ mod tests {
         near.change(&id("d"), Some(record(1, 10)), None, dirty())
             .unwrap();
         for name in ["a", "b", "c"] {
-            near.observe(&id(name), Some(record(1, 10)), now);
+            let seq = near.next_seq();
+            near.observe(&id(name), Some(record(1, 10)), seq, now);
         }
         assert_eq!(near.len(), 3);
         assert!(near.get(&id("d"), now).is_some(), "dirty entries stay");
@@ -492,7 +552,8 @@ mod tests {
         let mut near = NearCopy::new(bounds());
         near.change(&id("a"), Some(record(5, 10)), None, dirty())
             .unwrap();
-        near.observe(&id("a"), Some(record(9, 10)), now);
+        let seq = near.next_seq();
+        near.observe(&id("a"), Some(record(9, 10)), seq, now);
         let entry = near.get(&id("a"), now).unwrap();
         assert_eq!(entry.record.as_ref().unwrap().version, 5);
     }
@@ -508,11 +569,17 @@ mod tests {
         near.change(&id("a"), Some(record(3, 10)), None, dirty())
             .unwrap();
         let written = record(2, 10);
-        assert!(!near.settle(&id("a"), generation, Some(written.clone()), now));
+        assert!(!near.settle(&id("a"), generation, Some(written.clone()), true, now));
         let entry = near.get(&id("a"), now).unwrap();
         assert_eq!(entry.dirty.unwrap().base, Some(written.basis()));
         let (pending, _) = near.pending(now);
-        assert!(near.settle(&id("a"), pending[0].generation, Some(record(3, 10)), now));
+        assert!(near.settle(
+            &id("a"),
+            pending[0].generation,
+            Some(record(3, 10)),
+            true,
+            now
+        ));
         assert_eq!(near.dirty_len(), 0);
         assert_eq!(near.len(), 1);
     }
