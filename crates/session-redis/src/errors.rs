@@ -17,7 +17,8 @@ pub(crate) const BACKEND: &str = "redis";
 pub(crate) enum Class {
     /// Not reachable, connection dropped, timed out, or not serving: loading its data
     /// (`LOADING`), a replica (`READONLY`), a replica without its master (`MASTERDOWN`), a
-    /// cluster down (`CLUSTERDOWN`, `TRYAGAIN`).
+    /// cluster down (`CLUSTERDOWN`, `TRYAGAIN`), busy with a script (`BUSY`), too few
+    /// replicas (`NOREPLICAS`), writes stopped after a failed snapshot (`MISCONF`).
     Unavailable,
     /// `OOM command not allowed when used memory > 'maxmemory'`: the server refuses writes.
     OutOfMemory,
@@ -30,9 +31,11 @@ pub(crate) enum Class {
 /// The class of an error reply by its code (`READONLY`, `OOM` ...), when the code decides.
 fn class_of_code(code: &str) -> Option<Class> {
     match code {
-        "LOADING" | "READONLY" | "MASTERDOWN" | "CLUSTERDOWN" | "TRYAGAIN" => {
-            Some(Class::Unavailable)
-        }
+        // Also refusals of a server that cannot take the command now and did nothing:
+        // another client's script runs (`BUSY`), too few replicas (`NOREPLICAS`), writes
+        // stopped after a failed snapshot (`MISCONF`). Retrying later may work.
+        "LOADING" | "READONLY" | "MASTERDOWN" | "CLUSTERDOWN" | "TRYAGAIN" | "BUSY"
+        | "NOREPLICAS" | "MISCONF" => Some(Class::Unavailable),
         "OOM" => Some(Class::OutOfMemory),
         "WRONGPASS" | "NOAUTH" | "NOPERM" => Some(Class::Auth),
         _ => None,
@@ -65,6 +68,12 @@ pub(crate) fn classify(e: &RedisError) -> Class {
 /// master (`READONLY`), a server loading its data after a restart (`LOADING`), a replica that
 /// lost its master (`MASTERDOWN`). A new connection may reach another server (the name now
 /// points to the new master) or the same one once it serves again.
+/// Whether an error reply with `code` is a passing state of the server (it does not serve
+/// now, or is busy), so that asking again later may get an answer.
+pub(crate) fn is_transient_code(code: &str) -> bool {
+    class_of_code(code) == Some(Class::Unavailable)
+}
+
 pub(crate) fn is_not_serving(code: &str) -> bool {
     matches!(code, "READONLY" | "LOADING" | "MASTERDOWN")
 }
@@ -233,6 +242,18 @@ mod tests {
                 Class::Unavailable,
             ),
             ("-MASTERDOWN Link with MASTER is down", Class::Unavailable),
+            (
+                "-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
+                Class::Unavailable,
+            ),
+            (
+                "-NOREPLICAS Not enough good replicas to write.",
+                Class::Unavailable,
+            ),
+            (
+                "-MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.",
+                Class::Unavailable,
+            ),
             (
                 "-OOM command not allowed when used memory > 'maxmemory'.",
                 Class::OutOfMemory,

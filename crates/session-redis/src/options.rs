@@ -18,6 +18,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one command may take before it counts as failed: 1 s.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The longest connect or command timeout accepted: one hour, as session-config allows.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// How the store holds its connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -265,6 +268,8 @@ impl RedisOptions {
     /// Checks what the types do not: timeouts above zero. Target, prefix, pool size and the
     /// certificate/key pairing are valid by construction.
     #[cfg_attr(not(feature = "driver"), allow(dead_code))]
+    /// Checks the timeouts: above zero, and at most [`MAX_TIMEOUT`] (deadlines are computed
+    /// as `now + timeout`, which must not overflow).
     pub(crate) fn validate(&self) -> Result<()> {
         for (key, timeout) in [
             ("REDIS_CONNECT_TIMEOUT_MS", self.connect_timeout),
@@ -272,6 +277,13 @@ impl RedisOptions {
         ] {
             if timeout.is_zero() {
                 return Err(Error::config(key, "0", "a timeout above zero"));
+            }
+            if timeout > MAX_TIMEOUT {
+                return Err(Error::config(
+                    key,
+                    format!("{}", timeout.as_millis()),
+                    "a timeout of at most one hour (3600000 ms)",
+                ));
             }
         }
         Ok(())
@@ -333,6 +345,12 @@ mod tests {
         let o = RedisOptions::new(RedisTarget::default());
         config_err(o.clone().with_connect_timeout(Duration::ZERO).validate());
         config_err(o.clone().with_command_timeout(Duration::ZERO).validate());
+        config_err(o.clone().with_command_timeout(Duration::MAX).validate());
+        config_err(
+            o.clone()
+                .with_connect_timeout(MAX_TIMEOUT + Duration::from_millis(1))
+                .validate(),
+        );
         assert!(o.validate().is_ok());
     }
 

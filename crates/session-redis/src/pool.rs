@@ -129,6 +129,27 @@ impl Transport for RedisPool {
             "taking a pooled connection out of the pool"
         );
         drop(Object::take(lease));
+        if matches!(why, Condemned::Broken(_) | Condemned::NotServing(_)) {
+            // A connection that broke usually means the server restarted (or a link
+            // dropped), and one that does not serve means the server was demoted: the idle
+            // connections made before it are in the same state. Handed out one at a time,
+            // each would cost a request its resend (and a write its resolve).
+            let now = Instant::now();
+            let dropped = self
+                .pool
+                .retain(|_, metrics| metrics.created > now)
+                .removed
+                .len();
+            if dropped > 0 {
+                tracing::debug!(
+                    component = "session",
+                    backend = BACKEND,
+                    url = %self.url,
+                    dropped,
+                    "dropped the idle pooled connections made before it"
+                );
+            }
+        }
     }
 }
 

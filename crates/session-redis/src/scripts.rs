@@ -140,10 +140,10 @@ if t then
     end
   end
 end
+redis.call('UNLINK', KEYS[2])
 if not landed and redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSET', KEYS[1], ARGV[2], '1')
 end
-redis.call('UNLINK', KEYS[2])
 local current = redis.call('HMGET', KEYS[1], 'd', 'm', 'v', 'c', 't')
 return {landed and 'landed' or 'not_landed', current, redis.call('PTTL', KEYS[1])}
 "#;

@@ -380,6 +380,8 @@ pub(crate) async fn read_record(
         .send_by(&Request::Pipe(&pipe), Retry::Idempotent, "load", deadline)
         .await?;
     if let Value::Array(replies) = &reply
+        // (The message is formatted only when there is an error reply: not on the hot path.)
+        && replies.iter().any(|r| matches!(r, Value::ServerError(_)))
         && let Some(e) =
             errors::server_failure_in(replies, &format!("loading session {id}"), conn.url())
     {

@@ -162,7 +162,14 @@ impl WritePath<'_> {
                         WriteOutcome::Rejected { current: None, .. }
                             if write.condition == Condition::IfAbsent =>
                         {
-                            self.explain_refused_create(id, key, until).await?
+                            match self.explain_refused_create(id, key, until).await {
+                                Ok(outcome) => outcome,
+                                // A create of ours declared lost may have landed meanwhile.
+                                Err(e) if may_land_late => {
+                                    return Err(self.unknown(id, &last_failure, &e.to_string()));
+                                }
+                                Err(e) => return Err(e),
+                            }
                         }
                         other => other,
                     };
@@ -717,7 +724,17 @@ fn resolved(
 ) -> Result<Option<Resolved>> {
     let items = match reply {
         Value::Array(items) => items,
-        Value::ServerError(_) => return Ok(None),
+        // A passing state (LOADING, BUSY ...): ask again. Any other refusal (out of memory
+        // for the fence, no permission ...) will not change within the deadline: the
+        // outcome stays unknown, and waiting would only delay saying so.
+        Value::ServerError(e) if errors::is_transient_code(e.code()) => return Ok(None),
+        Value::ServerError(e) => {
+            return Ok(Some(Resolved::Unreachable(format!(
+                "the server refused to tell: {}",
+                e.details()
+                    .map_or_else(|| e.code().to_owned(), |d| format!("{} {d}", e.code()))
+            ))));
+        }
         _ => {
             return Err(Error::Backend {
                 backend: BACKEND,

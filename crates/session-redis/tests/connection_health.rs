@@ -616,3 +616,68 @@ async fn pooled_calls_across_a_partition_end_within_the_bound_and_recover() {
     )
     .await;
 }
+
+/// After a restart every pooled connection is dead: the first calls must not take them one
+/// at a time (a read would fail its one resend, a write its resolve).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pool_after_a_server_restart_serves_the_next_calls() {
+    let test = "a_full_pool_after_a_server_restart_serves_the_next_calls";
+    let Some(mut server) = private_server(test, ServerOptions::default()) else {
+        return;
+    };
+    let size = std::num::NonZeroUsize::new(8).unwrap_or(std::num::NonZeroUsize::MIN);
+    let store = connect(&server.url(), ConnectionMode::Pool { max_size: size }).await;
+    let a = id("pooled-restart");
+    store
+        .save(&a, write(b"v1", Condition::Any))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Fill the pool: eight requests at once make eight connections.
+    let loads: Vec<_> = (0..8).map(|_| store.load(&a)).collect();
+    for r in futures_join(loads).await {
+        r.unwrap_or_else(|e| panic!("{e}"));
+    }
+    server.restart().unwrap_or_else(|e| panic!("restart: {e}"));
+    // Not persisted: the session is gone, and both calls must answer, not fail.
+    let start = Instant::now();
+    assert!(
+        store
+            .load(&a)
+            .await
+            .unwrap_or_else(|e| panic!("first load after the restart: {e}"))
+            .is_none()
+    );
+    match store.write(&a, write(b"v2", Condition::Any)).await {
+        Ok(WriteOutcome::Written { .. }) => {}
+        other => panic!("first write after the restart: {other:?}"),
+    }
+    assert!(start.elapsed() < ROUND_TRIP * 3 + Duration::from_secs(2));
+}
+
+async fn futures_join<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut out = Vec::with_capacity(futures.len());
+    let handles: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    // Poll them together: started at once, they need one connection each.
+    let mut pending: Vec<_> = handles.into_iter().map(Some).collect();
+    let results = std::future::poll_fn(|cx| {
+        let mut done = true;
+        for slot in &mut pending {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        out.push(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    });
+    results.await;
+    out
+}
