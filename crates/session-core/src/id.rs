@@ -34,7 +34,45 @@ impl SessionId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A new id no one can guess: [`RANDOM_ID_BITS`] bits from the operating system's
+    /// cryptographically secure random number generator, as 32 lowercase hex digits.
+    ///
+    /// An id is a bearer secret: whoever presents it gets the session. Mint ids with this
+    /// (never from a counter, a timestamp, or a user name) when clients do not bring their
+    /// own, and send them only over TLS.
+    ///
+    /// ```
+    /// let id = session_core::SessionId::random()?;
+    /// assert_eq!(id.as_str().len(), 32);
+    /// # Ok::<(), session_core::NoRandomness>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`NoRandomness`] when the operating system cannot give random bytes (a sandbox
+    /// without `getrandom(2)` or `/dev/urandom`).
+    pub fn random() -> Result<Self, NoRandomness> {
+        let mut bytes = [0u8; RANDOM_ID_BITS / 8];
+        getrandom::fill(&mut bytes).map_err(|e| NoRandomness(e.to_string()))?;
+        let mut text = String::with_capacity(bytes.len() * 2);
+        for b in bytes {
+            text.push(char::from(HEX[usize::from(b >> 4)]));
+            text.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+        Ok(Self(Arc::from(text)))
+    }
 }
+
+/// How many random bits [`SessionId::random`] draws.
+pub const RANDOM_ID_BITS: usize = 128;
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The operating system's random number generator failed ([`SessionId::random`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the operating system's random number generator failed: {0}")]
+pub struct NoRandomness(String);
 
 /// Whether `b` may appear in a session id.
 pub const fn is_id_byte(b: u8) -> bool {
@@ -316,5 +354,25 @@ mod tests {
             let input = format!("{prefix}{bad}{suffix}");
             prop_assert!(SessionId::new(&input).is_err());
         }
+    }
+
+    #[test]
+    fn random_ids_are_valid_distinct_and_full_width() {
+        let ids: std::collections::HashSet<String> = (0..1000)
+            .map(|_| SessionId::random().unwrap().as_str().to_owned())
+            .collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            assert_eq!(id.len(), 32);
+            assert!(SessionId::new(id).is_ok());
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            );
+        }
+        // Every hex digit position varies (no constant prefix from a weak source).
+        let first: std::collections::HashSet<char> =
+            ids.iter().filter_map(|id| id.chars().next()).collect();
+        assert_eq!(first.len(), 16);
     }
 }

@@ -66,7 +66,10 @@ pub use failover::{
     Resolution, WriteBackConflict,
 };
 pub use fallback::{FallbackPolicy, UnknownFallbackPolicy};
-pub use id::{InvalidId, InvalidIdReason, MAX_ID_LEN, SessionId, is_id_byte, quote_for_humans};
+pub use id::{
+    InvalidId, InvalidIdReason, MAX_ID_LEN, NoRandomness, RANDOM_ID_BITS, SessionId, is_id_byte,
+    quote_for_humans,
+};
 pub use local_copies::DEFAULT_LOCAL_COPY_BYTES;
 pub use manager::{DEFAULT_MAX_ATTEMPTS, ManagerBuilder, SessionManager};
 pub use record::{
