@@ -126,7 +126,7 @@ impl fmt::Display for Origin {
 }
 
 /// One value as given, and where.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Given {
     /// The text, trimmed.
     pub(crate) text: String,
@@ -135,6 +135,19 @@ pub(crate) struct Given {
     /// The layer: higher wins.
     pub(crate) layer: usize,
     pub(crate) origin: Origin,
+}
+
+impl fmt::Debug for Given {
+    /// Shows where the value was set and how long it is, never the value: any setting may
+    /// hold a secret (a password, or a URL with one).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Given")
+            .field("spelled", &self.spelled)
+            .field("text", &format_args!("<{} bytes>", self.text.len()))
+            .field("layer", &self.layer)
+            .field("origin", &self.origin)
+            .finish()
+    }
 }
 
 impl Given {
@@ -474,5 +487,28 @@ fn flatten(prefix: &str, table: config::Map<String, Value>, out: &mut Vec<(Strin
             ValueKind::Table(inner) => flatten(&path, inner, out),
             _ => out.push((path, value)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_debug_form_of_resolved_settings_shows_no_value() {
+        let sources = Sources::new()
+            .env("REDIS_PASSWORD", "hunter2-secret")
+            .env("REDIS_URL", "redis://:url-secret@db:6379/0")
+            .config_dir("/nonexistent-config-dir");
+        let resolved = match resolve(&sources) {
+            Ok(resolved) => resolved,
+            Err(e) => panic!("{e}"),
+        };
+        let text = format!("{resolved:?}");
+        assert!(!text.contains("hunter2-secret"), "{text}");
+        assert!(!text.contains("url-secret"), "{text}");
+        assert!(text.contains("REDIS_PASSWORD"), "{text}");
+        let sources = format!("{sources:?}");
+        assert!(!sources.contains("secret"), "{sources}");
     }
 }
