@@ -2,8 +2,9 @@
 //! cannot be reached.
 //!
 //! [`MemoryStore`] keeps records in one map behind a mutex, with:
-//! - a TTL per entry: an expired entry is never returned, and it is removed (not just hidden)
-//!   by the next operation on the store;
+//! - a TTL per entry: an expired entry is never returned; expired entries are removed by the
+//!   operations that follow, at most [`PURGE_PER_OPERATION`] per operation (so that a mass
+//!   expiry never holds the lock for long), and all at once by [`MemoryStore::purge_expired`];
 //! - an optional capacity bound that evicts the least recently used session, like Redis with
 //!   `maxmemory-policy allkeys-lru`;
 //! - versions and conditional saves, exactly as the conformance suite of `session-core`
@@ -46,6 +47,10 @@ use session_core::{
 
 /// The backend name this store reports.
 pub const BACKEND: &str = "memory";
+
+/// The most expired sessions one operation removes (see `State::purge_some`): a mass expiry
+/// is spread over many operations instead of holding the store's lock through all of it.
+pub const PURGE_PER_OPERATION: usize = 256;
 
 /// Cursor text: this prefix, then the last id of the previous page.
 const CURSOR_PREFIX: &str = "m1:";
@@ -196,9 +201,20 @@ impl MemoryStore {
 }
 
 impl State {
+    /// Removes every expired entry (for [`MemoryStore::purge_expired`] and snapshots).
     fn purge_expired(&mut self, now: Instant) -> usize {
+        self.purge_some(now, usize::MAX)
+    }
+
+    /// Removes at most `limit` expired entries, soonest first. Every operation does this
+    /// with [`PURGE_PER_OPERATION`], so that a mass expiry (a million sessions created in
+    /// the same second) is spread over many operations instead of holding the lock for all
+    /// of it; the entries not removed yet are hidden by [`live`](Self::live).
+    fn purge_some(&mut self, now: Instant, limit: usize) -> usize {
         let mut removed = 0;
-        while let Some((deadline, _)) = self.expiry.first() {
+        while removed < limit
+            && let Some((deadline, _)) = self.expiry.first()
+        {
             if *deadline > now {
                 break;
             }
@@ -210,6 +226,20 @@ impl State {
             }
         }
         removed
+    }
+
+    /// The entry of `id` if it has not expired (an expired one is removed).
+    fn live(&mut self, id: &SessionId, now: Instant) -> Option<&Entry> {
+        if self.entries.get(id).is_some_and(|e| e.expires_at <= now) {
+            self.remove(id);
+            return None;
+        }
+        self.entries.get(id)
+    }
+
+    /// How many entries have expired but are not removed yet.
+    fn expired_left(&self, now: Instant) -> usize {
+        self.expiry.iter().take_while(|(at, _)| *at <= now).count()
     }
 
     fn next_tick(&mut self) -> u64 {
@@ -286,7 +316,10 @@ impl SessionStore for MemoryStore {
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
         let now = Instant::now();
         let mut state = self.lock();
-        state.purge_expired(now);
+        state.purge_some(now, PURGE_PER_OPERATION);
+        if state.live(id, now).is_none() {
+            return Ok(None);
+        }
         state.bump(id, self.inner.capacity.is_some());
         Ok(state.entries.get(id).map(|entry| State::record(entry, now)))
     }
@@ -295,10 +328,9 @@ impl SessionStore for MemoryStore {
         let now = Instant::now();
         let stamp = Timestamp::now();
         let mut state = self.lock();
-        state.purge_expired(now);
+        state.purge_some(now, PURGE_PER_OPERATION);
         let current = state
-            .entries
-            .get(id)
+            .live(id, now)
             .map(|e| (e.version, e.meta.created_at, e.tokens));
         if !write
             .condition
@@ -316,7 +348,10 @@ impl SessionStore for MemoryStore {
         let replaced = state.remove(id).is_some();
         if let (false, Some(capacity)) = (replaced, self.inner.capacity) {
             while state.entries.len() >= capacity.get() {
-                state.evict_lru();
+                // Expired sessions make room first, then the least recently used.
+                if state.purge_some(now, 1) == 0 {
+                    state.evict_lru();
+                }
             }
         }
         let expires_at = now + write.ttl.as_duration();
@@ -340,16 +375,22 @@ impl SessionStore for MemoryStore {
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
+        let now = Instant::now();
         let mut state = self.lock();
-        state.purge_expired(Instant::now());
-        Ok(state.remove(id).is_some())
+        state.purge_some(now, PURGE_PER_OPERATION);
+        let existed = state.live(id, now).is_some();
+        state.remove(id);
+        Ok(existed)
     }
 
     async fn touch(&self, id: &SessionId, ttl: Ttl) -> Result<bool> {
         let now = Instant::now();
         let mut state = self.lock();
-        state.purge_expired(now);
+        state.purge_some(now, PURGE_PER_OPERATION);
         let expires_at = now + ttl.as_duration();
+        if state.live(id, now).is_none() {
+            return Ok(false);
+        }
         let Some(entry) = state.entries.get_mut(id) else {
             return Ok(false);
         };
@@ -361,9 +402,10 @@ impl SessionStore for MemoryStore {
     }
 
     async fn exists(&self, id: &SessionId) -> Result<bool> {
+        let now = Instant::now();
         let mut state = self.lock();
-        state.purge_expired(Instant::now());
-        Ok(state.entries.contains_key(id))
+        state.purge_some(now, PURGE_PER_OPERATION);
+        Ok(state.live(id, now).is_some())
     }
 
     async fn list_page(&self, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
@@ -371,14 +413,15 @@ impl SessionStore for MemoryStore {
         let limit = limit.max(1);
         let now = Instant::now();
         let mut state = self.lock();
-        state.purge_expired(now);
+        state.purge_some(now, PURGE_PER_OPERATION);
         let lower = match &after {
             Some(id) => Bound::Excluded(id),
             None => Bound::Unbounded,
         };
         let mut range = state
             .entries
-            .range::<SessionId, _>((lower, Bound::Unbounded));
+            .range::<SessionId, _>((lower, Bound::Unbounded))
+            .filter(|(_, entry)| entry.expires_at > now);
         let sessions: Vec<SessionInfo> = range
             .by_ref()
             .take(limit)
@@ -393,9 +436,11 @@ impl SessionStore for MemoryStore {
     }
 
     async fn count(&self) -> Result<u64> {
+        let now = Instant::now();
         let mut state = self.lock();
-        state.purge_expired(Instant::now());
-        Ok(state.entries.len() as u64)
+        state.purge_some(now, PURGE_PER_OPERATION);
+        let expired = state.expired_left(now);
+        Ok(state.entries.len().saturating_sub(expired) as u64)
     }
 
     async fn ping(&self) -> Result<()> {
@@ -541,5 +586,41 @@ mod tests {
         let b = a.clone();
         a.save(&id("shared"), write(60_000)).await.unwrap();
         assert!(b.load(&id("shared")).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_mass_expiry_is_spread_over_operations_and_never_shown() {
+        let store = MemoryStore::new();
+        let start = Instant::now();
+        for n in 0..2_000 {
+            store
+                .write(&id(&format!("s{n}")), write(1_000))
+                .await
+                .unwrap();
+        }
+        store.write(&id("alive"), write(60_000)).await.unwrap();
+        assert!(
+            start.elapsed() < Duration::from_millis(900),
+            "too slow to test"
+        );
+        std::thread::sleep(Duration::from_millis(1_100).saturating_sub(start.elapsed()));
+        // One operation removes a bounded number, and every answer hides the rest.
+        assert_eq!(store.count().await.unwrap(), 1);
+        assert_eq!(
+            store.lock().entries.len(),
+            2_001 - PURGE_PER_OPERATION,
+            "one operation purges at most PURGE_PER_OPERATION"
+        );
+        assert!(store.load(&id("s1999")).await.unwrap().is_none());
+        assert!(!store.exists(&id("s5")).await.unwrap());
+        assert!(!store.touch(&id("s6"), Ttl::DEFAULT).await.unwrap());
+        assert!(!store.delete(&id("s7")).await.unwrap());
+        let page = store.list_page(None, 10).await.unwrap();
+        let ids: Vec<_> = page.sessions.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["alive"]);
+        assert!(page.next.is_none());
+        let left_over = store.lock().entries.len() - 1;
+        assert!(left_over > 0);
+        assert_eq!(store.purge_expired(), left_over);
     }
 }
