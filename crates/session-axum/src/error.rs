@@ -31,6 +31,11 @@ use session_core::{Error, InvalidId, SessionId};
 /// | `out_of_memory` | 507 Insufficient Storage, **no** `Retry-After`: the store refuses writes until an operator gives it memory ([`OUT_OF_MEMORY_MESSAGE`]) |
 /// | `corrupt`, `backend`, `encode`, `config` | 500 Internal Server Error |
 ///
+/// A client error's message says what was wrong with the request. A server error's (5xx)
+/// message is a fixed sentence per kind: the detail (the store's address and user, the
+/// server's words) is logged when the response is built and stays available through
+/// [`session_error`](Self::session_error), never in the body.
+///
 /// and from axum's JSON, query and path rejections (`invalid_json`, `invalid_query`,
 /// `invalid_path` ..., with the rejection's own status), so that a client never gets a plain
 /// text error. Messages are the `Display` of the error: ids are quoted safely by
@@ -178,20 +183,42 @@ fn id_of(e: &Error) -> Option<SessionId> {
     }
 }
 
-/// The message of the body: the error's `Display`, or what to do for `out_of_memory`.
-fn message_of(e: &Error) -> String {
-    match e {
-        Error::OutOfMemory { .. } => OUT_OF_MEMORY_MESSAGE.to_owned(),
-        _ => e.to_string(),
+/// The message of the body. A client error says what was wrong with the request (the error's
+/// `Display`, which quotes only the client's own input). A server error says what happened in
+/// general words and what to do: its detail (the store's host, port, database and user, the
+/// server's own words) stays in the logs ([`ApiError::into_response`] logs it) and in
+/// [`ApiError::session_error`], never in a body a client sees.
+fn message_of(e: &Error, status: StatusCode) -> String {
+    if !status.is_server_error() {
+        return e.to_string();
     }
+    match e {
+        Error::OutOfMemory { .. } => OUT_OF_MEMORY_MESSAGE,
+        Error::Unavailable { .. } => {
+            "the session store is unavailable; nothing was changed, try again later"
+        }
+        Error::OutcomeUnknown { .. } => {
+            "the session store did not confirm whether the change was saved; read the session \
+             before trying again"
+        }
+        Error::Auth { .. } => {
+            "the session store refused this service's credentials (a configuration error of \
+             the service)"
+        }
+        Error::Corrupt { .. } => "the stored session cannot be read",
+        Error::Encode { .. } => "the session could not be encoded",
+        _ => "the session store failed",
+    }
+    .to_owned()
 }
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
+        let status = status_of(&e);
         Self(Box::new(Repr {
-            status: status_of(&e),
+            status,
             kind: Cow::Borrowed(e.kind()),
-            message: message_of(&e),
+            message: message_of(&e, status),
             session_id: id_of(&e),
             source: Some(e),
         }))
@@ -246,7 +273,22 @@ impl std::error::Error for ApiError {
 }
 
 impl IntoResponse for ApiError {
+    /// The status and the JSON body. A server error's detail, which the body leaves out, is
+    /// logged here (`tracing`, target `session_axum::error`): the kind, the session, and the
+    /// library error in full (URLs redacted, never a credential).
     fn into_response(self) -> Response {
+        if self.0.status.is_server_error()
+            && let Some(e) = &self.0.source
+        {
+            tracing::warn!(
+                component = "session",
+                status = self.0.status.as_u16(),
+                kind = %self.0.kind,
+                session_id = self.0.session_id.as_ref().map(SessionId::as_str),
+                error = %e,
+                "request failed in the session store"
+            );
+        }
         let mut response = (self.0.status, Json(self.body())).into_response();
         if self.0.status == StatusCode::SERVICE_UNAVAILABLE {
             response
@@ -351,7 +393,44 @@ mod tests {
             let e = ApiError::from(error);
             assert_eq!(e.status(), status, "{kind}");
             assert_eq!(e.kind(), kind);
-            assert_eq!(e.message(), text);
+            if status.is_server_error() {
+                // The detail stays with the service, not in the body.
+                assert_ne!(e.message(), text, "{kind}");
+                assert_eq!(e.session_error().map(ToString::to_string), Some(text));
+            } else {
+                assert_eq!(e.message(), text);
+            }
+        }
+    }
+
+    #[test]
+    fn server_errors_tell_no_host_user_or_server_words() {
+        let cases = [
+            Error::Unavailable {
+                backend: "redis",
+                reason: "load on redis://app:***@10.1.2.3:6390/4: connection refused".into(),
+                source: None,
+            },
+            Error::Auth {
+                backend: "redis",
+                reason: "connecting on redis://app:***@10.1.2.3:6390/4: WRONGPASS invalid".into(),
+            },
+            Error::Backend {
+                backend: "redis",
+                reason: "saving on redis://app:***@10.1.2.3:6390/4: ERR unknown command".into(),
+                source: None,
+            },
+            Error::OutcomeUnknown {
+                id: id(),
+                backend: "redis",
+                reason: "reply lost on redis://app:***@10.1.2.3:6390/4".into(),
+            },
+        ];
+        for error in cases {
+            let body = serde_json::to_string(&ApiError::from(error).body()).unwrap();
+            for detail in ["10.1.2.3", "6390", "app", "WRONGPASS", "ERR", "redis://"] {
+                assert!(!body.contains(detail), "{detail} in {body}");
+            }
         }
     }
 
