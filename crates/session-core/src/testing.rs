@@ -13,6 +13,7 @@
 //! prefix), so checks never see each other's sessions. A failed check panics with its name.
 
 pub mod faults;
+pub mod switch;
 
 use std::{collections::HashSet, future::Future, sync::Arc, time::Duration};
 

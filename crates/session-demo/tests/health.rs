@@ -5,93 +5,28 @@
 
 mod common;
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU8, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use axum::{Router, http::StatusCode};
 use serde_json::json;
 use session_core::{
-    Cursor, Error, FailoverStore, Page, Record, Result, SessionId, SessionStore, Ttl, Write,
-    WriteOutcome, async_trait,
+    FailoverStore, SessionStore,
+    testing::switch::{Fault, Switch},
 };
 use session_demo::{AppState, BackendInfo, agent_manager, app};
 use session_memory::MemoryStore;
 
 use common::{call, demo, get, say};
 
-const UP: u8 = 0;
+const UP: Fault = Fault::None;
 /// Nothing answers: every call fails as a refused connection does.
-const DOWN: u8 = 1;
+const DOWN: Fault = Fault::Down;
 /// Reads work, writes are refused as Redis refuses them at `maxmemory` with `noeviction`.
-const OUT_OF_MEMORY: u8 = 2;
+const OUT_OF_MEMORY: Fault = Fault::OutOfMemory;
 
 /// A memory store behind a switch, named `redis`: what Redis' faults look like to the demo.
-#[derive(Debug, Default)]
-struct Switch {
-    inner: MemoryStore,
-    state: AtomicU8,
-}
-
-impl Switch {
-    fn set(&self, state: u8) {
-        self.state.store(state, Ordering::SeqCst);
-    }
-
-    fn gate(&self) -> Result<()> {
-        match self.state.load(Ordering::SeqCst) {
-            DOWN => Err(Error::Unavailable {
-                backend: "redis",
-                reason: "connection refused".into(),
-                source: None,
-            }),
-            _ => Ok(()),
-        }
-    }
-}
-
-#[async_trait]
-impl SessionStore for Switch {
-    fn backend(&self) -> &'static str {
-        "redis"
-    }
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
-        self.gate()?;
-        self.inner.load(id).await
-    }
-    async fn write(&self, id: &SessionId, write: Write) -> Result<WriteOutcome> {
-        self.gate()?;
-        if self.state.load(Ordering::SeqCst) == OUT_OF_MEMORY {
-            return Err(Error::OutOfMemory {
-                backend: "redis",
-                reason: "OOM command not allowed when used memory > 'maxmemory'.".into(),
-            });
-        }
-        self.inner.write(id, write).await
-    }
-    async fn delete(&self, id: &SessionId) -> Result<bool> {
-        self.gate()?;
-        self.inner.delete(id).await
-    }
-    async fn touch(&self, id: &SessionId, ttl: Ttl) -> Result<bool> {
-        self.gate()?;
-        self.inner.touch(id, ttl).await
-    }
-    async fn list_page(&self, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
-        self.gate()?;
-        self.inner.list_page(cursor, limit).await
-    }
-    async fn count(&self) -> Result<u64> {
-        self.gate()?;
-        self.inner.count().await
-    }
-    async fn ping(&self) -> Result<()> {
-        self.gate()
-    }
+fn redis_switch() -> Arc<Switch> {
+    Switch::new(Arc::new(MemoryStore::new()), "redis")
 }
 
 fn on(store: Arc<dyn SessionStore>, backend: BackendInfo) -> Router {
@@ -121,7 +56,7 @@ async fn the_memory_backend_is_live_and_ready() {
 
 #[tokio::test]
 async fn redis_that_answers_is_ok_with_its_latency() {
-    let app = on(Arc::new(Switch::default()), BackendInfo::redis());
+    let app = on(redis_switch(), BackendInfo::redis());
     let body = call(&app, get("/readyz")).await.json();
     assert_eq!(body["status"], "ok");
     assert_eq!(body["backend"], "redis");
@@ -180,7 +115,7 @@ async fn the_startup_fallback_is_live_but_not_ready() {
 
 #[tokio::test]
 async fn a_store_that_does_not_answer_is_live_but_not_ready() {
-    let store = Arc::new(Switch::default());
+    let store = redis_switch();
     store.set(DOWN);
     let app = on(store, BackendInfo::redis());
     let health = call(&app, get("/healthz")).await;
@@ -203,7 +138,7 @@ async fn a_store_that_does_not_answer_is_live_but_not_ready() {
 
 #[tokio::test]
 async fn the_runtime_fallback_is_ready_and_reported_live_through_an_outage() {
-    let primary = Arc::new(Switch::default());
+    let primary = redis_switch();
     let failover = FailoverStore::builder(primary.clone())
         // The test recovers by hand; the background probe waits.
         .probe_backoff(Duration::from_secs(3600), Duration::from_secs(3600))
@@ -265,7 +200,7 @@ async fn the_runtime_fallback_is_ready_and_reported_live_through_an_outage() {
     assert_eq!(body["fallback"]["written_back"], 2);
     assert_eq!(body["fallback"]["conflicts"], 0);
     assert_eq!(
-        primary.inner.count().await.unwrap(),
+        primary.inner().count().await.unwrap(),
         2,
         "both sessions reached the primary"
     );
@@ -273,7 +208,7 @@ async fn the_runtime_fallback_is_ready_and_reported_live_through_an_outage() {
 
 #[tokio::test]
 async fn a_store_out_of_memory_answers_507_and_keeps_the_session_as_it_was() {
-    let store = Arc::new(Switch::default());
+    let store = redis_switch();
     let app = on(store.clone(), BackendInfo::redis());
     say(&app, "u1", "my printer is offline").await;
     let before = call(&app, get("/sessions/u1")).await.json();

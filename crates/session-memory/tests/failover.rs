@@ -3,121 +3,28 @@
 //! does with conflicts and bounds). The same store over a real redis-server killed and
 //! restarted is tested in `tests/tests/failover_redis.rs`.
 
+mod common;
+
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU8, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
-use async_trait::async_trait;
 use bytes::Bytes;
+use common::{DOWN, LOSE_REPLIES, Primary, REFUSES, UP};
 use session_core::{
-    Condition, Cursor, Error, FailoverMode, FailoverStore, Page, Record, Resolution, Result,
-    SessionId, SessionManager, SessionStore, Ttl, Write, WriteOutcome,
+    Condition, Error, FailoverMode, FailoverStore, Resolution, SessionId, SessionManager,
+    SessionStore, Write, WriteOutcome,
 };
 use session_memory::MemoryStore;
-
-const UP: u8 = 0;
-/// Nothing reaches the store: every call fails as a refused connection does.
-const DOWN: u8 = 1;
-/// Writes are applied, then their reply is lost and cannot be resolved.
-const LOSE_REPLIES: u8 = 2;
-/// The store refuses the credentials (a configuration error, not an outage).
-const REFUSES: u8 = 3;
-
-/// A memory store behind a switch: what a Redis outage looks like to the store trait.
-#[derive(Debug)]
-struct Switch {
-    inner: MemoryStore,
-    state: AtomicU8,
-    /// Writes wait this long (ms) after passing the gate, then apply.
-    write_delay_ms: std::sync::atomic::AtomicU64,
-}
-
-impl Switch {
-    fn new() -> Arc<Self> {
-        Arc::new(Self {
-            inner: MemoryStore::new(),
-            state: AtomicU8::new(UP),
-            write_delay_ms: std::sync::atomic::AtomicU64::new(0),
-        })
-    }
-
-    fn set(&self, state: u8) {
-        self.state.store(state, Ordering::SeqCst);
-    }
-
-    fn gate(&self) -> Result<()> {
-        match self.state.load(Ordering::SeqCst) {
-            DOWN => Err(Error::Unavailable {
-                backend: "switch",
-                reason: "connection refused".into(),
-                source: None,
-            }),
-            REFUSES => Err(Error::Auth {
-                backend: "switch",
-                reason: "WRONGPASS".into(),
-            }),
-            _ => Ok(()),
-        }
-    }
-}
-
-#[async_trait]
-impl SessionStore for Switch {
-    fn backend(&self) -> &'static str {
-        "switch"
-    }
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
-        self.gate()?;
-        self.inner.load(id).await
-    }
-    async fn write(&self, id: &SessionId, write: Write) -> Result<WriteOutcome> {
-        self.gate()?;
-        let delay = self.write_delay_ms.load(Ordering::SeqCst);
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-        }
-        let outcome = self.inner.write(id, write).await?;
-        if self.state.load(Ordering::SeqCst) == LOSE_REPLIES {
-            return Err(Error::OutcomeUnknown {
-                id: id.clone(),
-                backend: "switch",
-                reason: "reply lost".into(),
-            });
-        }
-        Ok(outcome)
-    }
-    async fn delete(&self, id: &SessionId) -> Result<bool> {
-        self.gate()?;
-        self.inner.delete(id).await
-    }
-    async fn touch(&self, id: &SessionId, ttl: Ttl) -> Result<bool> {
-        self.gate()?;
-        self.inner.touch(id, ttl).await
-    }
-    async fn list_page(&self, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
-        self.gate()?;
-        self.inner.list_page(cursor, limit).await
-    }
-    async fn count(&self) -> Result<u64> {
-        self.gate()?;
-        self.inner.count().await
-    }
-    async fn ping(&self) -> Result<()> {
-        self.gate()
-    }
-}
 
 fn id(s: &str) -> SessionId {
     SessionId::new(s).unwrap()
 }
 
 /// A failover store whose probe waits long enough that the tests decide when it recovers.
-fn failover(primary: &Arc<Switch>) -> FailoverStore {
-    FailoverStore::builder(primary.clone())
+fn failover(primary: &Primary) -> FailoverStore {
+    FailoverStore::builder(primary.store())
         .probe_backoff(Duration::from_secs(3600), Duration::from_secs(3600))
         .build()
 }
@@ -126,7 +33,7 @@ fn manager(store: &FailoverStore) -> SessionManager<Vec<String>> {
     SessionManager::new(Arc::new(store.clone()))
 }
 
-async fn stored(primary: &Switch, id: &SessionId) -> Option<Vec<String>> {
+async fn stored(primary: &Primary, id: &SessionId) -> Option<Vec<String>> {
     let record = primary.inner.load(id).await.unwrap()?;
     Some(
         session_core::Codec::default()
@@ -164,7 +71,7 @@ async fn conformance_while_serving_from_memory() {
 
 #[tokio::test]
 async fn an_outage_is_served_from_the_near_copy_and_written_back_with_the_same_versions() {
-    let primary = Switch::new();
+    let primary = Primary::new();
     let store = failover(&primary);
     let agents = manager(&store);
     let a = id("a");
@@ -215,7 +122,7 @@ async fn an_outage_is_served_from_the_near_copy_and_written_back_with_the_same_v
 
 #[tokio::test]
 async fn refusals_of_a_healthy_primary_never_switch() {
-    let primary = Switch::new();
+    let primary = Primary::new();
     let store = failover(&primary);
     let agents = manager(&store);
     primary.set(REFUSES);
@@ -249,7 +156,7 @@ async fn refusals_of_a_healthy_primary_never_switch() {
 
 #[tokio::test]
 async fn a_write_whose_outcome_is_unknown_is_kept_and_recognised_if_it_landed() {
-    let primary = Switch::new();
+    let primary = Primary::new();
     let store = failover(&primary);
     let agents = manager(&store);
     let a = id("a");
@@ -269,7 +176,7 @@ async fn a_write_whose_outcome_is_unknown_is_kept_and_recognised_if_it_landed() 
 
 #[tokio::test]
 async fn a_session_changed_by_another_instance_meanwhile_is_a_conflict_the_later_wins() {
-    let primary = Switch::new();
+    let primary = Primary::new();
     let store = failover(&primary);
     let agents = manager(&store);
     let (a, b) = (id("a"), id("b"));
@@ -298,9 +205,9 @@ async fn a_session_changed_by_another_instance_meanwhile_is_a_conflict_the_later
 
 #[tokio::test]
 async fn a_resolver_can_merge_both_versions() {
-    let primary = Switch::new();
+    let primary = Primary::new();
     let codec = session_core::Codec::default();
-    let store = FailoverStore::builder(primary.clone())
+    let store = FailoverStore::builder(primary.store())
         .probe_backoff(Duration::from_secs(3600), Duration::from_secs(3600))
         .on_conflict(move |c: &session_core::WriteBackConflict<'_>| {
             let theirs: Vec<String> = codec.decode(c.id, &c.theirs.payload).unwrap();
@@ -331,7 +238,7 @@ async fn a_resolver_can_merge_both_versions() {
 
 #[tokio::test]
 async fn a_primary_that_restarted_empty_gets_the_changed_sessions_back() {
-    let primary = Switch::new();
+    let primary = Primary::new();
     let store = failover(&primary);
     let agents = manager(&store);
     let empty = primary.inner.snapshot();
@@ -360,7 +267,7 @@ async fn a_primary_that_restarted_empty_gets_the_changed_sessions_back() {
 
 #[tokio::test]
 async fn deletes_during_the_outage_are_replayed_unless_the_session_changed_later() {
-    let primary = Switch::new();
+    let primary = Primary::new();
     let store = failover(&primary);
     let agents = manager(&store);
     let (a, b) = (id("a"), id("b"));
@@ -389,8 +296,8 @@ async fn deletes_during_the_outage_are_replayed_unless_the_session_changed_later
 
 #[tokio::test]
 async fn changes_beyond_the_dirty_bound_fail_loudly_and_nothing_owed_is_dropped() {
-    let primary = Switch::new();
-    let store = FailoverStore::builder(primary.clone())
+    let primary = Primary::new();
+    let store = FailoverStore::builder(primary.store())
         .probe_backoff(Duration::from_secs(3600), Duration::from_secs(3600))
         .dirty_limit(3, 1 << 20)
         .build();
@@ -423,8 +330,8 @@ async fn changes_beyond_the_dirty_bound_fail_loudly_and_nothing_owed_is_dropped(
 
 #[tokio::test]
 async fn the_near_copy_is_bounded_and_unknown_sessions_start_fresh() {
-    let primary = Switch::new();
-    let store = FailoverStore::builder(primary.clone())
+    let primary = Primary::new();
+    let store = FailoverStore::builder(primary.store())
         .probe_backoff(Duration::from_secs(3600), Duration::from_secs(3600))
         .near_copy(2, 1 << 20)
         .build();
@@ -445,8 +352,8 @@ async fn the_near_copy_is_bounded_and_unknown_sessions_start_fresh() {
 
 #[tokio::test]
 async fn the_background_probe_recovers_on_its_own() {
-    let primary = Switch::new();
-    let store = FailoverStore::builder(primary.clone())
+    let primary = Primary::new();
+    let store = FailoverStore::builder(primary.store())
         .probe_backoff(Duration::from_millis(10), Duration::from_millis(50))
         .build();
     let agents = manager(&store);
@@ -479,14 +386,14 @@ async fn the_background_probe_recovers_on_its_own() {
 
 #[tokio::test]
 async fn a_primary_unreachable_at_start_up_is_connected_later_and_gets_the_sessions() {
-    let primary = Switch::new();
+    let primary = Primary::new();
     primary.set(DOWN);
-    let reachable = primary.clone();
+    let reachable = primary.store();
     let store = FailoverStore::connecting("switch", "refused at start-up", move || {
         let primary = reachable.clone();
         async move {
             primary.ping().await?;
-            Ok(primary as Arc<dyn SessionStore>)
+            Ok(primary)
         }
     })
     .probe_backoff(Duration::from_secs(3600), Duration::from_secs(3600))
@@ -505,7 +412,7 @@ async fn a_primary_unreachable_at_start_up_is_connected_later_and_gets_the_sessi
 
 #[tokio::test]
 async fn the_fallback_refuses_a_write_while_another_of_the_same_session_is_on_its_way() {
-    let primary = Switch::new();
+    let primary = Primary::new();
     let store = failover(&primary);
     let a = id("a");
     store
@@ -517,7 +424,7 @@ async fn the_fallback_refuses_a_write_while_another_of_the_same_session_is_on_it
         .unwrap();
     let basis = store.load(&a).await.unwrap().unwrap().basis();
     // W1 passes the gate and is slow; the primary goes down behind it.
-    primary.write_delay_ms.store(200, Ordering::SeqCst);
+    primary.delay_writes_ms(200);
     let w1 = {
         let store = store.clone();
         let a = a.clone();
@@ -573,7 +480,7 @@ async fn the_fallback_refuses_a_write_while_another_of_the_same_session_is_on_it
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_write_back_converges_while_the_sessions_keep_changing() {
-    let primary = Switch::new();
+    let primary = Primary::new();
     let store = failover(&primary);
     let agents = manager(&store);
     let ids: Vec<SessionId> = (0..4).map(|n| id(&format!("busy{n}"))).collect();
@@ -619,7 +526,7 @@ async fn the_write_back_converges_while_the_sessions_keep_changing() {
 
 #[tokio::test]
 async fn a_write_that_met_the_outage_and_landed_is_recognised_under_many_changes_made_after() {
-    let primary = Switch::new();
+    let primary = Primary::new();
     let store = failover(&primary);
     let agents = manager(&store);
     let a = id("a");

@@ -1,116 +1,23 @@
 //! Regression tests for races and edge cases of `FailoverStore` found in review, each on a
 //! memory primary behind a switch that can refuse, lose replies, and delay answers.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU8, AtomicU64, Ordering},
-    },
-    time::{Duration, Instant},
-};
+mod common;
 
-use async_trait::async_trait;
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
+use common::{DOWN, LOSE_REPLIES, Primary, UP};
 use session_core::{
-    Condition, Cursor, Error, FailoverBuilder, FailoverMode, FailoverStore, Page, Record,
-    Resolution, Result, SessionId, SessionStore, Summary, Ttl, Write, WriteBackConflict,
-    WriteOutcome,
+    Condition, Error, FailoverBuilder, FailoverMode, FailoverStore, Resolution, SessionId,
+    SessionStore, Summary, Ttl, Write, WriteBackConflict, WriteOutcome,
 };
-use session_memory::MemoryStore;
-
-const UP: u8 = 0;
-const DOWN: u8 = 1;
-const LOSE: u8 = 2;
-
-#[derive(Debug)]
-struct Switch {
-    inner: MemoryStore,
-    state: AtomicU8,
-    write_delay_ms: AtomicU64,
-    next_load_delay_ms: AtomicU64,
-}
-
-impl Switch {
-    fn new() -> Arc<Self> {
-        Arc::new(Self {
-            inner: MemoryStore::new(),
-            state: AtomicU8::new(UP),
-            write_delay_ms: AtomicU64::new(0),
-            next_load_delay_ms: AtomicU64::new(0),
-        })
-    }
-    fn set(&self, state: u8) {
-        self.state.store(state, Ordering::SeqCst);
-    }
-    fn gate(&self) -> Result<()> {
-        if self.state.load(Ordering::SeqCst) == DOWN {
-            return Err(Error::Unavailable {
-                backend: "switch",
-                reason: "refused".into(),
-                source: None,
-            });
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl SessionStore for Switch {
-    fn backend(&self) -> &'static str {
-        "switch"
-    }
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
-        self.gate()?;
-        let record = self.inner.load(id).await;
-        let delay = self.next_load_delay_ms.swap(0, Ordering::SeqCst);
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-        }
-        record
-    }
-    async fn write(&self, id: &SessionId, write: Write) -> Result<WriteOutcome> {
-        self.gate()?;
-        let delay = self.write_delay_ms.load(Ordering::SeqCst);
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-        }
-        let outcome = self.inner.write(id, write).await?;
-        if self.state.load(Ordering::SeqCst) == LOSE {
-            return Err(Error::OutcomeUnknown {
-                id: id.clone(),
-                backend: "switch",
-                reason: "reply lost".into(),
-            });
-        }
-        Ok(outcome)
-    }
-    async fn delete(&self, id: &SessionId) -> Result<bool> {
-        self.gate()?;
-        self.inner.delete(id).await
-    }
-    async fn touch(&self, id: &SessionId, ttl: Ttl) -> Result<bool> {
-        self.gate()?;
-        self.inner.touch(id, ttl).await
-    }
-    async fn list_page(&self, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
-        self.gate()?;
-        self.inner.list_page(cursor, limit).await
-    }
-    async fn count(&self) -> Result<u64> {
-        self.gate()?;
-        self.inner.count().await
-    }
-    async fn ping(&self) -> Result<()> {
-        self.gate()
-    }
-}
 
 fn id(s: &str) -> SessionId {
     SessionId::new(s).unwrap()
 }
 
-fn builder(primary: &Arc<Switch>) -> FailoverBuilder {
-    FailoverStore::builder(primary.clone())
+fn builder(primary: &Primary) -> FailoverBuilder {
+    FailoverStore::builder(primary.store())
         .probe_backoff(Duration::from_secs(3600), Duration::from_secs(3600))
 }
 
@@ -118,7 +25,7 @@ fn write(payload: &'static [u8], condition: Condition) -> Write {
     Write::new(Bytes::from_static(payload), condition)
 }
 
-async fn in_primary(primary: &Switch, id: &SessionId) -> Option<Vec<u8>> {
+async fn in_primary(primary: &Primary, id: &SessionId) -> Option<Vec<u8>> {
     primary
         .inner
         .load(id)
@@ -129,7 +36,7 @@ async fn in_primary(primary: &Switch, id: &SessionId) -> Option<Vec<u8>> {
 
 #[tokio::test]
 async fn a_touch_while_a_write_is_on_its_way_is_refused_so_the_write_is_not_hidden() {
-    let primary = Switch::new();
+    let primary = Primary::new();
     let store = builder(&primary).build();
     let a = id("a");
     store
@@ -137,7 +44,7 @@ async fn a_touch_while_a_write_is_on_its_way_is_refused_so_the_write_is_not_hidd
         .await
         .unwrap();
     let v1 = store.load(&a).await.unwrap().unwrap().basis();
-    primary.write_delay_ms.store(200, Ordering::SeqCst);
+    primary.delay_writes_ms(200);
     let w1 = {
         let (store, a) = (store.clone(), a.clone());
         tokio::spawn(async move {
@@ -156,7 +63,7 @@ async fn a_touch_while_a_write_is_on_its_way_is_refused_so_the_write_is_not_hidd
         w1.await.unwrap(),
         Ok(WriteOutcome::Written { .. })
     ));
-    primary.write_delay_ms.store(0, Ordering::SeqCst);
+    primary.delay_writes_ms(0);
     let now = store.load(&a).await.unwrap().unwrap();
     assert_eq!(
         &now.payload[..],
@@ -175,7 +82,7 @@ async fn a_touch_while_a_write_is_on_its_way_is_refused_so_the_write_is_not_hidd
 
 #[tokio::test]
 async fn a_slow_read_answering_after_a_newer_write_does_not_roll_the_near_copy_back() {
-    let primary = Switch::new();
+    let primary = Primary::new();
     let store = builder(&primary).build();
     let a = id("a");
     store
@@ -183,7 +90,7 @@ async fn a_slow_read_answering_after_a_newer_write_does_not_roll_the_near_copy_b
         .await
         .unwrap();
     let v1 = store.load(&a).await.unwrap().unwrap().basis();
-    primary.next_load_delay_ms.store(150, Ordering::SeqCst);
+    primary.switch.delay_next_load(Duration::from_millis(150));
     let slow = {
         let (store, a) = (store.clone(), a.clone());
         tokio::spawn(async move { store.load(&a).await })
@@ -213,7 +120,7 @@ async fn a_slow_read_answering_after_a_newer_write_does_not_roll_the_near_copy_b
 
 #[tokio::test]
 async fn a_write_in_doubt_that_the_fallback_cannot_take_stays_in_doubt() {
-    let primary = Switch::new();
+    let primary = Primary::new();
     // Room for one session: `a` is evicted when `b` is seen.
     let store = builder(&primary).near_copy(1, 1 << 20).build();
     let (a, b) = (id("a"), id("b"));
@@ -226,7 +133,7 @@ async fn a_write_in_doubt_that_the_fallback_cannot_take_stays_in_doubt() {
         .save(&b, write(b"b", Condition::IfAbsent))
         .await
         .unwrap();
-    primary.set(LOSE);
+    primary.set(LOSE_REPLIES);
     // Applied in the primary, the reply lost; the fallback does not hold `a`.
     match store
         .write(&a, write(b"x", Condition::IfUnchanged(v1)))
@@ -240,7 +147,7 @@ async fn a_write_in_doubt_that_the_fallback_cannot_take_stays_in_doubt() {
 
 #[tokio::test]
 async fn a_delete_of_a_session_not_held_here_is_not_replayed_over_another_instances() {
-    let primary = Switch::new();
+    let primary = Primary::new();
     let store = builder(&primary).build();
     let a = id("a");
     primary.set(DOWN);
@@ -258,7 +165,7 @@ async fn a_delete_of_a_session_not_held_here_is_not_replayed_over_another_instan
 
 #[tokio::test]
 async fn a_delete_after_a_write_that_landed_in_doubt_is_replayed_without_a_conflict() {
-    let primary = Switch::new();
+    let primary = Primary::new();
     let store = builder(&primary)
         .on_conflict(|_: &WriteBackConflict<'_>| Resolution::KeepTheirs)
         .build();
@@ -268,7 +175,7 @@ async fn a_delete_after_a_write_that_landed_in_doubt_is_replayed_without_a_confl
         .await
         .unwrap();
     let v1 = store.load(&a).await.unwrap().unwrap().basis();
-    primary.set(LOSE);
+    primary.set(LOSE_REPLIES);
     store
         .save(&a, write(b"w1", Condition::IfUnchanged(v1)))
         .await
@@ -286,7 +193,7 @@ async fn a_delete_after_a_write_that_landed_in_doubt_is_replayed_without_a_confl
 
 #[tokio::test]
 async fn a_change_made_during_the_write_back_of_a_merge_meets_the_resolver_again() {
-    let primary = Switch::new();
+    let primary = Primary::new();
     let store = builder(&primary)
         .on_conflict(|_: &WriteBackConflict<'_>| Resolution::Merged {
             payload: Bytes::from_static(b"merged"),
@@ -311,7 +218,7 @@ async fn a_change_made_during_the_write_back_of_a_merge_meets_the_resolver_again
         .await
         .unwrap();
     primary.set(UP);
-    primary.write_delay_ms.store(150, Ordering::SeqCst);
+    primary.delay_writes_ms(150);
     let recovering = {
         let store = store.clone();
         tokio::spawn(async move { store.recover_now().await })
@@ -325,7 +232,7 @@ async fn a_change_made_during_the_write_back_of_a_merge_meets_the_resolver_again
     let _ = store
         .write(&a, write(b"ours2", Condition::IfUnchanged(ours1)))
         .await;
-    primary.write_delay_ms.store(0, Ordering::SeqCst);
+    primary.delay_writes_ms(0);
     primary.set(UP);
     for _ in 0..10 {
         if store.recover_now().await {
@@ -338,7 +245,7 @@ async fn a_change_made_during_the_write_back_of_a_merge_meets_the_resolver_again
 
 #[tokio::test]
 async fn operations_on_other_sessions_do_not_wait_for_a_slow_write_back() {
-    let primary = Switch::new();
+    let primary = Primary::new();
     let store = builder(&primary)
         .switch_after(Duration::from_millis(50))
         .build();
@@ -354,7 +261,7 @@ async fn operations_on_other_sessions_do_not_wait_for_a_slow_write_back() {
     primary.set(DOWN);
     store.save(&a, write(b"x", Condition::Any)).await.unwrap();
     primary.set(UP);
-    primary.write_delay_ms.store(400, Ordering::SeqCst);
+    primary.delay_writes_ms(400);
     let recovering = {
         let store = store.clone();
         tokio::spawn(async move { store.recover_now().await })
@@ -370,7 +277,7 @@ async fn operations_on_other_sessions_do_not_wait_for_a_slow_write_back() {
 
 #[tokio::test]
 async fn a_touch_past_the_dirty_bound_still_answers() {
-    let primary = Switch::new();
+    let primary = Primary::new();
     let store = builder(&primary).dirty_limit(1, 1 << 20).build();
     let (a, b) = (id("a"), id("b"));
     store
@@ -388,7 +295,7 @@ async fn a_touch_past_the_dirty_bound_still_answers() {
 
 #[tokio::test]
 async fn a_change_that_expires_before_the_write_back_is_counted_as_expired() {
-    let primary = Switch::new();
+    let primary = Primary::new();
     let store = builder(&primary).build();
     let a = id("a");
     primary.set(DOWN);
