@@ -272,7 +272,6 @@ impl FailoverBuilder {
         };
         let starts_down = !matches!(mode, Mode::Primary);
         let shared = Arc::new(Shared {
-            primary: Mutex::new(self.primary),
             connect: self.connect,
             primary_name: self.primary_name,
             probe_min: self.probe_min,
@@ -282,6 +281,7 @@ impl FailoverBuilder {
             recovering: tokio::sync::Mutex::new(()),
             flushing: tokio::sync::Mutex::new(()),
             state: Mutex::new(State {
+                primary: self.primary,
                 mode,
                 writing_back: false,
                 prober: false,
@@ -418,6 +418,8 @@ struct Stats {
 }
 
 struct State {
+    /// The primary (`None` until a store built with `connecting` connects it).
+    primary: Option<Arc<dyn SessionStore>>,
     mode: Mode,
     writing_back: bool,
     prober: bool,
@@ -456,7 +458,6 @@ impl Drop for InFlight<'_> {
 }
 
 struct Shared {
-    primary: Mutex<Option<Arc<dyn SessionStore>>>,
     connect: Option<Connect>,
     primary_name: &'static str,
     probe_min: Duration,
@@ -486,10 +487,7 @@ impl Shared {
     }
 
     fn primary(&self) -> Option<Arc<dyn SessionStore>> {
-        self.primary
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.lock().primary.clone()
     }
 
     /// `call` to the primary, within [`FailoverBuilder::switch_after`] if set.
@@ -602,8 +600,7 @@ impl Shared {
                 };
                 match connect().await {
                     Ok(primary) => {
-                        *self.primary.lock().unwrap_or_else(PoisonError::into_inner) =
-                            Some(primary.clone());
+                        self.lock().primary = Some(primary.clone());
                         primary
                     }
                     Err(e) => {
@@ -687,15 +684,16 @@ impl Shared {
         self: &Arc<Self>,
         id: Option<&SessionId>,
     ) -> Result<Option<(Arc<dyn SessionStore>, u64)>> {
-        let draining = {
-            let state = self.lock();
+        // One lock on the common path: the mode and the call's sequence number together.
+        let (primary, draining, mut seq) = {
+            let mut state = self.lock();
+            let Some(primary) = state.primary.clone() else {
+                return Ok(None);
+            };
             if !matches!(state.mode, Mode::Primary) {
                 return Ok(None);
             }
-            state.writing_back
-        };
-        let Some(primary) = self.primary() else {
-            return Ok(None);
+            (primary, state.writing_back, state.near.next_seq())
         };
         if let (true, Some(id)) = (draining, id) {
             match self.flush(id, primary.as_ref()).await {
@@ -706,8 +704,9 @@ impl Shared {
                 }
                 Err(e) => return Err(e),
             }
+            // Numbered after the flush, whose write-back the near-copy remembers.
+            seq = self.lock().near.next_seq();
         }
-        let seq = self.lock().near.next_seq();
         Ok(Some((primary, seq)))
     }
 
