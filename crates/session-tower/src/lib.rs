@@ -1,0 +1,1 @@
+//! Placeholder: the tower-sessions adapter is being written (issue 12).
