@@ -289,7 +289,8 @@ where
     async fn write(&self, id: &SessionId, write: Write) -> Result<Written> {
         let payload = write.payload.clone();
         let summary = write.summary.clone();
-        let ttl = write.ttl.as_duration();
+        let written_ttl = write.ttl;
+        let ttl = written_ttl.as_duration();
         let create = write.condition == Condition::IfAbsent;
         let outcome = match self.inner.store.write(id, write).await {
             Ok(outcome) => outcome,
@@ -311,7 +312,8 @@ where
                 ..
             } => {
                 session_event!(debug, self, id, SESSION_SAVED, version, "session saved");
-                let meta = Meta::new(created_at, Timestamp::now(), payload.len() as u64, summary);
+                let meta = Meta::new(created_at, Timestamp::now(), payload.len() as u64, summary)
+                    .with_written_ttl(written_ttl);
                 let basis = Basis::new(version, created_at, tokens);
                 self.inner
                     .copies

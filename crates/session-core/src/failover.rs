@@ -900,7 +900,8 @@ impl Shared {
                         Timestamp::now(),
                         ours.payload.len() as u64,
                         ours.meta.summary.clone(),
-                    );
+                    )
+                    .with_written_ttl(ttl);
                     let now = Record::new(ours.payload.clone(), meta, version)
                         .with_ttl(Some(ttl.as_duration()))
                         .with_tokens(tokens);
@@ -1159,7 +1160,8 @@ impl Shared {
             || RecentTokens::first(write.token),
             |b| b.tokens().after(write.token),
         );
-        let meta = Meta::new(created_at, stamp, write.payload.len() as u64, write.summary);
+        let meta = Meta::new(created_at, stamp, write.payload.len() as u64, write.summary)
+            .with_written_ttl(write.ttl);
         let record = Record::new(write.payload, meta, version).with_tokens(tokens);
         let dirty = Dirty {
             base,
@@ -1431,7 +1433,8 @@ impl SessionStore for FailoverStore {
                                 Timestamp::now(),
                                 payload.len() as u64,
                                 summary,
-                            );
+                            )
+                            .with_written_ttl(ttl);
                             Some(
                                 Record::new(payload, meta, *version)
                                     .with_ttl(Some(ttl.as_duration()))

@@ -120,6 +120,10 @@ impl<T> ManagerBuilder<T> {
 
     /// Sliding expiry: reads refresh the TTL too, at most once per `min_interval` for a session
     /// (a read refreshes when the TTL has run down by at least `min_interval`). Off by default.
+    ///
+    /// A read refreshes a session to the TTL its last write set (a per-call TTL stays), and
+    /// the interval counts as at most half that TTL (an interval at or above the TTL would
+    /// never refresh). A refresh that fails is logged; the read still returns the session.
     #[must_use]
     pub fn sliding_expiry(mut self, min_interval: Duration) -> Self {
         self.sliding = Some(min_interval);
@@ -311,17 +315,35 @@ where
             return Ok(None);
         };
         let mut session = self.adopt(id, record)?;
-        if self.should_refresh(id, session.ttl)
-            && self.inner.store.touch(id, self.inner.ttl).await?
-        {
-            session.ttl = Some(self.inner.ttl.as_duration());
-            session_event!(
-                debug,
-                self,
-                id,
-                SESSION_TOUCHED,
-                "session TTL refreshed on read"
-            );
+        // A session keeps the TTL it was written with (a per-call TTL included); records
+        // from before the meta kept it get the manager's.
+        let ttl = session.meta.written_ttl.unwrap_or(self.inner.ttl);
+        if self.should_refresh(id, ttl, session.ttl) {
+            // The read succeeded: a refresh that fails is logged and leaves the TTL as it
+            // was, it never turns the read into an error.
+            match self.inner.store.touch(id, ttl).await {
+                Ok(true) => {
+                    session.ttl = Some(ttl.as_duration());
+                    session_event!(
+                        debug,
+                        self,
+                        id,
+                        SESSION_TOUCHED,
+                        "session TTL refreshed on read"
+                    );
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    self.forget_refresh(id);
+                    tracing::warn!(
+                        component = "session",
+                        session_id = %id,
+                        backend = self.backend(),
+                        error = %e,
+                        "sliding expiry: refreshing the TTL failed; the read stands"
+                    );
+                }
+            }
         }
         Ok(Some(session))
     }
@@ -345,13 +367,15 @@ where
         })
     }
 
-    /// Sliding expiry: refresh when the TTL has run down by `min_interval` and this instance
-    /// has not refreshed the session within `min_interval`.
-    fn should_refresh(&self, id: &SessionId, remaining: Option<Duration>) -> bool {
+    /// Sliding expiry: refresh when the TTL has run down by the interval and this instance
+    /// has not refreshed the session within it. The interval is at most half the session's
+    /// TTL, so that an interval at or above the TTL still refreshes.
+    fn should_refresh(&self, id: &SessionId, ttl: Ttl, remaining: Option<Duration>) -> bool {
         let (Some(min_interval), Some(remaining)) = (self.inner.sliding, remaining) else {
             return false;
         };
-        if self.inner.ttl.as_duration().saturating_sub(remaining) < min_interval {
+        let min_interval = min_interval.min(ttl.as_duration() / 2);
+        if ttl.as_duration().saturating_sub(remaining) < min_interval {
             return false;
         }
         let now = Instant::now();
@@ -374,6 +398,15 @@ where
         }
         recent.insert(id.clone(), now);
         true
+    }
+
+    /// Lets the next read try the refresh again (after a failed one).
+    fn forget_refresh(&self, id: &SessionId) {
+        self.inner
+            .recent_touches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
     }
 
     pub(crate) fn summary(&self, value: &T) -> Summary {

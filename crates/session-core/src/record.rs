@@ -9,7 +9,7 @@ use std::{
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::{Basis, RecentTokens, SessionId, WriteToken};
+use crate::{Basis, RecentTokens, SessionId, Ttl, WriteToken};
 
 /// The stored form of one session, as a store returns it.
 ///
@@ -85,6 +85,11 @@ pub struct Meta {
     /// What a listing shows without decoding the payload.
     #[serde(default)]
     pub summary: Summary,
+    /// The TTL the last write set, in milliseconds when serialized (`None`: the record was
+    /// written by a version that did not keep it). Sliding expiry refreshes a session to this
+    /// TTL, so a session written with a per-call TTL keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "ttl_ms")]
+    pub written_ttl: Option<Ttl>,
 }
 
 impl Meta {
@@ -96,7 +101,15 @@ impl Meta {
             updated_at,
             size,
             summary,
+            written_ttl: None,
         }
+    }
+
+    /// The meta with the TTL its last write set.
+    #[must_use]
+    pub fn with_written_ttl(mut self, ttl: Ttl) -> Self {
+        self.written_ttl = Some(ttl);
+        self
     }
 }
 

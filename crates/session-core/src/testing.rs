@@ -478,6 +478,13 @@ async fn writes_set_and_reset_the_ttl(store: Arc<dyn SessionStore>) {
         ttl > Duration::from_secs(3500),
         "a write did not reset the TTL: {ttl:?}"
     );
+    // The record remembers the TTL its last write set (sliding expiry refreshes to it), in
+    // loads and in listings alike.
+    let loaded = must("load", store.load(&s).await).unwrap_or_else(|| panic!("gone"));
+    assert_eq!(loaded.meta.written_ttl, Some(ttl_ms(3_600_000)));
+    let listed = list_all(&*store, 10).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].meta.written_ttl, Some(ttl_ms(3_600_000)));
 }
 
 async fn expired_sessions_are_never_returned(store: Arc<dyn SessionStore>) {

@@ -56,6 +56,21 @@ impl Ttl {
     }
 }
 
+/// Serialized as whole milliseconds.
+impl serde::Serialize for Ttl {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(self.as_millis())
+    }
+}
+
+/// Deserialized from whole milliseconds; out of range is an error, never a clamp.
+impl<'de> serde::Deserialize<'de> for Ttl {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let ms = <u64 as serde::Deserialize>::deserialize(deserializer)?;
+        Ttl::from_millis(ms).map_err(serde::de::Error::custom)
+    }
+}
+
 impl Default for Ttl {
     fn default() -> Self {
         Self::DEFAULT

@@ -363,7 +363,8 @@ impl SessionStore for MemoryStore {
         state.entries.insert(
             id.clone(),
             Entry {
-                meta: Meta::new(created_at, stamp, write.payload.len() as u64, write.summary),
+                meta: Meta::new(created_at, stamp, write.payload.len() as u64, write.summary)
+                    .with_written_ttl(write.ttl),
                 payload: write.payload,
                 version,
                 tokens,

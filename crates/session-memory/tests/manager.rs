@@ -334,6 +334,122 @@ async fn sliding_expiry_keeps_read_sessions_alive_with_one_touch_per_interval() 
 }
 
 #[tokio::test]
+async fn sliding_expiry_refreshes_to_the_ttl_the_session_was_written_with() {
+    // Manager default: one hour. The session is written with 600 ms.
+    let manager: SessionManager<Agent> = SessionManager::builder(Arc::new(MemoryStore::new()))
+        .sliding_expiry(Duration::from_millis(100))
+        .build();
+    let user = id("short-lived");
+    manager
+        .update_with_ttl(&user, &Agent::new(), Ttl::from_millis(600).unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let read = manager.get(&user).await.unwrap().expect("still alive");
+    let ttl = read.ttl().unwrap();
+    // Refreshed (more than the ~350 ms left), and to its own 600 ms, not to the hour.
+    assert!(ttl > Duration::from_millis(450), "not refreshed: {ttl:?}");
+    assert!(
+        ttl <= Duration::from_millis(600),
+        "pushed to the default TTL: {ttl:?}"
+    );
+    assert_eq!(
+        read.meta().written_ttl,
+        Some(Ttl::from_millis(600).unwrap())
+    );
+    // The store agrees with what the read reported.
+    let stored = manager.get(&user).await.unwrap().unwrap().ttl().unwrap();
+    assert!(stored <= Duration::from_millis(600), "{stored:?}");
+}
+
+#[tokio::test]
+async fn sliding_expiry_with_an_interval_at_or_above_the_ttl_still_refreshes() {
+    let manager: SessionManager<Agent> = SessionManager::builder(Arc::new(MemoryStore::new()))
+        .ttl(Ttl::from_millis(400).unwrap())
+        .sliding_expiry(Duration::from_secs(10))
+        .build();
+    let user = id("long-interval");
+    manager.get_or_create(&user, Agent::new).await.unwrap();
+    // 900 ms of reads every 150 ms: more than twice the TTL. Without refreshes it expires.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(
+            manager.get(&user).await.unwrap().is_some(),
+            "expired although read every 150 ms"
+        );
+    }
+}
+
+/// The memory store, except that every `touch` fails as an unreachable server does.
+#[derive(Debug)]
+struct TouchFails(MemoryStore);
+
+#[async_trait::async_trait]
+impl SessionStore for TouchFails {
+    fn backend(&self) -> &'static str {
+        "touch-fails"
+    }
+    async fn load(&self, id: &SessionId) -> session_core::Result<Option<session_core::Record>> {
+        self.0.load(id).await
+    }
+    async fn write(
+        &self,
+        id: &SessionId,
+        write: session_core::Write,
+    ) -> session_core::Result<session_core::WriteOutcome> {
+        self.0.write(id, write).await
+    }
+    async fn delete(&self, id: &SessionId) -> session_core::Result<bool> {
+        self.0.delete(id).await
+    }
+    async fn touch(&self, _: &SessionId, _: Ttl) -> session_core::Result<bool> {
+        Err(Error::unavailable(
+            "touch-fails",
+            "connection refused",
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        ))
+    }
+    async fn list_page(
+        &self,
+        cursor: Option<&session_core::Cursor>,
+        limit: usize,
+    ) -> session_core::Result<session_core::Page> {
+        self.0.list_page(cursor, limit).await
+    }
+    async fn count(&self) -> session_core::Result<u64> {
+        self.0.count().await
+    }
+    async fn ping(&self) -> session_core::Result<()> {
+        self.0.ping().await
+    }
+}
+
+#[tokio::test]
+async fn a_failed_sliding_refresh_leaves_the_read_a_success() {
+    let manager: SessionManager<Agent> =
+        SessionManager::builder(Arc::new(TouchFails(MemoryStore::new())))
+            .ttl(Ttl::from_millis(1000).unwrap())
+            .sliding_expiry(Duration::from_millis(50))
+            .build();
+    let user = id("refresh-fails");
+    manager.get_or_create(&user, Agent::new).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    for _ in 0..2 {
+        // Each read tries the refresh (a failed one is not remembered), fails, and still reads.
+        let read = manager
+            .get(&user)
+            .await
+            .expect("a failed refresh must not fail the read")
+            .expect("the session is there");
+        let ttl = read.ttl().unwrap();
+        assert!(
+            ttl < Duration::from_millis(900),
+            "reported as refreshed: {ttl:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn corrupt_data_is_a_typed_error_naming_the_session() {
     let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
     let numbers: SessionManager<Vec<u32>> = SessionManager::new(Arc::clone(&store));

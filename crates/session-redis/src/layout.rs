@@ -19,7 +19,7 @@ use bytes::Bytes;
 use redis::Value;
 use serde::{Deserialize, Serialize};
 use session_core::{
-    Error, Meta, RecentTokens, Record, Result, SessionId, SessionInfo, Summary, Timestamp,
+    Error, Meta, RecentTokens, Record, Result, SessionId, SessionInfo, Summary, Timestamp, Ttl,
 };
 
 /// Field names, in the order reads fetch them.
@@ -71,6 +71,8 @@ struct StoredMetaRef<'a> {
     updated_at: Timestamp,
     size: u64,
     summary: &'a Summary,
+    /// The TTL the write set, in milliseconds (sliding expiry refreshes to it).
+    ttl_ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -79,16 +81,25 @@ struct StoredMeta {
     size: u64,
     #[serde(default)]
     summary: Summary,
+    /// Absent in records written before it existed.
+    #[serde(default)]
+    ttl_ms: Option<u64>,
 }
 
 /// Encodes `m` for a write.
-pub(crate) fn encode_meta(updated_at: Timestamp, size: u64, summary: &Summary) -> Vec<u8> {
+pub(crate) fn encode_meta(
+    updated_at: Timestamp,
+    size: u64,
+    summary: &Summary,
+    ttl: Ttl,
+) -> Vec<u8> {
     // Serializing a struct of integers and a string map into a Vec cannot fail; should it ever,
     // an empty meta is still readable (it decodes as corrupt, not as a panic).
     rmp_serde::to_vec_named(&StoredMetaRef {
         updated_at,
         size,
         summary,
+        ttl_ms: ttl.as_millis(),
     })
     .unwrap_or_default()
 }
@@ -96,13 +107,18 @@ pub(crate) fn encode_meta(updated_at: Timestamp, size: u64, summary: &Summary) -
 fn decode_meta(id: &SessionId, bytes: &[u8], created: Option<Timestamp>) -> Result<Meta> {
     let stored: StoredMeta = rmp_serde::from_slice(bytes)
         .map_err(|e| Error::corrupt(id, format!("field m is not readable meta: {e}")))?;
-    Ok(Meta::new(
+    let meta = Meta::new(
         // Records written before `c` existed (or by hand) fall back to the last write.
         created.unwrap_or(stored.updated_at),
         stored.updated_at,
         stored.size,
         stored.summary,
-    ))
+    );
+    // A TTL out of range (written by hand) is as good as none: the manager's default applies.
+    Ok(match stored.ttl_ms.map(Ttl::from_millis) {
+        Some(Ok(ttl)) => meta.with_written_ttl(ttl),
+        _ => meta,
+    })
 }
 
 /// The optional `c` field, parsed.
@@ -359,6 +375,7 @@ mod tests {
             Timestamp::from_millis(2000),
             3,
             &Summary::new().with("state", "new_problem"),
+            Ttl::DEFAULT,
         )
     }
 

@@ -488,7 +488,7 @@ impl Plan {
     fn new(scripts: &Scripts, key: &str, write: &Write, token: WriteToken) -> Self {
         let now = Timestamp::now();
         let staged = staged_key(key, fastrand::u64(..));
-        let meta = layout::encode_meta(now, write.payload.len() as u64, &write.summary);
+        let meta = layout::encode_meta(now, write.payload.len() as u64, &write.summary, write.ttl);
         let step = match write.condition {
             Condition::IfUnchanged(basis) => match basis.token() {
                 Some(basis_token) => Step::Guard { basis, basis_token },
