@@ -323,6 +323,11 @@ fn parse_info(id: &SessionId, hmget: Value) -> Result<Option<(Meta, u64)>> {
         next(FIELD_VERSION)?,
         next(FIELD_CREATED)?,
     );
+    // As for a load: a session created between `HMGET` and `PTTL` (absent for the first,
+    // present for the second) is not listed yet, rather than listed as corrupt.
+    if m.is_none() && v.is_none() && c.is_none() {
+        return Ok(None);
+    }
     let (Some(m), Some(v)) = (m, v) else {
         return Err(Error::corrupt(
             id,
@@ -483,6 +488,22 @@ mod tests {
         assert!(matches!(
             info_from_replies(id("a"), bad, Value::Int(10)),
             Listed::Corrupt(SessionInfo { version: 0, .. }, Error::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn a_session_created_between_the_listing_hmget_and_pttl_is_not_listed_as_corrupt() {
+        // HMGET found no key (all fields nil); by PTTL a create had made it.
+        let absent = Value::Array(vec![Value::Nil, Value::Nil, Value::Nil]);
+        assert!(matches!(
+            info_from_replies(id("new"), absent, Value::Int(3_600_000)),
+            Listed::Gone
+        ));
+        // A hash with only some of the fields is still corrupt.
+        let partial = Value::Array(vec![Value::Nil, bulk(b"2"), Value::Nil]);
+        assert!(matches!(
+            info_from_replies(id("half"), partial, Value::Int(10)),
+            Listed::Corrupt(..)
         ));
     }
 }

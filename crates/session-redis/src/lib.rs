@@ -67,7 +67,8 @@
 //! |---|---|---|
 //! | `load` | 1 | pipeline `HMGET key d m v c t` + `PTTL key` |
 //! | `write` / `save` | 1 | the write pipeline above |
-//! | `delete` / `touch` / `exists` | 1 | `UNLINK` / `PEXPIRE` / `EXISTS` |
+//! | `delete` | 1 | `EVALSHA` delete: `UNLINK key`, and a marker of the call (a few seconds) when the session existed, so that a resend after a lost reply answers truthfully |
+//! | `touch` / `exists` | 1 | `PEXPIRE` / `EXISTS` |
 //! | `list_page` | 2 | `SCAN cursor MATCH <escaped prefix>* COUNT max(limit, 32)`, then one pipeline of `HMGET key m v c` + `PTTL key` per listed key; the SCAN is skipped while the cursor still carries ids |
 //! | `count` | keys in db / 1000 | `SCAN ... COUNT 1000` until the cursor is 0 |
 //! | `ping` | 1 | `PING` |

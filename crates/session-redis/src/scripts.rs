@@ -148,11 +148,26 @@ local current = redis.call('HMGET', KEYS[1], 'd', 'm', 'v', 'c', 't')
 return {landed and 'landed' or 'not_landed', current, redis.call('PTTL', KEYS[1])}
 "#;
 
-/// The three scripts, compiled (their SHA1s computed once).
+/// A delete that can answer for itself when its reply is lost: it removes the session and, if
+/// there was one, leaves a small marker (the call's own key, in the session key's slot, with a
+/// short expiry). The same call sent again on a new connection finds its marker and answers
+/// "it existed", where a second `UNLINK` would say "it did not".
+///
+/// `KEYS[1]`: the session key; `KEYS[2]`: this call's marker. `ARGV[1]`: the marker's expiry
+/// in milliseconds. Replies `1` (it existed) or `0`.
+pub(crate) const DELETE_LUA: &str = r#"
+if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
+local n = redis.call('UNLINK', KEYS[1])
+if n == 1 then redis.call('SET', KEYS[2], '1', 'PX', ARGV[1]) end
+return n
+"#;
+
+/// The scripts, compiled (their SHA1s computed once).
 pub(crate) struct Scripts {
     pub(crate) guard: Script,
     pub(crate) update: Script,
     pub(crate) resolve: Script,
+    pub(crate) delete: Script,
 }
 
 impl Scripts {
@@ -161,13 +176,14 @@ impl Scripts {
             guard: Script::new(GUARD_LUA),
             update: Script::new(UPDATE_LUA),
             resolve: Script::new(RESOLVE_LUA),
+            delete: Script::new(DELETE_LUA),
         }
     }
 
-    /// Loads the three scripts (`SCRIPT LOAD`, one pipeline), by `deadline`.
+    /// Loads the scripts (`SCRIPT LOAD`, one pipeline), by `deadline`.
     pub(crate) async fn load(&self, conn: &Connection, deadline: Instant) -> Result<()> {
         let mut pipe = redis::pipe();
-        for source in [GUARD_LUA, UPDATE_LUA, RESOLVE_LUA] {
+        for source in [GUARD_LUA, UPDATE_LUA, RESOLVE_LUA, DELETE_LUA] {
             pipe.cmd("SCRIPT").arg("LOAD").arg(source);
         }
         conn.send_by(

@@ -219,13 +219,26 @@ impl SessionStore for RedisStore {
         path.write(id, &key, &write).await
     }
 
-    /// One round trip: `UNLINK key`.
+    /// One round trip: the delete script (`UNLINK key`, and a marker of this call when the
+    /// session existed). A reply lost on a dropped connection is sent once more on a new one;
+    /// the marker lets that second send say truthfully whether the session existed.
     async fn delete(&self, id: &SessionId) -> Result<bool> {
         self.debug("delete", id);
-        let mut cmd = redis::cmd("UNLINK");
-        cmd.arg(self.key_of(id));
+        let key = self.key_of(id);
+        let marker = crate::write::marker_key(&key, fastrand::u64(..));
+        // The marker only has to outlive this call (its resend comes within its bound).
+        let marker_ms = self
+            .inner
+            .conn
+            .timeouts()
+            .round_trip()
+            .saturating_mul(2)
+            .as_millis()
+            .max(1000);
+        let mut invocation = self.inner.scripts.delete.prepare_invoke();
+        invocation.key(&key).key(&marker).arg(marker_ms as u64);
         let reply = self
-            .send(Request::Cmd(&cmd), Retry::Idempotent, "delete")
+            .send(Request::Script(&invocation), Retry::Idempotent, "delete")
             .await?;
         Ok(matches!(reply, Value::Int(n) if n > 0))
     }

@@ -448,6 +448,16 @@ pub(crate) fn staged_key(key: &str, nonce: u64) -> String {
     }
 }
 
+/// The marker key of one delete (see `scripts::DELETE_LUA`): like a staged key, in the session
+/// key's slot and never matched as a session.
+pub(crate) fn marker_key(key: &str, nonce: u64) -> String {
+    if has_hash_tag(key) {
+        format!("{key}~d{nonce:016x}")
+    } else {
+        format!("{{{key}}}~d{nonce:016x}")
+    }
+}
+
 /// Which step moves the staged record into place.
 enum Step {
     Guard {

@@ -281,3 +281,50 @@ async fn a_lost_write_buried_under_other_writes_is_never_applied_twice() {
         }
     }
 }
+
+/// A delete whose reply is lost after Redis applied it: the store sends it once more on a new
+/// connection, and that second send still reports that the session existed (a second plain
+/// `UNLINK` would have said it did not). Multiplexed and pooled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_whose_reply_is_lost_still_reports_that_the_session_existed() {
+    let mut modes = vec![ConnectionMode::Multiplexed];
+    #[cfg(feature = "pool")]
+    modes.push(common::pool(2));
+    for mode in modes {
+        let Some(harness) = RedisFaults::start(
+            "a_delete_whose_reply_is_lost_still_reports_that_the_session_existed",
+            mode,
+        ) else {
+            return;
+        };
+        let store = harness.store().await;
+        let manager: SessionManager<Vec<String>> = SessionManager::new(store.clone());
+        let id = SessionId::new("deleted-once").unwrap_or_else(|e| panic!("{e}"));
+        manager
+            .update(&id, &vec!["hello".to_owned()])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The delete script's marker key (`~d`) is in the delete's request only.
+        harness.proxy.drop_reply_after(b"~d");
+        let existed = store.delete(&id).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            harness.faults_fired(),
+            1,
+            "{mode:?}: the reply was not dropped"
+        );
+        assert!(
+            existed,
+            "{mode:?}: a delete that removed the session said it did not exist"
+        );
+        assert!(
+            store
+                .load(&id)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .is_none()
+        );
+        // Deleting what is gone says so, and the marker is never listed as a session.
+        assert!(!store.delete(&id).await.unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(store.count().await.unwrap_or_else(|e| panic!("{e}")), 0);
+    }
+}
