@@ -46,16 +46,6 @@ keys! {
     FALLBACK_MAX_BYTES = "memory.fallback_max_bytes", "SESSION_FALLBACK_MAX_BYTES";
 }
 
-/// The parts of a Redis target that `REDIS_URL` overrides.
-pub(crate) const REDIS_PARTS: &[Key] = &[
-    REDIS_HOST,
-    REDIS_PORT,
-    REDIS_DB,
-    REDIS_USERNAME,
-    REDIS_PASSWORD,
-    REDIS_TLS,
-];
-
 /// Sections of the TOML files that belong to this crate: an unknown key inside one is a typo
 /// and an error. Other top-level tables belong to the application and are left alone.
 pub(crate) const SECTIONS: &[&str] = &["redis", "session", "memory"];

@@ -36,9 +36,17 @@
 //! 4. `config/local.toml`, if present (keep it out of version control);
 //! 5. `.env` in the current directory, if present (read into a map: the process environment
 //!    is never modified);
-//! 6. the process environment.
+//! 6. the process environment ([`Settings::load`]), or the map given with [`Sources::env`] and
+//!    [`Sources::envs`] ([`Settings::load_from`]). A program that adds a variable to
+//!    [`Sources::from_process`] replaces the process's variable of that name: its own choice
+//!    is part of this layer, not a layer above it.
 //!
-//! `CONFIG_DIR` (from the environment or `.env`) names another directory than `./config`; it
+//! Nothing comes after the environment. A program may still change the public fields of the
+//! loaded [`Settings`] (sessionctl's `--url` replaces the whole target): that is the program's
+//! decision, outside the layers.
+//!
+//! `APP_ENV` and `CONFIG_DIR` choose the files, so they come from the environment or `.env`
+//! only (the environment first). `CONFIG_DIR` names another directory than `./config`; it
 //! must exist. Without `CONFIG_DIR` and without a `./config` directory, the built-in defaults
 //! stand in for the files. `APP_ENV` (from the environment or `.env`) must name an existing
 //! `{APP_ENV}.toml` when it is set: a typo such as `APP_ENV=prodcution` fails at load instead
@@ -60,7 +68,7 @@
 //! | `CONFIG_DIR` | - | the configuration directory | `./config` |
 //! | `USE_REDIS` | `use_redis` | keep sessions in Redis (else in memory) | `false` |
 //! | `SESSION_FALLBACK` | `fallback` | when Redis cannot be reached: `startup` (decided once at start-up: memory for the life of the process), `runtime` (memory during any outage, written back when Redis answers), `none` (fail); see below | `startup` |
-//! | `REDIS_URL` | `redis.url` | `redis://[user][:password@]host[:port][/db]`, `rediss://` for TLS; wins over the parts below | unset |
+//! | `REDIS_URL` | `redis.url` | `redis://[user][:password@]host[:port][/db]`, `rediss://` for TLS (user and password percent-encoded); the parts below override its parts from a later layer, see below | unset |
 //! | `REDIS_HOST` | `redis.host` | host name or IP address | `localhost` |
 //! | `REDIS_PORT` | `redis.port` | port, 1-65535 | `6379` |
 //! | `REDIS_DB` | `redis.db` | database index | `0` |
@@ -86,6 +94,30 @@
 //! | `MEMORY_CAPACITY` | `memory.capacity` | most sessions the memory store keeps (least recently used evicted); `unbounded` (or `0`) | `unbounded` |
 //!
 //! Booleans accept `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`, in any case.
+//!
+//! # The Redis server: `REDIS_URL` and its parts
+//!
+//! `REDIS_URL` is one more source of each part of the server (host, port, database, user,
+//! password, TLS), in the layer it is set in; each part is then decided like any setting,
+//! by layer:
+//!
+//! - a part set in a **later** layer than the URL overrides that part of it:
+//!   `docker run -e REDIS_HOST=cache-2` moves a `redis.url` of `production.toml` to another
+//!   host and keeps its port, database, user, password and scheme (`password = ""` in a
+//!   later file removes the URL's password, as an empty string clears any optional setting);
+//! - a part set in an **earlier** layer yields to the URL, as any setting of an earlier layer
+//!   does (and, overridden, is not validated); except that `REDIS_USERNAME` and
+//!   `REDIS_PASSWORD` **fill** a URL without a user or a password, from any layer, so the
+//!   password can stay out of the URL;
+//! - a part set in the **same** layer as the URL (both in the environment, both in `.env`, or
+//!   both in one file) must agree with it: a different value is a
+//!   [`session_core::Error::Config`] keyed by the part, naming the URL and the layer, the
+//!   password masked. A URL always says its host, its port (6379 when it names none), its
+//!   database (0 when it names none) and TLS (`rediss://` or `redis://`).
+//!
+//! A URL in a later layer replaces a URL of an earlier layer wholly, as any setting does. The
+//! README's "Which setting wins" table goes through the cases; each row has a test of that
+//! name in `tests/precedence.rs`.
 //!
 //! # The Redis store and the fallbacks
 //!
@@ -120,13 +152,10 @@
 //!
 //! # Decisions
 //!
-//! - **`REDIS_URL` wins wholly** over `REDIS_HOST`, `REDIS_PORT`, `REDIS_DB`,
-//!   `REDIS_USERNAME`, `REDIS_PASSWORD` and `REDIS_TLS`, even a password the URL lacks. When
-//!   such a part is set in the same layer as the URL or a later one (say `REDIS_HOST` in the
-//!   environment and `redis.url` in `production.toml`), a warning names the ignored parts
-//!   (never their values); it is logged with `tracing::warn!` and kept in
-//!   [`Settings::warnings`]. Parts from an earlier layer are overridden silently, as any
-//!   setting is. Ignored parts are not validated.
+//! - **A part set after `REDIS_URL` overrides that part of it** (see "The Redis server"
+//!   above). The seed's users set `REDIS_HOST` or `REDIS_PASSWORD` to change one part of a
+//!   server given elsewhere; a URL that won wholly ignored them (with a warning few read).
+//!   Only where nothing says which one was meant, in one layer, is it an error.
 //! - **URLs**: only `redis://` and `rediss://`; user name and password are percent-decoded;
 //!   the path is the database (`/3`; none or `/` is 0); any number that fits 32 bits is
 //!   accepted (Redis has 16 databases unless configured otherwise). Query strings and
@@ -172,6 +201,7 @@ mod build;
 mod keys;
 mod settings;
 mod sources;
+mod target;
 mod values;
 
 pub use build::{BuiltStore, FALLBACK_ACTIVE_GAUGE, Fallback};

@@ -8,10 +8,11 @@ use session_core::{
 };
 
 use crate::{
-    ClientIdentity, ConnectionMode, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOST,
-    DEFAULT_PORT, KeyPrefix, RedisTarget, Sources, TlsFiles,
+    ClientIdentity, ConnectionMode, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, KeyPrefix,
+    RedisTarget, Sources, TlsFiles,
     keys::{self, Key},
     sources::{DEFAULT_APP_ENV, Given, Resolved, resolve},
+    target::{Chosen, redis_target},
     values::{self, opt},
 };
 /// The pool size when `REDIS_MODE=pool` and `REDIS_POOL_SIZE` is not set: 8.
@@ -52,8 +53,9 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct RedisSettings {
-    /// The server: from `REDIS_URL`, or from `REDIS_HOST`, `REDIS_PORT`, `REDIS_DB`,
-    /// `REDIS_USERNAME`, `REDIS_PASSWORD` and `REDIS_TLS`.
+    /// The server: from `REDIS_URL` and the parts `REDIS_HOST`, `REDIS_PORT`, `REDIS_DB`,
+    /// `REDIS_USERNAME`, `REDIS_PASSWORD` and `REDIS_TLS`, part by part (a part from a later
+    /// layer than the URL overrides that part of it; see the crate documentation).
     pub target: RedisTarget,
     /// The prefix of every session key (`REDIS_KEY_PREFIX`).
     pub key_prefix: KeyPrefix,
@@ -167,9 +169,13 @@ impl Default for Settings {
     }
 }
 
-/// Something in the configuration that is allowed but probably not meant, such as
-/// `REDIS_HOST` set beside a `REDIS_URL` that overrides it. Logged with `tracing::warn!` when
-/// the settings are loaded, and kept in [`Settings::warnings`].
+/// Something in the configuration that is allowed but probably not meant. Logged with
+/// `tracing::warn!` when the settings are loaded, and kept in [`Settings::warnings`].
+///
+/// No setting gives one at present: a Redis part beside a `REDIS_URL`, which used to, now
+/// either overrides that part of the URL (set in a later layer), fills it (a user or password
+/// the URL lacks), yields to it (an earlier layer) or, contradicting the URL of its own layer,
+/// is an error (see the crate documentation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {
     keys: Vec<String>,
@@ -234,10 +240,13 @@ impl Settings {
     }
 
     fn from_resolved(r: &Resolved) -> Result<Self> {
-        let mut warnings = Vec::new();
+        let warnings = Vec::new();
         let use_redis = opt(r, keys::USE_REDIS, values::boolean)?.unwrap_or(false);
         let fallback = opt(r, keys::FALLBACK, values::fallback)?.unwrap_or_default();
-        let target = redis_target(r, &mut warnings)?;
+        let Chosen {
+            target,
+            tls_asked_by,
+        } = redis_target(r)?;
         let key_prefix = opt(r, keys::REDIS_KEY_PREFIX, values::key_prefix)?.unwrap_or_default();
         let pool_size = opt(r, keys::REDIS_POOL_SIZE, |g| {
             values::integer(g, 1, MAX_POOL_SIZE as u64, "a number of connections")
@@ -251,14 +260,7 @@ impl Settings {
             .unwrap_or(DEFAULT_COMMAND_TIMEOUT);
         let tls = tls_files(r, &target)?;
         let asked = Asked {
-            tls: target
-                .tls()
-                .then(|| {
-                    non_empty(r, keys::REDIS_URL)
-                        .or_else(|| r.get(keys::REDIS_TLS))
-                        .map(|g| g.spelled)
-                })
-                .flatten(),
+            tls: tls_asked_by,
             pool: matches!(mode, ConnectionMode::Pool { .. })
                 .then(|| r.get(keys::REDIS_MODE).map(|g| g.spelled))
                 .flatten(),
@@ -327,55 +329,6 @@ fn compression(r: &Resolved) -> Result<Compression> {
 /// A value that is set and not empty (an empty TOML string clears an optional setting).
 fn non_empty(r: &Resolved, key: Key) -> Option<&Given> {
     r.get(key).filter(|g| !g.text.is_empty())
-}
-
-/// `REDIS_URL` when set (it wins wholly), else the parts.
-fn redis_target(r: &Resolved, warnings: &mut Vec<Warning>) -> Result<RedisTarget> {
-    if let Some(url) = non_empty(r, keys::REDIS_URL) {
-        let target = RedisTarget::parse(&url.text).map_err(|e| url.rekey(e))?;
-        // Parts from a lower layer are overridden as layers always are; parts from the same
-        // layer or a later one were probably meant to count, so say that they do not.
-        let ignored: Vec<&Given> = keys::REDIS_PARTS
-            .iter()
-            .filter_map(|&key| non_empty(r, key))
-            .filter(|part| part.layer >= url.layer)
-            .collect();
-        if !ignored.is_empty() {
-            let names: Vec<String> = ignored
-                .iter()
-                .map(|part| format!("{} (set in {})", part.spelled, part.origin))
-                .collect();
-            warnings.push(Warning {
-                keys: ignored.iter().map(|p| p.spelled.to_owned()).collect(),
-                message: format!(
-                    "{} (set in {}) wins over the separate Redis settings; ignored: {}",
-                    url.spelled,
-                    url.origin,
-                    names.join(", ")
-                ),
-            });
-        }
-        return Ok(target);
-    }
-    let host = r.get(keys::REDIS_HOST);
-    let port = opt(r, keys::REDIS_PORT, values::port)?.unwrap_or(DEFAULT_PORT);
-    let db = opt(r, keys::REDIS_DB, values::db)?.unwrap_or(0);
-    let tls = opt(r, keys::REDIS_TLS, values::boolean)?.unwrap_or(false);
-    // The port is valid here, so an error can only be about the host.
-    let mut target = RedisTarget::new(host.map_or(DEFAULT_HOST, |g| g.text.as_str()), port)
-        .map_err(|e| match host {
-            Some(given) => given.rekey(e),
-            None => e,
-        })?
-        .with_db(db)
-        .with_tls(tls);
-    if let Some(username) = non_empty(r, keys::REDIS_USERNAME) {
-        target = target.with_username(username.text.clone());
-    }
-    if let Some(password) = non_empty(r, keys::REDIS_PASSWORD) {
-        target = target.with_password(password.text.clone());
-    }
-    Ok(target)
 }
 
 /// The TLS files: each must exist, certificate and key come together, and only with TLS.

@@ -1,4 +1,5 @@
-//! A password never shows: not in `Debug`, `Display`, errors or warnings.
+//! A password never shows: not in `Debug`, `Display`, errors or warnings, not even when two
+//! passwords contradict each other.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
@@ -57,7 +58,7 @@ fn settings_never_show_the_password() {
     for sources in [
         Sources::new().env("REDIS_URL", "redis://app:hunter2@cache:6379/0"),
         Sources::new().env("REDIS_PASSWORD", "hunter2"),
-        // Both: a warning names REDIS_PASSWORD, not its value.
+        // Both: the password fills the URL that has none.
         Sources::new()
             .env("REDIS_URL", "redis://cache:6379/0")
             .env("REDIS_PASSWORD", "hunter2"),
@@ -88,9 +89,16 @@ proptest! {
             Sources::new().env("REDIS_URL", format!("redis://user:{pw}@cache:{port}/0")),
             // The parts.
             Sources::new().env("REDIS_PASSWORD", pw.clone()).env("REDIS_PORT", port),
-            // Both forms.
+            // Both forms: the password fills the URL.
             Sources::new()
                 .env("REDIS_URL", format!("rediss://cache:{port}/1"))
+                .env("REDIS_PASSWORD", pw.clone()),
+            // Two passwords in one layer: an error naming both settings, showing neither.
+            Sources::new()
+                .env("REDIS_URL", format!("redis://user:{encoded}@cache:{port}/0"))
+                .env("REDIS_PASSWORD", format!("{pw}-other")),
+            Sources::new()
+                .env("REDIS_URL", format!("redis://user:other-{encoded}@cache:{port}/0"))
                 .env("REDIS_PASSWORD", pw.clone()),
         ];
         for sources in cases {

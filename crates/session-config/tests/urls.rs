@@ -1,5 +1,6 @@
-//! `REDIS_URL` or the parts: one validated target, the precedence, and the warning. The URL
-//! parser itself (session-redis' `RedisTarget`) has its own property tests in session-redis.
+//! `REDIS_URL` or the parts: one validated target. Which one wins, part by part and layer by
+//! layer, is `precedence.rs`; the URL parser itself (session-redis' `RedisTarget`) has its own
+//! property tests in session-redis.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -54,31 +55,7 @@ fn the_parts_give_the_same_kind_of_target() {
 }
 
 #[test]
-fn the_url_wins_over_the_parts_and_a_warning_names_them() {
-    let settings = Settings::load_from(&Sources::new().envs([
-        ("REDIS_URL", "redis://cache:6379/1"),
-        ("REDIS_HOST", "other"),
-        ("REDIS_PASSWORD", "hunter2"),
-    ]))
-    .unwrap();
-    assert_eq!(settings.redis.target.to_string(), "redis://cache:6379/1");
-    assert_eq!(
-        settings.redis.target.password(),
-        None,
-        "the URL wins wholly"
-    );
-    let [warning] = settings.warnings() else {
-        panic!("one warning expected: {:?}", settings.warnings());
-    };
-    assert_eq!(warning.keys(), ["REDIS_HOST", "REDIS_PASSWORD"]);
-    assert!(warning.message().contains("REDIS_URL"), "{warning}");
-    assert!(warning.message().contains("REDIS_HOST"), "{warning}");
-    assert!(!warning.message().contains("hunter2"), "{warning}");
-    assert!(!warning.message().contains("other"), "{warning}");
-}
-
-#[test]
-fn parts_in_an_earlier_layer_are_overridden_without_a_warning() {
+fn parts_in_an_earlier_layer_yield_to_the_url_without_a_warning() {
     let dir = TempDir::new();
     dir.write(
         "default.toml",
@@ -95,26 +72,6 @@ fn parts_in_an_earlier_layer_are_overridden_without_a_warning() {
 }
 
 #[test]
-fn parts_in_a_later_layer_than_the_url_are_ignored_with_a_warning() {
-    let dir = TempDir::new();
-    dir.write(
-        "production.toml",
-        "[redis]\nurl = \"redis://cache:6379/0\"\n",
-    );
-    let settings = Settings::load_from(
-        &Sources::new()
-            .config_dir(dir.path())
-            .env("APP_ENV", "production")
-            .env("REDIS_PORT", "7000"),
-    )
-    .unwrap();
-    assert_eq!(settings.redis.target.port(), 6379);
-    assert_eq!(settings.warnings().len(), 1);
-    assert_eq!(settings.warnings()[0].keys(), ["REDIS_PORT"]);
-    assert!(settings.warnings()[0].message().contains("redis.url"));
-}
-
-#[test]
 fn a_url_uncommented_in_the_shipped_default_toml_gives_no_warning() {
     let dir = TempDir::new();
     let shipped = std::fs::read_to_string(
@@ -126,18 +83,6 @@ fn a_url_uncommented_in_the_shipped_default_toml_gives_no_warning() {
     dir.write("default.toml", &text);
     let settings = Settings::load_from(&Sources::new().config_dir(dir.path())).unwrap();
     assert!(settings.warnings().is_empty(), "{:?}", settings.warnings());
-}
-
-#[test]
-fn ignored_parts_are_not_validated() {
-    let settings = Settings::load_from(
-        &Sources::new()
-            .env("REDIS_URL", "redis://cache")
-            .env("REDIS_PORT", "not-a-port"),
-    )
-    .unwrap();
-    assert_eq!(settings.redis.target.port(), 6379);
-    assert_eq!(settings.warnings().len(), 1);
 }
 
 proptest! {
