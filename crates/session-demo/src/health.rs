@@ -45,6 +45,9 @@ pub struct BackendInfo {
     redis_configured: bool,
     startup_fallback: Option<StartupFallback>,
     failover: Option<FailoverStore>,
+    /// The server `GET /store/info` asks about itself.
+    #[cfg(feature = "redis")]
+    redis_options: Option<session_redis::RedisOptions>,
 }
 
 /// The start-up fallback: why, and since when.
@@ -88,6 +91,21 @@ impl BackendInfo {
         self
     }
 
+    /// The Redis server whose facts `GET /store/info` reports (version, memory, eviction
+    /// policy, persistence): the configured one, also while a fallback serves.
+    #[cfg(feature = "redis")]
+    #[must_use]
+    pub fn with_redis_options(mut self, options: session_redis::RedisOptions) -> Self {
+        self.redis_options = Some(options);
+        self
+    }
+
+    /// The Redis server `GET /store/info` asks, if one was given.
+    #[cfg(feature = "redis")]
+    pub fn redis_options(&self) -> Option<&session_redis::RedisOptions> {
+        self.redis_options.as_ref()
+    }
+
     /// Whether Redis is configured (`USE_REDIS`).
     pub fn redis_configured(&self) -> bool {
         self.redis_configured
@@ -101,11 +119,13 @@ impl BackendInfo {
     /// Whether sessions are kept in memory although Redis is configured, now: the start-up
     /// fallback, or the run-time fallback until it has written back.
     pub fn fallback_active(&self) -> bool {
-        self.startup_fallback.is_some()
-            || self
-                .failover
-                .as_ref()
-                .is_some_and(|f| f.status().mode != FailoverMode::Primary)
+        self.fallback_active_in(self.failover.as_ref().map(FailoverStore::status).as_ref())
+    }
+
+    /// [`fallback_active`](Self::fallback_active) with the run-time fallback's `status`
+    /// (read once per report).
+    pub(crate) fn fallback_active_in(&self, status: Option<&FailoverStatus>) -> bool {
+        self.startup_fallback.is_some() || status.is_some_and(|s| s.mode != FailoverMode::Primary)
     }
 
     /// Why a fallback serves now, if one does.
@@ -129,7 +149,7 @@ impl BackendInfo {
 
     /// The `fallback` part of a report, from `status` (read once per report) for the run-time
     /// fallback.
-    fn report(&self, status: Option<&FailoverStatus>) -> Option<FallbackReport> {
+    pub(crate) fn report(&self, status: Option<&FailoverStatus>) -> Option<FallbackReport> {
         if let Some(startup) = &self.startup_fallback {
             return Some(FallbackReport {
                 policy: "startup".to_owned(),
@@ -304,10 +324,7 @@ pub async fn report(state: &AppState) -> HealthReport {
     let backend = store.backend();
     // One snapshot of the run-time fallback for the whole report.
     let failover = info.failover().map(FailoverStore::status);
-    let fallback_active = info.startup_fallback.is_some()
-        || failover
-            .as_ref()
-            .is_some_and(|s| s.mode != FailoverMode::Primary);
+    let fallback_active = info.fallback_active_in(failover.as_ref());
     let fallback_reason = match &info.startup_fallback {
         Some(startup) => Some(startup.reason.clone()),
         None => failover.as_ref().and_then(|s| s.reason.clone()),

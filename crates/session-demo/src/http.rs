@@ -29,6 +29,7 @@ pub use crate::health::{
 use crate::{
     agent::{Agent, Message},
     health::{healthz, readyz},
+    store_info::store_info,
 };
 
 /// Longest message accepted, in characters.
@@ -104,11 +105,12 @@ impl FromRef<AppState> for IdSources {
 /// | `GET /` | the dashboard |
 /// | `POST /sessions/{id}/messages` | talk to the agent of session `id` (created on first use) |
 /// | `GET /sessions?cursor=&limit=` | a page of sessions, as an array; next cursor in `x-next-cursor` and `Link` |
-/// | `GET /sessions/{id}` | the whole agent state, with `session_id`, `version`, `ttl` |
+/// | `GET /sessions/{id}` | the whole agent state, with `session_id`, `version`, `ttl`, `size`, `created_at`, `updated_at` ([`SessionView`]) |
 /// | `DELETE /sessions/{id}` | 204, or 404 |
 /// | `GET /healthz` | liveness: 200 while the process serves, with the [`HealthReport`] (backend, fallback state, Redis reachability) |
 /// | `GET /readyz` | readiness: the same report; 503 on the start-up fallback or when the store in use does not answer (see [`health`](crate::health)) |
 /// | `GET /metrics` | Prometheus text |
+/// | `GET /store/info` | the store in use, the fallback's state and the Redis server's facts ([`StoreInfo`](crate::store_info::StoreInfo)) |
 /// | `/admin/sessions...` | session-axum's generic admin router |
 pub fn app(state: AppState) -> Router {
     let admin = admin_router(state.manager().clone());
@@ -117,6 +119,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/store/info", get(store_info))
         .route("/sessions", get(list_sessions))
         .route("/sessions/{id}", get(show_session).delete(delete_session))
         .route("/sessions/{id}/messages", axum::routing::post(post_message))
@@ -327,7 +330,8 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
-/// `GET /sessions/{id}`: the whole agent with the session's identity.
+/// `GET /sessions/{id}`: the whole agent with the session's identity and what the store
+/// knows about it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionView {
     /// The session.
@@ -336,6 +340,12 @@ pub struct SessionView {
     pub version: u64,
     /// Seconds before it expires (rounded up; `null`: never).
     pub ttl: Option<u64>,
+    /// The stored payload's size in bytes (the codec's envelope, compressed when it was).
+    pub size: u64,
+    /// When it was created, RFC 3339.
+    pub created_at: String,
+    /// When it was last written, RFC 3339.
+    pub updated_at: String,
     /// The agent.
     #[serde(flatten)]
     pub agent: Agent,
@@ -348,10 +358,14 @@ async fn show_session(
     let Some(session) = state.manager().get(&id).await? else {
         return Err(Error::NotFound { id }.into());
     };
+    let meta = session.meta();
     Ok(Json(SessionView {
         session_id: id.to_string(),
         version: session.version(),
         ttl: ttl_secs(session.ttl()),
+        size: meta.size,
+        created_at: meta.created_at.to_string(),
+        updated_at: meta.updated_at.to_string(),
         agent: session.into_value(),
     }))
 }

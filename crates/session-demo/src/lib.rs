@@ -5,7 +5,8 @@
 //!   `diagnosing` -> `awaiting_feedback` -> `resolved`, or `escalated` after `max_attempts`
 //!   failed fixes.
 //! - [`http`]: the routes ([`app`]); [`health`]: `/healthz` (liveness) and `/readyz`
-//!   (readiness), computed live from the store and its fallback; [`setup`]: from settings to
+//!   (readiness), computed live from the store and its fallback; [`store_info`]: `/store/info`,
+//!   the store and the Redis server's facts for the dashboard; [`setup`]: from settings to
 //!   the application state.
 //!
 //! Tests drive the router with `tower::ServiceExt::oneshot`:
@@ -35,6 +36,7 @@ pub mod agent;
 pub mod health;
 pub mod http;
 pub mod setup;
+pub mod store_info;
 
 pub use agent::Agent;
 pub use http::{AppState, BackendInfo, app};

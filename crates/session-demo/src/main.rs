@@ -46,13 +46,15 @@ ENDPOINTS:
     GET  /                          dashboard
     POST /sessions/{id}/messages    {\"message\": \"...\", \"use_rag\"?: bool, \"use_web_search\"?: bool}
     GET  /sessions?cursor=&limit=   sessions (next page cursor in the x-next-cursor header)
-    GET  /sessions/{id}             the whole agent state
+    GET  /sessions/{id}             the whole agent state, version, TTL, size
     DELETE /sessions/{id}           forget a session
     GET  /healthz                   liveness: 200 while serving; backend, fallback state,
                                     Redis reachability
     GET  /readyz                    readiness: the same report; 503 on the start-up fallback
                                     or when the store in use does not answer
     GET  /metrics                   Prometheus metrics
+    GET  /store/info                the store in use, the fallback's state, the Redis server's
+                                    version, memory, eviction policy and persistence
 ";
 
 /// What the command line asks for.

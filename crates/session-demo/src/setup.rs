@@ -21,7 +21,8 @@ pub fn agent_manager(store: Arc<dyn SessionStore>) -> SessionManager<Agent> {
 /// What the health endpoints report comes from the built store: the start-up fallback (Redis
 /// configured but not usable at start-up, `SESSION_FALLBACK=startup`: memory for the life of
 /// the process, `/readyz` 503), or the run-time fallback (`SESSION_FALLBACK=runtime`: its
-/// state is read on every request).
+/// state is read on every request). With Redis configured, `GET /store/info` asks that
+/// server for its facts, whichever store serves.
 pub async fn build_state(settings: &Settings) -> Result<AppState> {
     let store = settings.build_store().await?;
     let mut backend = if settings.use_redis {
@@ -34,6 +35,19 @@ pub async fn build_state(settings: &Settings) -> Result<AppState> {
     }
     if let Some(failover) = &store.failover {
         backend = backend.with_failover(failover.clone());
+    }
+    #[cfg(feature = "redis")]
+    if settings.use_redis {
+        // The store was built from the same options, so they are valid; should they not be,
+        // the dashboard's server panel says so and nothing else is affected.
+        match settings.redis_options() {
+            Ok(options) => backend = backend.with_redis_options(options),
+            Err(e) => tracing::warn!(
+                component = "demo",
+                error = %e,
+                "no Redis server facts for /store/info"
+            ),
+        }
     }
     let manager = settings
         .manager_builder::<Agent>(store)

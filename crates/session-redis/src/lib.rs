@@ -228,6 +228,8 @@ mod cursor;
 #[cfg(feature = "driver")]
 mod errors;
 #[cfg(feature = "driver")]
+mod info;
+#[cfg(feature = "driver")]
 mod layout;
 #[cfg(feature = "driver")]
 mod multiplexed;
@@ -244,6 +246,8 @@ mod transport;
 #[cfg(feature = "driver")]
 mod write;
 
+#[cfg(feature = "driver")]
+pub use info::ServerInfo;
 pub use options::{
     ClientIdentity, ConnectionMode, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_KEY_PREFIX, MAX_TIMEOUT, RedisOptions, TlsFiles,
