@@ -1,6 +1,6 @@
 //! `USE_REDIS=true` through session-config on real Redis: the Redis store when Redis answers,
 //! the start-up fallback to memory when it does not (or refuses the credentials), a clear error
-//! under `SESSION_FALLBACK=none`, the parts like the URL, and TLS.
+//! under `SESSION_FALLBACK=none`, the parts like the URL (and over a URL from a file), and TLS.
 //!
 //! Settings come from explicit environment maps (`Sources`): the process environment is never
 //! read or changed.
@@ -255,6 +255,49 @@ async fn a_wrong_password_is_reported_as_refused_credentials() {
         Err(Error::Auth { .. }) => {}
         other => panic!("NOAUTH: expected Error::Auth, got {other:?}"),
     }
+}
+
+/// The seed's deployments: the address in a configuration file, the port and the password
+/// from the environment, each overriding (or filling) that part of the file's URL (issue 12:
+/// the URL won wholly, and the environment's parts were silently ignored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_in_a_file_with_the_port_and_password_from_the_environment_reaches_the_server() {
+    let test = "a_url_in_a_file_with_the_port_and_password_from_the_environment_reaches_the_server";
+    let Some(server) = private_server(
+        test,
+        ServerOptions {
+            password: Some("p@ss word".into()),
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(unique("config-dir"));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    // Port 1: nothing listens there; the environment's REDIS_PORT must win.
+    std::fs::write(
+        dir.join("default.toml"),
+        "[redis]\nurl = \"redis://127.0.0.1:1/2\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let port = server.port().to_string();
+    let settings = settings(
+        "file-url",
+        &[
+            ("CONFIG_DIR", dir.to_str().unwrap_or_default()),
+            ("REDIS_PORT", port.as_str()),
+            ("REDIS_PASSWORD", "p@ss word"),
+            ("SESSION_FALLBACK", "none"),
+        ],
+    );
+    assert_eq!(
+        settings.redis.target.to_string(),
+        format!("redis://:***@127.0.0.1:{port}/2")
+    );
+    let built = build(&settings).await;
+    assert_eq!(built.backend(), "redis");
+    round_trip(&settings, built).await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn settings_without_password(port: u16) -> Settings {

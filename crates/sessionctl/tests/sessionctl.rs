@@ -605,10 +605,25 @@ fn settings_come_from_the_environment_and_flags_override_them() {
     ];
     let doc = env.run_env(&parts, &["--json", "list"]).code(0).json();
     assert_eq!(doc["count"], 4);
-    // REDIS_URL wins over the parts.
-    let doc = env
+    // A part beside REDIS_URL in the same layer must agree with it: another port is a
+    // configuration error naming both, the same port is no contradiction.
+    let run = env
         .run_env(
             &[("REDIS_URL", env.url.as_str()), ("REDIS_PORT", "1")],
+            &["--json", "list"],
+        )
+        .code(1);
+    assert!(
+        run.stderr.contains("REDIS_PORT") && run.stderr.contains("REDIS_URL"),
+        "{}",
+        run.stderr
+    );
+    let doc = env
+        .run_env(
+            &[
+                ("REDIS_URL", env.url.as_str()),
+                ("REDIS_PORT", port.as_str()),
+            ],
             &["--json", "list"],
         )
         .code(0)
