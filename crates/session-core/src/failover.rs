@@ -1346,6 +1346,9 @@ struct Report {
     failed: usize,
 }
 
+// A short-lived return value of one write-back step, moved once: boxing the record would
+// only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Step {
     /// Done: the primary now holds this (`None`: nothing, or not worth keeping a copy of).
     /// `ours`: the primary holds this instance's content (not theirs, nor a merge).

@@ -73,6 +73,9 @@ struct StoredMetaRef<'a> {
     summary: &'a Summary,
     /// The TTL the write set, in milliseconds (sliding expiry refreshes to it).
     ttl_ms: u64,
+    /// The key prefix of the store that wrote it: a store whose prefix is a prefix of this one
+    /// (`app:` and `app:s:`) sees the key as one of its own ids (`s:<id>`) and skips it.
+    prefix: &'a str,
 }
 
 #[derive(Deserialize)]
@@ -84,6 +87,9 @@ struct StoredMeta {
     /// Absent in records written before it existed.
     #[serde(default)]
     ttl_ms: Option<u64>,
+    /// Absent in records written before it existed: such a record is taken as the reader's.
+    #[serde(default)]
+    prefix: Option<String>,
 }
 
 /// Encodes `m` for a write.
@@ -92,6 +98,7 @@ pub(crate) fn encode_meta(
     size: u64,
     summary: &Summary,
     ttl: Ttl,
+    prefix: &str,
 ) -> Vec<u8> {
     // Serializing a struct of integers and a string map into a Vec cannot fail; should it ever,
     // an empty meta is still readable (it decodes as corrupt, not as a panic).
@@ -100,13 +107,48 @@ pub(crate) fn encode_meta(
         size,
         summary,
         ttl_ms: ttl.as_millis(),
+        prefix,
     })
     .unwrap_or_default()
 }
 
-fn decode_meta(id: &SessionId, bytes: &[u8], created: Option<Timestamp>) -> Result<Meta> {
+/// Whose a record is, as far as its meta tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// Written under the reader's prefix, or before records named theirs.
+    Ours,
+    /// Written by a store whose longer prefix starts with the reader's.
+    Nested,
+}
+
+fn owner(stored: &StoredMeta, prefix: Option<&str>) -> Owner {
+    match (prefix, stored.prefix.as_deref()) {
+        (Some(ours), Some(theirs)) if ours != theirs => Owner::Nested,
+        _ => Owner::Ours,
+    }
+}
+
+/// The prefix of `key` (session `id`'s key).
+pub(crate) fn prefix_of<'k>(key: &'k str, id: &SessionId) -> &'k str {
+    key.strip_suffix(id.as_str()).unwrap_or(key)
+}
+
+/// The meta field's owner, for `count`: `Ours` when the bytes are not readable meta (a
+/// corrupt session is still counted, as listings show it).
+pub(crate) fn owner_of_meta(bytes: &[u8], prefix: &str) -> Owner {
+    rmp_serde::from_slice::<StoredMeta>(bytes)
+        .map_or(Owner::Ours, |stored| owner(&stored, Some(prefix)))
+}
+
+fn decode_meta(
+    id: &SessionId,
+    bytes: &[u8],
+    created: Option<Timestamp>,
+    prefix: Option<&str>,
+) -> Result<(Meta, Owner)> {
     let stored: StoredMeta = rmp_serde::from_slice(bytes)
         .map_err(|e| Error::corrupt(id, format!("field m is not readable meta: {e}")))?;
+    let owner = owner(&stored, prefix);
     let meta = Meta::new(
         // Records written before `c` existed (or by hand) fall back to the last write.
         created.unwrap_or(stored.updated_at),
@@ -115,10 +157,11 @@ fn decode_meta(id: &SessionId, bytes: &[u8], created: Option<Timestamp>) -> Resu
         stored.summary,
     );
     // A TTL out of range (written by hand) is as good as none: the manager's default applies.
-    Ok(match stored.ttl_ms.map(Ttl::from_millis) {
+    let meta = match stored.ttl_ms.map(Ttl::from_millis) {
         Some(Ok(ttl)) => meta.with_written_ttl(ttl),
         _ => meta,
-    })
+    };
+    Ok((meta, owner))
 }
 
 /// The optional `c` field, parsed.
@@ -230,10 +273,15 @@ fn split5(id: &SessionId, v: Value) -> Result<[Value; 5]> {
 }
 
 /// Builds a record from the replies of `HMGET key d m v c t` and `PTTL key`.
+///
+/// With `prefix` (the reader's key prefix), a record written by a store with a longer prefix
+/// that starts with it (`app:s:` under `app:`) is refused as `Corrupt`: it is not this
+/// store's session, although its key looks like one.
 pub(crate) fn record_from_replies(
     id: &SessionId,
     hmget: Value,
     pttl: Value,
+    prefix: Option<&str>,
 ) -> Result<Option<Record>> {
     server_error(id, &hmget)?;
     server_error(id, &pttl)?;
@@ -263,7 +311,16 @@ pub(crate) fn record_from_replies(
     let created = creation(id, created)?;
     let tokens = tokens(id, t.as_deref())?;
     let meta = match meta {
-        Some(m) => decode_meta(id, &m, created)?,
+        Some(m) => match decode_meta(id, &m, created, prefix)? {
+            (meta, Owner::Ours) => meta,
+            (_, Owner::Nested) => {
+                return Err(Error::corrupt(
+                    id,
+                    "the key holds a session of another store, whose key prefix extends this \
+                     store's (nested prefixes): not read",
+                ));
+            }
+        },
         None => {
             return Err(Error::corrupt(
                 id,
@@ -288,14 +345,18 @@ pub(crate) enum Listed {
     Corrupt(SessionInfo, Error),
 }
 
-pub(crate) fn info_from_replies(id: SessionId, hmget: Value, pttl: Value) -> Listed {
+pub(crate) fn info_from_replies(id: SessionId, hmget: Value, pttl: Value, prefix: &str) -> Listed {
     let ttl = match (&pttl, ttl_of(&pttl)) {
         (Value::ServerError(_), _) => None,
         (_, None) => return Listed::Gone,
         (_, Some(ttl)) => ttl,
     };
-    match parse_info(&id, hmget) {
-        Ok(Some((meta, version))) => Listed::Entry(SessionInfo::new(id, meta, version, ttl)),
+    match parse_info(&id, hmget, prefix) {
+        Ok(Some((meta, version, Owner::Ours))) => {
+            Listed::Entry(SessionInfo::new(id, meta, version, ttl))
+        }
+        // A session of a nested prefix (`app:s:` under `app:`) is that store's to list.
+        Ok(Some((_, _, Owner::Nested))) => Listed::Gone,
         Ok(None) => Listed::Gone,
         Err(e) => {
             let zero = Timestamp::from_millis(0);
@@ -305,7 +366,7 @@ pub(crate) fn info_from_replies(id: SessionId, hmget: Value, pttl: Value) -> Lis
     }
 }
 
-fn parse_info(id: &SessionId, hmget: Value) -> Result<Option<(Meta, u64)>> {
+fn parse_info(id: &SessionId, hmget: Value, prefix: &str) -> Result<Option<(Meta, u64, Owner)>> {
     server_error(id, &hmget)?;
     let items = match hmget {
         Value::Array(items) if items.len() == 3 => items,
@@ -336,7 +397,8 @@ fn parse_info(id: &SessionId, hmget: Value) -> Result<Option<(Meta, u64)>> {
     };
     let version = integer_field(id, FIELD_VERSION, &v)?;
     let created = creation(id, c)?;
-    Ok(Some((decode_meta(id, &m, created)?, version)))
+    let (meta, owner) = decode_meta(id, &m, created, Some(prefix))?;
+    Ok(Some((meta, version, owner)))
 }
 
 #[cfg(test)]
@@ -381,6 +443,7 @@ mod tests {
             3,
             &Summary::new().with("state", "new_problem"),
             Ttl::DEFAULT,
+            "p:",
         )
     }
 
@@ -397,6 +460,7 @@ mod tests {
             &id("a"),
             hmget(Some(b"abc"), Some(meta()), Some(b"7"), Some(b"1000")),
             Value::Int(5000),
+            None,
         )
         .unwrap()
         .unwrap();
@@ -413,6 +477,7 @@ mod tests {
                 Some(b"00000000000000ff0000000000000001"),
             ),
             Value::Int(5000),
+            None,
         )
         .unwrap()
         .unwrap();
@@ -427,6 +492,7 @@ mod tests {
             &id("a"),
             hmget(Some(b"abc"), Some(meta()), Some(b"7"), None),
             Value::Int(-1),
+            None,
         )
         .unwrap()
         .unwrap();
@@ -438,14 +504,24 @@ mod tests {
     fn a_session_created_between_hmget_and_pttl_reads_as_absent() {
         let absent_then_created = hmget(None, None, None, None);
         assert!(matches!(
-            record_from_replies(&id("racing"), absent_then_created, Value::Int(3_600_000)),
+            record_from_replies(
+                &id("racing"),
+                absent_then_created,
+                Value::Int(3_600_000),
+                None
+            ),
             Ok(None)
         ));
     }
 
     #[test]
     fn a_missing_key_is_none() {
-        let r = record_from_replies(&id("a"), hmget(None, None, None, None), Value::Int(-2));
+        let r = record_from_replies(
+            &id("a"),
+            hmget(None, None, None, None),
+            Value::Int(-2),
+            None,
+        );
         assert!(matches!(r, Ok(None)));
     }
 
@@ -466,7 +542,7 @@ mod tests {
             Value::Int(3),
         ];
         for (n, case) in cases.into_iter().enumerate() {
-            match record_from_replies(&id("bad"), case, Value::Int(1000)) {
+            match record_from_replies(&id("bad"), case, Value::Int(1000), None) {
                 Err(Error::Corrupt { id: got, .. }) => assert_eq!(got.as_str(), "bad"),
                 other => panic!("case {n}: expected Corrupt, got {other:?}"),
             }
@@ -477,16 +553,16 @@ mod tests {
     fn listing_marks_corrupt_entries_and_skips_gone_ones() {
         let ok = Value::Array(vec![Value::BulkString(meta()), bulk(b"2"), Value::Nil]);
         assert!(matches!(
-            info_from_replies(id("a"), ok.clone(), Value::Int(10)),
+            info_from_replies(id("a"), ok.clone(), Value::Int(10), "p:"),
             Listed::Entry(SessionInfo { version: 2, .. })
         ));
         assert!(matches!(
-            info_from_replies(id("a"), ok, Value::Int(-2)),
+            info_from_replies(id("a"), ok, Value::Int(-2), "p:"),
             Listed::Gone
         ));
         let bad = Value::Array(vec![bulk(b"zz"), bulk(b"2"), Value::Nil]);
         assert!(matches!(
-            info_from_replies(id("a"), bad, Value::Int(10)),
+            info_from_replies(id("a"), bad, Value::Int(10), "p:"),
             Listed::Corrupt(SessionInfo { version: 0, .. }, Error::Corrupt { .. })
         ));
     }
@@ -496,13 +572,13 @@ mod tests {
         // HMGET found no key (all fields nil); by PTTL a create had made it.
         let absent = Value::Array(vec![Value::Nil, Value::Nil, Value::Nil]);
         assert!(matches!(
-            info_from_replies(id("new"), absent, Value::Int(3_600_000)),
+            info_from_replies(id("new"), absent, Value::Int(3_600_000), "p:"),
             Listed::Gone
         ));
         // A hash with only some of the fields is still corrupt.
         let partial = Value::Array(vec![Value::Nil, bulk(b"2"), Value::Nil]);
         assert!(matches!(
-            info_from_replies(id("half"), partial, Value::Int(10)),
+            info_from_replies(id("half"), partial, Value::Int(10), "p:"),
             Listed::Corrupt(..)
         ));
     }

@@ -69,9 +69,15 @@
 //! | `write` / `save` | 1 | the write pipeline above |
 //! | `delete` | 1 | `EVALSHA` delete: `UNLINK key`, and a marker of the call (a few seconds) when the session existed, so that a resend after a lost reply answers truthfully |
 //! | `touch` / `exists` | 1 | `PEXPIRE` / `EXISTS` |
-//! | `list_page` | 2 | `SCAN cursor MATCH <escaped prefix>* COUNT max(limit, 32)`, then one pipeline of `HMGET key m v c` + `PTTL key` per listed key; the SCAN is skipped while the cursor still carries ids |
-//! | `count` | keys in db / 1000 | `SCAN ... COUNT 1000` until the cursor is 0 |
+//! | `list_page` | 2 | `SCAN cursor MATCH <escaped prefix>* COUNT` between 32 and 1000 (the page's size), then one pipeline of `HMGET key m v c` + `PTTL key` per listed key; the SCAN is skipped while the cursor still carries ids. A cursor carries at most 2 KiB of ids ([`MAX_CURSOR_BYTES`] in all): a SCAN step that would leave more waits for the next page, or is taken again with a smaller `COUNT` |
+//! | `count` | keys in db / 1000 | `SCAN ... COUNT 1000` until the cursor is 0; for ids with a `:` (which a nested prefix's keys look like), one pipeline of `HGET key m` per step |
 //! | `ping` | 1 | `PING` |
+//!
+//! **Nested prefixes.** Ids may hold `:`, so a store with prefix `app:` sees the key `app:s:u-1` of
+//! a store with prefix `app:s:` as its id `s:u-1`. Every record names the prefix it was written
+//! under (in its meta), and a store lists, counts and reads only its own: a nested store's
+//! record reads as `Corrupt` ("another store's") instead of as a session. Records written before
+//! the meta named the prefix are taken as the reader's.
 //!
 //! `SessionManager::modify` is one `write` (1 round trip) when the manager read or wrote the
 //! session last, else a `load` and a `write`, or a refused `write` (which returns the current
@@ -261,5 +267,5 @@ pub use prefix::{InvalidPrefix, KeyPrefix, MAX_PREFIX_LEN};
 pub use redis;
 pub use secret::Secret;
 #[cfg(feature = "driver")]
-pub use store::{MAX_PAGE, RedisStore};
+pub use store::{MAX_CURSOR_BYTES, MAX_PAGE, RedisStore};
 pub use target::{DEFAULT_HOST, DEFAULT_PORT, RedisTarget};

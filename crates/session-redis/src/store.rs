@@ -29,6 +29,18 @@ const COUNT_SCAN_COUNT: usize = 1000;
 /// few sessions per call). The page then comes back short, or empty, with a cursor, which the
 /// trait allows.
 const MAX_SCANS_PER_PAGE: usize = 8;
+/// Largest `COUNT` hint of a listing's `SCAN`: a page larger than this is filled by several
+/// steps, so that the ids one step returns beyond the page stay few.
+const MAX_SCAN_COUNT: usize = 1000;
+/// Most bytes of ids a listing cursor carries to the next page (the ids one `SCAN` step
+/// returned beyond the page). A step that would leave more is not taken: the page ends before
+/// it, or, when it is the page's first, it is taken again with a smaller `COUNT`. A cursor
+/// therefore stays well below what a URL or header allows behind a proxy (about
+/// [`MAX_CURSOR_BYTES`] in all), whatever the page size.
+const MAX_CARRIED_BYTES: usize = 2048;
+/// The longest cursor text a listing produces but for one bucket of a hash table holding more
+/// than [`MAX_CARRIED_BYTES`] of ids (a `SCAN` step cannot return less than a bucket).
+pub const MAX_CURSOR_BYTES: usize = MAX_CARRIED_BYTES + 32 + session_core::MAX_ID_LEN;
 
 /// Sessions in Redis: one HASH per session under `{prefix}{id}` with the TTL on the key.
 ///
@@ -141,6 +153,42 @@ impl RedisStore {
                 None
             }
         }
+    }
+
+    /// Of `keys`, those whose record is this store's: not one of a store with a longer prefix
+    /// that starts with this one (see `layout::Owner`). Gone keys are dropped, unreadable
+    /// ones kept (listings show them as corrupt).
+    async fn own_keys(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
+        if keys.is_empty() {
+            return Ok(keys);
+        }
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for key in &keys {
+            pipe.cmd("HGET").arg(key).arg(layout::FIELD_META);
+        }
+        let reply = self
+            .send(Request::Pipe(&pipe), Retry::Idempotent, "count")
+            .await?;
+        let Value::Array(metas) = reply else {
+            return Err(Error::Backend {
+                backend: BACKEND,
+                reason: "count: unexpected pipeline reply".to_owned(),
+                source: None,
+            });
+        };
+        Ok(keys
+            .into_iter()
+            .zip(metas)
+            .filter(|(_, meta)| match meta {
+                Value::Nil => false,
+                Value::BulkString(m) => {
+                    layout::owner_of_meta(m, &self.inner.prefix) == layout::Owner::Ours
+                }
+                _ => true,
+            })
+            .map(|(key, _)| key)
+            .collect())
     }
 
     /// One `SCAN` step: the next cursor (`None` when finished) and the keys found.
@@ -280,18 +328,43 @@ impl SessionStore for RedisStore {
         // pages are full whenever more sessions follow; bounded, for sparse keyspaces.
         let mut scans = 0;
         let mut seen: HashSet<SessionId> = position.pending.iter().cloned().collect();
-        while position.pending.len() < limit && scans < MAX_SCANS_PER_PAGE {
+        'filling: while position.pending.len() < limit && scans < MAX_SCANS_PER_PAGE {
             let Some(from) = position.scan else { break };
             let wanted = limit - position.pending.len();
-            let (next, keys) = self.scan(from, wanted.max(MIN_SCAN_COUNT)).await?;
-            scans += 1;
-            position.scan = next;
-            for key in keys {
-                if let Some(id) = self.id_of_key(&key)
-                    && seen.insert(id.clone())
-                {
+            let mut count = wanted.clamp(MIN_SCAN_COUNT, MAX_SCAN_COUNT);
+            loop {
+                let (next, keys) = self.scan(from, count).await?;
+                scans += 1;
+                let fresh: Vec<SessionId> = keys
+                    .iter()
+                    .filter_map(|key| self.id_of_key(key))
+                    .filter(|id| !seen.contains(id))
+                    .collect::<HashSet<_>>()
+                    .into_iter()
+                    .collect();
+                // What this step would leave for the cursor to carry: the ids past the page.
+                let past = (position.pending.len() + fresh.len()).saturating_sub(limit);
+                let carried: usize = fresh[fresh.len() - past.min(fresh.len())..]
+                    .iter()
+                    .map(|id| id.as_str().len() + 1)
+                    .sum();
+                if carried > MAX_CARRIED_BYTES {
+                    if !position.pending.is_empty() {
+                        // End the page before this step; the next page takes it from `from`.
+                        break 'filling;
+                    }
+                    if count > 1 {
+                        count = (count / 4).max(1);
+                        continue;
+                    }
+                    // One bucket holds more than the cap: carry it, the only way not to skip.
+                }
+                position.scan = next;
+                for id in fresh {
+                    seen.insert(id.clone());
                     position.pending.push(id);
                 }
+                break;
             }
         }
         let take = position.pending.len().min(limit);
@@ -329,7 +402,7 @@ impl SessionStore for RedisStore {
                 let (Some(hmget), Some(pttl)) = (replies.next(), replies.next()) else {
                     break;
                 };
-                match layout::info_from_replies(id, hmget, pttl) {
+                match layout::info_from_replies(id, hmget, pttl, &self.inner.prefix) {
                     Listed::Entry(info) => sessions.push(info),
                     Listed::Gone => {}
                     Listed::Corrupt(info, error) => {
@@ -362,10 +435,20 @@ impl SessionStore for RedisStore {
         let mut from = 0;
         loop {
             let (next, keys) = self.scan(from, COUNT_SCAN_COUNT).await?;
+            // An id with a `:` may be a key of a nested prefix (`app:s:u-1` under `app:`):
+            // its meta tells (one pipeline per step, only when there are such ids).
+            let mut nested_candidates = Vec::new();
             for key in keys {
-                if self.id_of_key(&key).is_some() {
-                    seen.insert(std::hash::BuildHasher::hash_one(&hasher, &key));
+                match self.id_of_key(&key) {
+                    Some(id) if id.as_str().contains(':') => nested_candidates.push(key),
+                    Some(_) => {
+                        seen.insert(std::hash::BuildHasher::hash_one(&hasher, &key));
+                    }
+                    None => {}
                 }
+            }
+            for key in self.own_keys(nested_candidates).await? {
+                seen.insert(std::hash::BuildHasher::hash_one(&hasher, &key));
             }
             match next {
                 Some(n) => from = n,
@@ -410,7 +493,7 @@ pub(crate) async fn read_record(
         reason: format!("loading session {id}: unexpected pipeline reply"),
         source: None,
     })?;
-    layout::record_from_replies(id, hmget, pttl)
+    layout::record_from_replies(id, hmget, pttl, Some(layout::prefix_of(key, id)))
 }
 
 fn two(reply: Value) -> Option<(Value, Value)> {

@@ -288,7 +288,7 @@ impl WritePath<'_> {
         token: WriteToken,
         until: Instant,
     ) -> Result<Sent> {
-        let plan = Plan::new(self.scripts, key, write, token);
+        let plan = Plan::new(self.scripts, key, layout::prefix_of(key, id), write, token);
         let mut loaded = false;
         loop {
             let request = Request::Pipe(&plan.pipe);
@@ -495,10 +495,16 @@ impl From<Error> for Missing {
 }
 
 impl Plan {
-    fn new(scripts: &Scripts, key: &str, write: &Write, token: WriteToken) -> Self {
+    fn new(scripts: &Scripts, key: &str, prefix: &str, write: &Write, token: WriteToken) -> Self {
         let now = Timestamp::now();
         let staged = staged_key(key, fastrand::u64(..));
-        let meta = layout::encode_meta(now, write.payload.len() as u64, &write.summary, write.ttl);
+        let meta = layout::encode_meta(
+            now,
+            write.payload.len() as u64,
+            &write.summary,
+            write.ttl,
+            prefix,
+        );
         let step = match write.condition {
             Condition::IfUnchanged(basis) => match basis.token() {
                 Some(basis_token) => Step::Guard { basis, basis_token },
@@ -649,7 +655,7 @@ impl Plan {
                         RecentTokens::first(self.token),
                     )),
                     Value::Int(0) => {
-                        let current = layout::record_from_replies(id, hmget, pttl)?;
+                        let current = layout::record_from_replies(id, hmget, pttl, None)?;
                         Ok(WriteOutcome::rejected(current))
                     }
                     Value::ServerError(e) => {
@@ -712,7 +718,7 @@ fn refusal(id: &SessionId, reply: Value) -> Result<Option<Record>> {
     match status.as_str() {
         "conflict" => {
             let current = match (items.next(), items.next()) {
-                (Some(hmget), Some(pttl)) => layout::record_from_replies(id, hmget, pttl)?,
+                (Some(hmget), Some(pttl)) => layout::record_from_replies(id, hmget, pttl, None)?,
                 _ => None,
             };
             Ok(current)
@@ -758,7 +764,7 @@ fn resolved(
     match status.as_str() {
         "landed" | "not_landed" => {
             let current = match (items.next(), items.next()) {
-                (Some(hmget), Some(pttl)) => layout::record_from_replies(id, hmget, pttl)?,
+                (Some(hmget), Some(pttl)) => layout::record_from_replies(id, hmget, pttl, None)?,
                 _ => None,
             };
             Ok(Some(verdict(current.as_ref(), sent, slot)))

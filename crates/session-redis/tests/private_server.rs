@@ -314,10 +314,13 @@ async fn check_command_counts(mode: ConnectionMode, test: &str) {
          then the write"
     );
 
+    // delete: one script call that checks its marker (`EXISTS`), removes the session and,
+    // since it existed, leaves the marker (`SET ... PX`).
+    let delete: &[(&str, u64)] = &[("evalsha", 1), ("exists", 1), ("unlink", 1), ("set", 1)];
     for (op, expected) in [
-        ("exists", "exists"),
-        ("touch", "pexpire"),
-        ("delete", "unlink"),
+        ("exists", &[("exists", 1)][..]),
+        ("touch", &[("pexpire", 1)][..]),
+        ("delete", delete),
     ] {
         let stats = measure(&server, op, || async {
             let r = match op {
@@ -328,7 +331,7 @@ async fn check_command_counts(mode: ConnectionMode, test: &str) {
             assert!(r.unwrap_or_else(|e| panic!("{op}: {e}")));
         })
         .await;
-        assert_eq!(stats, counts(&[(expected, 1)]), "{op}");
+        assert_eq!(stats, counts(expected), "{op}");
     }
     store.delete(&s).await.unwrap_or_else(|e| panic!("{e}"));
 
@@ -365,8 +368,10 @@ async fn check_command_counts(mode: ConnectionMode, test: &str) {
     assert_eq!(list.get("hmget"), Some(&100));
     assert_eq!(list.get("pttl"), Some(&100));
     let scans = list.get("scan").copied().unwrap_or(0);
+    // The deletes above left their markers (other keys, for a few seconds): SCAN's COUNT
+    // counts them too, so one more step may be needed to find all 100.
     assert!(
-        (1..=pages).contains(&scans),
+        (1..=pages + 1).contains(&scans),
         "{scans} SCANs for {pages} pages"
     );
     assert_eq!(list.len(), 3, "only SCAN, HMGET and PTTL: {list:?}");
