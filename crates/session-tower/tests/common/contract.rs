@@ -303,6 +303,7 @@ pub async fn records_are_stored_as_readable_state(store: Arc<dyn SessionStore>) 
 
 /// One `#[tokio::test]` per check, each on a store from `$fresh(test_name)`, an async fn
 /// returning `Option<Arc<dyn SessionStore>>` (`None`: skipped, e.g. no Redis).
+#[allow(unused_macros)]
 macro_rules! contract_tests {
     ($fresh:path) => {
         contract_tests!(@each $fresh,
