@@ -8,11 +8,23 @@
 //!    `awaiting_feedback` (attempt 2), `resolved`, `escalated`. (`new_problem` is never
 //!    stored: the first message already moves the agent on.)
 //! 4. Runs `chromium --headless --no-sandbox --disable-gpu ...` twice on `http://127.0.0.1:PORT/`:
-//!    `--dump-dom` to check that the rendered page shows each session id in a row with its state,
-//!    the backend badge `backend: memory` and a TTL bar per session; `--screenshot` to save
-//!    `target/xtask/dashboard.png` (the DOM goes to `target/xtask/dashboard.html`).
-//! 5. Stops the demo (SIGTERM by pid, then SIGKILL if it lingers) and exits non-zero if any
-//!    check failed.
+//!    - `--dump-dom`, to check that the rendered page shows each session id in a row with its
+//!      state, the backend badge `backend: memory`, a TTL bar per session, and the store panel
+//!      on memory (the DOM goes to `target/xtask/dashboard.html`);
+//!    - driven over the DevTools protocol ([`cdp`]), as a person would: it clicks the row of
+//!      `wifi-kitchen` and checks the panel that opens (the conversation, turn by turn with
+//!      roles, the state, the version, TTL and size `GET /sessions/wifi-kitchen` reports),
+//!      saves `target/xtask/dashboard.png` with the panel open, then sends a message full of
+//!      HTML to a fifth session, opens it, and checks the markup shows as text and never runs;
+//!      finally closes the panel.
+//! 5. Stops the demo (SIGTERM by pid, then SIGKILL if it lingers).
+//! 6. When `SESSION_TEST_REDIS_URL` names a Redis (the shared test server's contract), does it
+//!    again on a demo on that Redis (`USE_REDIS=true`, `SESSION_FALLBACK=none`, a key prefix of
+//!    this run's own, its sessions deleted at the end): the store panel must show the server's
+//!    version, memory, eviction policy and persistence, and no address; the click must open a
+//!    session read from Redis; the picture goes to `target/xtask/dashboard-redis.png`.
+//!
+//! Exits non-zero if any check failed.
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -23,9 +35,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis_harness::env::find_on_path;
+use serde_json::json;
 
 use crate::provide::{apt_get, is_root};
 use crate::{Result, process};
+
+mod cdp;
+mod driven;
 
 /// The sessions the page must show: id, the messages that lead there, the state reached.
 const SESSIONS: &[(&str, &[&str], &str)] = &[
@@ -61,6 +77,20 @@ const SESSIONS: &[(&str, &[&str], &str)] = &[
     ),
 ];
 
+/// The session whose row the check clicks (it has the longest conversation but one).
+const CLICKED: &str = "wifi-kitchen";
+/// A session whose message is HTML: the panel must show it as text.
+const MARKUP_SESSION: &str = "markup-1";
+const MARKUP_MESSAGE: &str = "<img src=x onerror=\"window.__xss=1\"><script>window.__xss=2</script> \
+                              <b>bold</b> & \"quotes\"";
+
+/// The page's size in both runs, in CSS pixels.
+const WIDTH: u32 = 1280;
+const HEIGHT: u32 = 900;
+
+/// How long the page may take to show something it was asked for.
+const PAGE_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Chromium's flags for both runs (headless, as root in a container, no network chatter).
 const CHROMIUM_FLAGS: &[&str] = &[
     "--headless",
@@ -75,8 +105,6 @@ const CHROMIUM_FLAGS: &[&str] = &[
     "--no-default-browser-check",
     "--hide-scrollbars",
     "--window-size=1280,900",
-    // Lets the page's first refresh (two fetches) finish before the DOM or pixels are taken.
-    "--virtual-time-budget=5000",
 ];
 
 /// How long one Chromium run may take.
@@ -107,11 +135,30 @@ pub(crate) fn step(interrupted: &AtomicBool) -> Result<u8> {
     fs::create_dir_all(&out_dir)
         .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
     let scratch = Scratch::new()?;
-    let mut demo = Demo::start(&demo_bin, scratch.path())?;
+    let mut demo = Demo::start(&demo_bin, scratch.path(), None)?;
     let result = check(&chromium, &demo, scratch.path(), &out_dir, interrupted);
     let stopped = demo.stop();
-    let failures = result?;
+    let mut failures = result?;
     stopped?;
+    match std::env::var(redis_harness::env::URL) {
+        Ok(url) if !url.is_empty() && !interrupted.load(Ordering::Relaxed) => {
+            println!(
+                "xtask dashboard: again on the Redis of {}",
+                redis_harness::env::URL
+            );
+            failures.extend(redis_check(
+                &chromium,
+                &demo_bin,
+                &url,
+                scratch.path(),
+                &out_dir,
+            )?);
+        }
+        _ => println!(
+            "xtask dashboard: {} is not set: no run on Redis",
+            redis_harness::env::URL
+        ),
+    }
     if interrupted.load(Ordering::Relaxed) {
         eprintln!("xtask dashboard: interrupted");
         return Ok(130);
@@ -140,17 +187,7 @@ fn check(
     for (id, messages, state) in SESSIONS {
         let mut last = String::new();
         for message in *messages {
-            let body = format!("{{\"message\":\"{message}\"}}");
-            let (status, reply) = request(
-                demo.port,
-                "POST",
-                &format!("/sessions/{id}/messages"),
-                &body,
-            )?;
-            if status != 200 {
-                return Err(format!("POST /sessions/{id}/messages: {status} {reply}").into());
-            }
-            last = reply;
+            last = say(demo.port, id, message)?;
         }
         if !last.contains(&format!("\"state\":\"{state}\"")) {
             return Err(format!("session {id} should be {state}, the demo said {last}").into());
@@ -162,11 +199,13 @@ fn check(
     }
 
     let url = format!("http://127.0.0.1:{}/", demo.port);
-    let profile = scratch.join("chromium-profile");
-    let dom = run_chromium(chromium, &profile, &["--dump-dom"], &url)?;
+    // Lets the page's first refresh (its fetches) finish before the DOM is taken.
+    let dump = ["--dump-dom", "--virtual-time-budget=5000"];
+    let dom = run_chromium(chromium, &scratch.join("chromium-dump"), &dump, &url)?;
     let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
     let dom_path = out_dir.join("dashboard.html");
     fs::write(&dom_path, &dom).map_err(|e| format!("cannot write {}: {e}", dom_path.display()))?;
+    let mut checks = dom_checks(&dom);
 
     let screenshot = out_dir.join("dashboard.png");
     // A stale picture from an earlier run must not pass for this one.
@@ -174,11 +213,27 @@ fn check(
         fs::remove_file(&screenshot)
             .map_err(|e| format!("cannot remove {}: {e}", screenshot.display()))?;
     }
-    let flag = format!("--screenshot={}", screenshot.display());
-    run_chromium(chromium, &profile, &[flag.as_str()], &url)?;
-
-    let mut checks = dom_checks(&dom);
+    if !interrupted.load(Ordering::Relaxed) {
+        let mut browser = cdp::Browser::launch(
+            chromium,
+            CHROMIUM_FLAGS,
+            &scratch.join("chromium-driven"),
+            &scratch.join("chromium.log"),
+        )?;
+        let driven = driven::drive(&mut browser, demo.port, &url, &screenshot);
+        let closed = browser.close();
+        checks.extend(driven?);
+        closed?;
+    }
     checks.push(png_check(&screenshot));
+    let failures = report(checks);
+    println!("xtask dashboard: screenshot: {}", screenshot.display());
+    println!("xtask dashboard: DOM:        {}", dom_path.display());
+    Ok(failures)
+}
+
+/// Prints each check; returns the failed ones.
+fn report(checks: Vec<(bool, String)>) -> Vec<String> {
     let mut failures = Vec::new();
     for (ok, what) in checks {
         println!("  [{}] {what}", if ok { "ok" } else { "FAILED" });
@@ -186,8 +241,53 @@ fn check(
             failures.push(what);
         }
     }
+    failures
+}
+
+/// The same page on the shared test Redis (`SESSION_TEST_REDIS_URL`, under a key prefix of
+/// this run's own): the store panel shows the server's facts, and a click opens a session
+/// stored there. The sessions are deleted afterwards.
+fn redis_check(
+    chromium: &Path,
+    demo_bin: &Path,
+    url: &str,
+    scratch: &Path,
+    out_dir: &Path,
+) -> Result<Vec<String>> {
+    let redis = Redis {
+        url: url.to_owned(),
+        prefix: format!("xtask-dashboard-{}:", std::process::id()),
+    };
+    let mut demo = Demo::start(demo_bin, scratch, Some(&redis))?;
+    let screenshot = out_dir.join("dashboard-redis.png");
+    let result = (|| -> Result<Vec<(bool, String)>> {
+        for (id, messages, _) in SESSIONS {
+            for message in *messages {
+                say(demo.port, id, message)?;
+            }
+        }
+        let mut browser = cdp::Browser::launch(
+            chromium,
+            CHROMIUM_FLAGS,
+            &scratch.join("chromium-redis"),
+            &scratch.join("chromium-redis.log"),
+        )?;
+        let page = format!("http://127.0.0.1:{}/", demo.port);
+        let driven = driven::drive_redis(&mut browser, demo.port, &page, url, &screenshot);
+        let closed = browser.close();
+        let checks = driven?;
+        closed?;
+        for (id, _, _) in SESSIONS {
+            request(demo.port, "DELETE", &format!("/sessions/{id}"), "")?;
+        }
+        Ok(checks)
+    })();
+    let stopped = demo.stop();
+    let mut checks = result?;
+    stopped?;
+    checks.push(png_check(&screenshot));
+    let failures = report(checks);
     println!("xtask dashboard: screenshot: {}", screenshot.display());
-    println!("xtask dashboard: DOM:        {}", dom_path.display());
     Ok(failures)
 }
 
@@ -203,6 +303,20 @@ fn dom_checks(dom: &str) -> Vec<(bool, String)> {
             "the status badge says `ok`".to_owned(),
         ),
     ];
+    let panel = dom
+        .split_once("<section id=\"store\"")
+        .and_then(|(_, rest)| rest.split_once("</section>"))
+        .map_or("", |(panel, _)| panel);
+    let tag = panel.split_once('>').map_or("", |(tag, _)| tag);
+    checks.push((
+        tag.contains("data-backend=\"memory\"")
+            && tag.contains("data-fallback=\"none\"")
+            && panel.contains(">memory<")
+            && panel.contains("USE_REDIS=false")
+            && panel.contains(">not configured<"),
+        "the store panel says: memory in this process, no fallback, Redis not configured"
+            .to_owned(),
+    ));
     let rows: Vec<&str> = dom.split("<tr").collect();
     for (id, _, state) in SESSIONS {
         let row = rows.iter().find(|row| row.contains(&format!(">{id}<")));
@@ -224,6 +338,17 @@ fn dom_checks(dom: &str) -> Vec<(bool, String)> {
         ),
     ));
     checks
+}
+
+/// Sends `message` to session `id` through the API; the reply's body.
+fn say(port: u16, id: &str, message: &str) -> Result<String> {
+    let body = json!({ "message": message }).to_string();
+    let path = format!("/sessions/{id}/messages");
+    let (status, reply) = request(port, "POST", &path, &body)?;
+    if status != 200 {
+        return Err(format!("POST {path}: {status} {reply}").into());
+    }
+    Ok(reply)
 }
 
 /// The screenshot exists and is a PNG of a real page, not an empty file.
@@ -342,7 +467,13 @@ fn json_string_field(line: &str, field: &str) -> Option<String> {
     (!value.contains('\\')).then(|| value.to_owned())
 }
 
-/// The demo process, on the memory store.
+/// The Redis a demo runs on: the server, and the key prefix of this run.
+struct Redis {
+    url: String,
+    prefix: String,
+}
+
+/// The demo process, on the memory store or on a [`Redis`].
 struct Demo {
     child: Option<Child>,
     port: u16,
@@ -350,11 +481,12 @@ struct Demo {
 }
 
 impl Demo {
-    fn start(binary: &Path, scratch: &Path) -> Result<Demo> {
+    fn start(binary: &Path, scratch: &Path, redis: Option<&Redis>) -> Result<Demo> {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
             .local_addr()?
             .port();
-        let log = scratch.join("session-demo.log");
+        let backend = if redis.is_some() { "redis" } else { "memory" };
+        let log = scratch.join(format!("session-demo-{backend}.log"));
         let out = File::create(&log)?;
         let err = out.try_clone()?;
         let mut cmd = Command::new(binary);
@@ -363,7 +495,7 @@ impl Demo {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("CONFIG_DIR", process::workspace_root().join("config"))
             .env("APP_ENV", "development")
-            .env("USE_REDIS", "false")
+            .env("USE_REDIS", if redis.is_some() { "true" } else { "false" })
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
             .current_dir(scratch)
@@ -371,12 +503,18 @@ impl Demo {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
+        if let Some(redis) = redis {
+            // A Redis problem fails the demo instead of sending it to memory.
+            cmd.env("REDIS_URL", &redis.url)
+                .env("REDIS_KEY_PREFIX", &redis.prefix)
+                .env("SESSION_FALLBACK", "none");
+        }
         println!("$ {}", render(&cmd));
         let child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
         println!(
-            "xtask dashboard: session-demo pid {} on http://127.0.0.1:{port}/ (memory store)",
+            "xtask dashboard: session-demo pid {} on http://127.0.0.1:{port}/ ({backend} store)",
             child.id()
         );
         let mut demo = Demo {
@@ -384,11 +522,11 @@ impl Demo {
             port,
             log,
         };
-        demo.wait_healthy()?;
+        demo.wait_healthy(backend)?;
         Ok(demo)
     }
 
-    fn wait_healthy(&mut self) -> Result<()> {
+    fn wait_healthy(&mut self, backend: &str) -> Result<()> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if let Some(child) = self.child.as_mut()
@@ -402,10 +540,12 @@ impl Demo {
                 .into());
             }
             if let Ok((200, body)) = request(self.port, "GET", "/healthz", "") {
-                if body.contains("\"backend\":\"memory\"") {
+                if body.contains(&format!("\"backend\":\"{backend}\"")) {
                     return Ok(());
                 }
-                return Err(format!("/healthz reports another backend than memory: {body}").into());
+                return Err(
+                    format!("/healthz reports another backend than {backend}: {body}").into(),
+                );
             }
             if Instant::now() > deadline {
                 return Err(format!(
