@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! session-bench --redis-url redis://127.0.0.1:PORT [--quick] [--json-out FILE]
-//!               [--markdown-out FILE] [--only WORD] [--memory-cpus 0-1]
+//!               [--markdown-out FILE] [--svg-out FILE] [--only WORD] [--memory-cpus 0-1]
 //! ```
 //!
 //! The Redis benchmarks run on a tokio **current_thread** runtime: pinned to the same core as
@@ -21,6 +21,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod agent;
+mod chart;
 mod compression;
 mod many;
 #[cfg(feature = "peers")]
@@ -59,6 +60,10 @@ OPTIONS:
     --quick               few iterations (a smoke run; numbers are noisy)
     --json-out FILE       write every row as JSON
     --markdown-out FILE   write the result tables as markdown (what BENCHMARKS.md embeds)
+    --svg-out FILE        write the chart of each operation's p50 beside its raw baseline's
+                          as SVG (what BENCHMARKS.md shows); nothing when no section with
+                          raw baselines ran
+    --chart-title TEXT    the chart's title (default: what it shows)
     --only WORD           run only the sections whose tag contains WORD (tags: ops,
                           peers, pool, list, throughput, many, size, compression, cpu,
                           memory); the peers need the cargo feature `peers`
@@ -74,6 +79,8 @@ struct Args {
     quick: bool,
     json_out: Option<PathBuf>,
     markdown_out: Option<PathBuf>,
+    svg_out: Option<PathBuf>,
+    chart_title: Option<String>,
     only: Option<String>,
     memory_cpus: Option<String>,
     iters: Option<usize>,
@@ -86,6 +93,8 @@ fn parse_args() -> BoxResult<Option<Args>> {
         quick: false,
         json_out: None,
         markdown_out: None,
+        svg_out: None,
+        chart_title: None,
         only: None,
         memory_cpus: None,
         iters: None,
@@ -100,6 +109,8 @@ fn parse_args() -> BoxResult<Option<Args>> {
             "--quick" => out.quick = true,
             "--json-out" => out.json_out = Some(value("--json-out")?.into()),
             "--markdown-out" => out.markdown_out = Some(value("--markdown-out")?.into()),
+            "--svg-out" => out.svg_out = Some(value("--svg-out")?.into()),
+            "--chart-title" => out.chart_title = Some(value("--chart-title")?),
             "--only" => out.only = Some(value("--only")?),
             "--memory-cpus" => out.memory_cpus = Some(value("--memory-cpus")?),
             "--iters" => out.iters = Some(value("--iters")?.parse()?),
@@ -158,6 +169,18 @@ fn run() -> BoxResult<()> {
     if let Some(path) = &args.markdown_out {
         std::fs::write(path, report::markdown(&rows))
             .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.svg_out {
+        let title = args
+            .chart_title
+            .as_deref()
+            .unwrap_or("p50 latency per operation beside its raw baseline");
+        match chart::svg(&rows, title)? {
+            Some(svg) => {
+                std::fs::write(path, svg).map_err(|e| format!("writing {}: {e}", path.display()))?
+            }
+            None => println!("no chart: no operation with a raw baseline ran"),
+        }
     }
     Ok(())
 }

@@ -205,7 +205,8 @@ fn pick_best(rows: &mut [Row]) {
     }
 }
 
-fn fmt_us(v: f64) -> String {
+/// A latency in µs for a table cell: 3 significant digits, ms above 10,000 µs.
+pub(crate) fn fmt_us(v: f64) -> String {
     if v >= 10_000.0 {
         format!("{:.1} ms", v / 1000.0)
     } else if v >= 100.0 {
