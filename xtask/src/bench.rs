@@ -13,14 +13,16 @@
 //!    The benchmark widens its own CPU set again (`--memory-cpus`) before the memory-store
 //!    section, which runs on 2 threads;
 //! 4. runs the benchmark, which measures the library and its raw redis-rs baselines in the same
-//!    run and renders the tables;
+//!    run, renders the tables and draws the chart (each operation's p50 beside its raw
+//!    baseline's, SVG);
 //! 5. stops the server (also when the benchmark failed) and writes the report: the machine,
-//!    the server (name and version) and rustc versions, the command, the placement, the tables.
-//!    One file per server, so that a run on one never overwrites the other's figures or notes:
-//!    `BENCHMARKS.md` for Redis, `BENCHMARKS-valkey.md` for Valkey. Everything below the line
+//!    the server (name and version) and rustc versions, the command, the placement, the chart
+//!    (an image link), the tables. One file per server, so that a run on one never overwrites
+//!    the other's figures or notes: `BENCHMARKS.md` and `BENCHMARKS.svg` for Redis,
+//!    `BENCHMARKS-valkey.md` and `BENCHMARKS-valkey.svg` for Valkey. Everything below the line
 //!    [`NOTES_MARKER`] in the existing file is kept, so hand-written findings survive a re-run.
-//!    `--quick` (a smoke run) writes `target/bench/BENCHMARKS-quick.md` (Valkey:
-//!    `BENCHMARKS-valkey-quick.md`) instead.
+//!    `--quick` (a smoke run) writes `target/bench/BENCHMARKS-quick.md` and `.svg` (Valkey:
+//!    `BENCHMARKS-valkey-quick.md` and `.svg`) instead.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -32,58 +34,28 @@ use redis_harness::{RedisServer, ServerOptions};
 use crate::provide::Kind;
 use crate::{Result, process, provide};
 
+/// The chart session-bench draws, in the output directory; copied beside the report.
+const CHART: &str = "results.svg";
+
 /// The line in BENCHMARKS.md after which hand-written notes start; the tables go above it.
 pub(crate) const NOTES_MARKER: &str =
     "<!-- notes below this line are kept by `cargo xtask bench` -->";
 
-const BENCH_USAGE: &str = "cargo xtask bench [--quick] [--server redis|valkey] [-- ARGS]";
-
-/// What the command line asks for.
-#[derive(Debug, PartialEq)]
-struct Options<'a> {
-    quick: bool,
-    server: Kind,
-    /// Arguments for session-bench.
-    extra: Vec<&'a str>,
+/// What the command line asks for: `cargo xtask bench [--quick] [--server redis|valkey] [-- ARGS]`.
+#[derive(Debug, PartialEq, clap::Args)]
+pub(crate) struct Args {
+    /// A smoke run: few iterations, noisy numbers, written to target/bench/
+    #[arg(long)]
+    pub(crate) quick: bool,
+    /// The server to measure
+    #[arg(long, value_enum, value_name = "SERVER", default_value_t = Kind::Redis)]
+    pub(crate) server: Kind,
+    /// Arguments for session-bench (`-- --help` lists them)
+    #[arg(last = true, value_name = "ARGS")]
+    pub(crate) extra: Vec<String>,
 }
 
-impl<'a> Options<'a> {
-    fn parse(args: &[&'a str]) -> Result<Options<'a>> {
-        let mut options = Options {
-            quick: false,
-            server: Kind::Redis,
-            extra: Vec::new(),
-        };
-        let mut rest = args.iter();
-        while let Some(&arg) = rest.next() {
-            let server = match arg {
-                "--quick" => {
-                    options.quick = true;
-                    continue;
-                }
-                "--" => {
-                    options.extra.extend(rest.by_ref());
-                    break;
-                }
-                "--server" => rest
-                    .next()
-                    .ok_or(format!("`--server` needs a value: {BENCH_USAGE}"))?,
-                other => match other.strip_prefix("--server=") {
-                    Some(value) => value,
-                    None => {
-                        return Err(
-                            format!("unknown argument `{other}` for `{BENCH_USAGE}`").into()
-                        );
-                    }
-                },
-            };
-            options.server = Kind::parse(server).ok_or_else(|| {
-                format!("unknown server `{server}` (redis or valkey): {BENCH_USAGE}")
-            })?;
-        }
-        Ok(options)
-    }
-
+impl Args {
     /// Where the report goes: one file per server.
     fn report_path(&self, root: &Path, out_dir: &Path) -> PathBuf {
         let suffix = match self.server {
@@ -99,8 +71,7 @@ impl<'a> Options<'a> {
 }
 
 /// Runs `cargo xtask bench [--quick] [--server redis|valkey] [-- BENCH-ARGS]`.
-pub(crate) fn run(interrupted: &AtomicBool, args: &[&str]) -> Result<ExitCode> {
-    let options = Options::parse(args)?;
+pub(crate) fn run(interrupted: &AtomicBool, options: &Args) -> Result<ExitCode> {
     let root = process::workspace_root();
     let target_dir = process::target_dir();
     let out_dir = target_dir.join("bench");
@@ -137,7 +108,13 @@ pub(crate) fn run(interrupted: &AtomicBool, args: &[&str]) -> Result<ExitCode> {
         binary.path.display(),
         binary.origin
     );
-    let outcome = bench_with(&server, kind, &bench_bin, &out_dir, &options);
+    let target = options.report_path(&root, &out_dir);
+    let chart_target = target.with_extension("svg");
+    let chart_name = chart_target
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let outcome = bench_with(&server, kind, &bench_bin, &out_dir, &chart_name, options);
     // Stop the server whatever happened.
     let stopped = server.stop();
     let (report, started) = outcome?;
@@ -154,7 +131,6 @@ pub(crate) fn run(interrupted: &AtomicBool, args: &[&str]) -> Result<ExitCode> {
     let Some(report) = report else {
         return Ok(ExitCode::FAILURE);
     };
-    let target = options.report_path(&root, &out_dir);
     let notes = std::fs::read_to_string(&target)
         .ok()
         .and_then(|old| {
@@ -164,27 +140,55 @@ pub(crate) fn run(interrupted: &AtomicBool, args: &[&str]) -> Result<ExitCode> {
         .unwrap_or_default();
     let text = format!("{report}\n{NOTES_MARKER}{notes}");
     std::fs::write(&target, text).map_err(|e| format!("writing {}: {e}", target.display()))?;
+    // The chart goes beside the report, or, when this run drew none (no section with raw
+    // baselines ran), an older one is removed: it would show figures the report no longer has.
+    let chart = out_dir.join(CHART);
+    let chart_written = if chart.is_file() {
+        std::fs::copy(&chart, &chart_target)
+            .map_err(|e| format!("writing {}: {e}", chart_target.display()))?;
+        true
+    } else {
+        if chart_target.is_file() {
+            std::fs::remove_file(&chart_target)
+                .map_err(|e| format!("removing {}: {e}", chart_target.display()))?;
+        }
+        false
+    };
     println!(
-        "xtask: wrote {} ({:.0}s)",
+        "xtask: wrote {}{} ({:.0}s)",
         target.display(),
+        if chart_written {
+            format!(" and {}", chart_target.display())
+        } else {
+            String::new()
+        },
         started.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
 }
 
-/// Pins, runs the benchmark and renders the report; `None` when the benchmark failed.
+/// Pins, runs the benchmark and renders the report, which shows the chart (`out_dir/`[`CHART`],
+/// to be copied to `chart_name` beside the report) when the benchmark drew one; `None` when
+/// the benchmark failed.
 fn bench_with(
     server: &RedisServer,
     kind: Kind,
     bench_bin: &Path,
     out_dir: &Path,
-    options: &Options<'_>,
+    chart_name: &str,
+    options: &Args,
 ) -> Result<(Option<String>, Instant)> {
     let (quick, extra) = (options.quick, options.extra.as_slice());
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let pinned = have_taskset() && pin(server.pid(), kind);
     let tables = out_dir.join("results.md");
     let json = out_dir.join("results.json");
+    let chart = out_dir.join(CHART);
+    // A chart from an earlier run must not pass for this run's.
+    if chart.is_file() {
+        std::fs::remove_file(&chart).map_err(|e| format!("removing {}: {e}", chart.display()))?;
+    }
+    let server_version = provide::running_version(server).unwrap_or_else(|| "unknown".into());
     let mut bench_args: Vec<String> = vec![
         "--redis-url".into(),
         server.url(),
@@ -192,6 +196,14 @@ fn bench_with(
         json.display().to_string(),
         "--markdown-out".into(),
         tables.display().to_string(),
+        "--svg-out".into(),
+        chart.display().to_string(),
+        "--chart-title".into(),
+        format!(
+            "{} {server_version}: p50 latency per operation beside its raw baseline{}",
+            kind.product(),
+            if quick { " (quick run: noisy)" } else { "" }
+        ),
     ];
     if quick {
         bench_args.push("--quick".into());
@@ -204,7 +216,7 @@ fn bench_with(
     } else {
         Command::new(bench_bin)
     };
-    bench_args.extend(extra.iter().map(|s| (*s).to_owned()));
+    bench_args.extend(extra.iter().cloned());
     cmd.args(&bench_args);
     let started = Instant::now();
     let status = process::run(&mut cmd)?;
@@ -214,7 +226,14 @@ fn bench_with(
     }
     let tables = std::fs::read_to_string(&tables)
         .map_err(|e| format!("reading {}: {e}", tables.display()))?;
-    let server_version = provide::running_version(server).unwrap_or_else(|| "unknown".into());
+    let chart = if chart.is_file() {
+        format!(
+            "![p50 latency of each operation beside its raw baseline, measured in this run]\
+             ({chart_name})\n\n"
+        )
+    } else {
+        String::new()
+    };
     let program = kind.program();
     let placement = if pinned {
         format!(
@@ -234,7 +253,7 @@ fn bench_with(
     }
     if !extra.is_empty() {
         shown.push("--".into());
-        shown.extend(extra.iter().map(|s| (*s).to_owned()));
+        shown.extend(extra.iter().cloned());
     }
     let report = format!(
         "# Benchmarks{on}\n\n\
@@ -276,7 +295,7 @@ fn bench_with(
          Redis, driven through their own store APIs in the same process, on the same core and \
          server, with the same state (converted to JSON as their users do); \"best peer\" is \
          the one with the lowest p50 (or highest ops/s) in this run.\n\n\
-         {tables}",
+         {chart}{tables}",
         on = match kind {
             Kind::Redis => String::new(),
             Kind::Valkey => " on Valkey".to_owned(),
@@ -299,6 +318,8 @@ fn bench_with(
                     std::path::Path::new(a)
                         .file_name()
                         .map_or_else(|| a.clone(), |f| f.to_string_lossy().into_owned())
+                } else if a.contains(' ') {
+                    format!("'{a}'")
                 } else {
                     a.clone()
                 }
@@ -370,39 +391,54 @@ fn shell(argv: &[&str]) -> String {
 mod tests {
     use std::path::Path;
 
-    use super::{Kind, Options};
+    use clap::Parser;
+
+    use super::{Args, Kind};
+    use crate::cli::{Cli, Command};
+
+    /// `cargo xtask bench ARGS...` as clap parses it.
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        let cli = Cli::try_parse_from(["xtask", "bench"].into_iter().chain(args.iter().copied()))?;
+        match cli.command {
+            Some(Command::Bench(args)) => Ok(args),
+            other => panic!("not `bench`: {other:?}"),
+        }
+    }
 
     #[test]
     fn the_server_flag_chooses_the_server_and_the_report() {
-        let parse = |args: &[&'static str]| Options::parse(args).unwrap();
         let (root, out) = (Path::new("/w"), Path::new("/w/target/bench"));
-        let default = parse(&[]);
+        let default = parse(&[]).unwrap();
         assert_eq!(default.server, Kind::Redis);
         assert_eq!(default.report_path(root, out), root.join("BENCHMARKS.md"));
-        let valkey = parse(&["--server", "valkey", "--", "--only", "list"]);
+        let valkey = parse(&["--server", "valkey", "--", "--only", "list"]).unwrap();
         assert_eq!(
             valkey,
-            Options {
+            Args {
                 quick: false,
                 server: Kind::Valkey,
-                extra: vec!["--only", "list"]
+                extra: vec!["--only".to_owned(), "list".to_owned()]
             }
         );
         assert_eq!(
             valkey.report_path(root, out),
             root.join("BENCHMARKS-valkey.md")
         );
-        let quick = parse(&["--quick", "--server=valkey"]);
+        let quick = parse(&["--quick", "--server=valkey"]).unwrap();
         assert_eq!(
             quick.report_path(root, out),
             out.join("BENCHMARKS-valkey-quick.md")
         );
         assert_eq!(
-            parse(&["--server=redis", "--quick"]).report_path(root, out),
+            parse(&["--server=redis", "--quick"])
+                .unwrap()
+                .report_path(root, out),
             out.join("BENCHMARKS-quick.md")
         );
-        assert!(Options::parse(&["--server"]).is_err());
-        assert!(Options::parse(&["--server", "memcached"]).is_err());
-        assert!(Options::parse(&["--fast"]).is_err());
+        assert!(parse(&["--server"]).is_err());
+        assert!(parse(&["--server", "memcached"]).is_err());
+        assert!(parse(&["--fast"]).is_err());
+        // session-bench's flags only after `--`.
+        assert!(parse(&["--only", "list"]).is_err());
     }
 }

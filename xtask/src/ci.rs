@@ -4,7 +4,7 @@ use std::process::{Command, ExitCode};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use crate::{Result, dashboard, process, test};
+use crate::{Result, dashboard, package, process, test};
 
 /// One CI step: a name for the report and what it does.
 struct Step {
@@ -24,10 +24,13 @@ enum Action {
     Dashboard,
     /// The architecture invariant that a default build compiles no Redis client.
     NoRedisInDefaultBuild,
+    /// `cargo package` of every published crate, verified, as `cargo xtask package`.
+    Package,
 }
 
 /// The steps, in order. The end-to-end test of the demo runs within `test`; the dashboard's
-/// check in headless Chromium follows it. A new step is another `Step` (with its own `Action`
+/// check in headless Chromium follows it; the packages come last (each is built once more,
+/// from its `.crate`). A new step is another `Step` (with its own `Action`
 /// variant when it is more than a cargo command).
 const STEPS: &[Step] = &[
     Step {
@@ -67,6 +70,10 @@ const STEPS: &[Step] = &[
             &["doc", "--workspace", "--no-deps", "--all-features"],
             &[("RUSTDOCFLAGS", "-D warnings")],
         ),
+    },
+    Step {
+        name: "package",
+        action: Action::Package,
     },
 ];
 
@@ -118,9 +125,10 @@ pub(crate) fn run(interrupted: &AtomicBool) -> Result<ExitCode> {
                 cmd.args(*args).envs(envs.iter().copied());
                 process::exit_code(process::run(&mut cmd)?)
             }
-            Action::Tests => test::suite(interrupted, &[])?,
+            Action::Tests => test::suite(interrupted, &test::Args::default())?,
             Action::Dashboard => dashboard::step(interrupted)?,
             Action::NoRedisInDefaultBuild => no_redis_in_default_build()?,
+            Action::Package => package::step(&package::Args::default())?,
         };
         timings.push((step.name, step_started.elapsed()));
         if code != 0 {

@@ -22,8 +22,8 @@ pub(crate) struct Binary {
     pub(crate) origin: &'static str,
 }
 
-/// The two servers xtask tests and benchmarks against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The two servers xtask tests and benchmarks against (the values of `bench --server`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Kind {
     /// `redis-server` (Debian's Redis 7.0), with a TLS port.
     Redis,
@@ -59,15 +59,6 @@ impl Kind {
     /// Whether xtask starts this server with a TLS port.
     pub(crate) fn tls(self) -> bool {
         self == Kind::Redis
-    }
-
-    /// `redis` or `valkey` (the flag values), else `None`.
-    pub(crate) fn parse(name: &str) -> Option<Kind> {
-        match name {
-            "redis" => Some(Kind::Redis),
-            "valkey" => Some(Kind::Valkey),
-            _ => None,
-        }
     }
 
     /// The binary to run: [`redis_server`] or [`valkey_server`].

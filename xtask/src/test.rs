@@ -47,45 +47,38 @@ pub(crate) const VALKEY_EXCLUDED: [&str; 1] = ["redis-harness"];
 const VALKEY_URL: &str = "SESSION_TEST_VALKEY_URL";
 
 /// Runs `cargo xtask test [--redis-only|--valkey-only] [-- ARGS]` and returns the exit code.
-pub(crate) fn run(interrupted: &AtomicBool, args: &[&str]) -> Result<std::process::ExitCode> {
+pub(crate) fn run(interrupted: &AtomicBool, args: &Args) -> Result<std::process::ExitCode> {
     suite(interrupted, args).map(std::process::ExitCode::from)
 }
 
-/// What the command line asks for.
-#[derive(Debug, PartialEq)]
-struct Options<'a> {
-    /// `--redis-only` / `--valkey-only`.
-    only: Option<Kind>,
-    /// Arguments for `cargo test`.
-    cargo_args: Vec<&'a str>,
+/// What the command line asks for: `cargo xtask test [--redis-only|--valkey-only] [-- ARGS]`.
+#[derive(Debug, Default, PartialEq, clap::Args)]
+pub(crate) struct Args {
+    /// Run only the Redis pass
+    #[arg(long, conflicts_with = "valkey_only")]
+    redis_only: bool,
+    /// Run only the Valkey pass
+    #[arg(long)]
+    valkey_only: bool,
+    /// Arguments for `cargo test`, in both passes (after xtask's flags)
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    cargo_args: Vec<String>,
 }
 
-impl<'a> Options<'a> {
-    /// xtask's flags before a `--`; everything else (and everything after the `--`) goes to
-    /// cargo, so `cargo xtask test -p foo` keeps working.
-    fn parse(args: &[&'a str]) -> Result<Options<'a>> {
-        let mut only = None;
-        let mut cargo_args = Vec::new();
-        let mut rest = args.iter();
-        while let Some(&arg) = rest.next() {
-            let kind = match arg {
-                "--redis-only" => Kind::Redis,
-                "--valkey-only" => Kind::Valkey,
-                "--" => {
-                    cargo_args.extend(rest.by_ref());
-                    break;
-                }
-                other => {
-                    cargo_args.push(other);
-                    continue;
-                }
-            };
-            if only.is_some_and(|k| k != kind) {
-                return Err("`--redis-only` and `--valkey-only` exclude each other".into());
-            }
-            only = Some(kind);
+impl Args {
+    /// The one pass `--redis-only` / `--valkey-only` asks for (clap refuses both together).
+    fn only(&self) -> Option<Kind> {
+        if self.redis_only {
+            Some(Kind::Redis)
+        } else if self.valkey_only {
+            Some(Kind::Valkey)
+        } else {
+            None
         }
-        Ok(Options { only, cargo_args })
     }
 }
 
@@ -100,12 +93,12 @@ fn passes(only: Option<Kind>, external_redis: bool, external_valkey: bool) -> Ve
 }
 
 /// The `cargo test` arguments of one pass.
-fn cargo_test_args(kind: Kind, user: &[&str]) -> Vec<String> {
+fn cargo_test_args(kind: Kind, user: &[String]) -> Vec<String> {
     let mut args = vec!["test".to_owned()];
-    let cargo_part = user.split(|a| *a == "--").next().unwrap_or_default();
+    let cargo_part = user.split(|a| a == "--").next().unwrap_or_default();
     // `-p X` narrows the run; `--workspace` would contradict it.
     let selects = cargo_part.iter().any(|a| {
-        a.starts_with("-p") || a.starts_with("--package") || *a == "--workspace" || *a == "--all"
+        a.starts_with("-p") || a.starts_with("--package") || a == "--workspace" || a == "--all"
     });
     if !selects {
         args.push("--workspace".to_owned());
@@ -115,24 +108,20 @@ fn cargo_test_args(kind: Kind, user: &[&str]) -> Vec<String> {
             }
         }
     }
-    if !cargo_part.contains(&"--all-features") {
+    if !cargo_part.iter().any(|a| a == "--all-features") {
         args.push("--all-features".to_owned());
     }
-    args.extend(user.iter().map(|a| (*a).to_owned()));
+    args.extend(user.iter().cloned());
     args
 }
 
 /// The test step, shared with `cargo xtask ci`: returns the exit code (0 when every pass passed).
-pub(crate) fn suite(interrupted: &AtomicBool, args: &[&str]) -> Result<u8> {
-    let options = Options::parse(args)?;
+pub(crate) fn suite(interrupted: &AtomicBool, args: &Args) -> Result<u8> {
+    let only = args.only();
     let external_redis = TestServer::external(Kind::Redis)?;
     let external_valkey = TestServer::external(Kind::Valkey)?;
-    let kinds = passes(
-        options.only,
-        external_redis.is_some(),
-        external_valkey.is_some(),
-    );
-    if kinds == [Kind::Redis] && options.only.is_none() {
+    let kinds = passes(only, external_redis.is_some(), external_valkey.is_some());
+    if kinds == [Kind::Redis] && only.is_none() {
         println!(
             "xtask: no Valkey pass: the Redis is the caller's; set {VALKEY_URL} to test a \
              Valkey of yours too"
@@ -151,7 +140,7 @@ pub(crate) fn suite(interrupted: &AtomicBool, args: &[&str]) -> Result<u8> {
             .iter_mut()
             .find(|(k, _)| *k == kind)
             .and_then(|(_, server)| server.take());
-        reports.push(pass(kind, given, &options.cargo_args));
+        reports.push(pass(kind, given, &args.cargo_args));
     }
     println!();
     println!("xtask test: summary");
@@ -194,7 +183,7 @@ struct Report {
 }
 
 /// One pass: provide the server (unless `given`), run `cargo test`, stop the server.
-fn pass(kind: Kind, given: Option<TestServer>, user_args: &[&str]) -> Report {
+fn pass(kind: Kind, given: Option<TestServer>, user_args: &[String]) -> Report {
     let args = cargo_test_args(kind, user_args);
     let shown = format!("cargo {}", args.join(" "));
     let label = format!("{}:", kind.name());
@@ -524,7 +513,7 @@ fn mask_password(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{Kind, Options, VALKEY_EXCLUDED, cargo_test_args, mask_password, passes};
+    use super::{Args, Kind, VALKEY_EXCLUDED, cargo_test_args, mask_password, passes};
 
     #[test]
     fn passwords_never_reach_the_output() {
@@ -543,34 +532,48 @@ mod tests {
         assert_eq!(mask_password("redis://token@h:1"), "redis://***@h:1");
     }
 
+    /// `cargo xtask test ARGS...` as clap parses it.
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from(
+            ["xtask", "test"].into_iter().chain(args.iter().copied()),
+        )?;
+        match cli.command {
+            Some(crate::cli::Command::Test(args)) => Ok(args),
+            other => panic!("not `test`: {other:?}"),
+        }
+    }
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|a| (*a).to_owned()).collect()
+    }
+
     #[test]
     fn flags_before_the_separator_are_xtasks_the_rest_cargos() {
-        let parse = |args: &[&'static str]| Options::parse(args).unwrap();
+        assert_eq!(parse(&[]).unwrap(), Args::default());
+        let valkey = parse(&["--valkey-only", "--", "-p", "sessionctl"]).unwrap();
+        assert_eq!(valkey.only(), Some(Kind::Valkey));
+        assert_eq!(valkey.cargo_args, strings(&["-p", "sessionctl"]));
+        // Without `--`, arguments that are not xtask's go to cargo (as before the flags
+        // existed), and so does everything after the first of them.
+        let redis = parse(&["--redis-only", "-p", "session-redis", "conformance"]).unwrap();
+        assert_eq!(redis.only(), Some(Kind::Redis));
         assert_eq!(
-            parse(&[]),
-            Options {
-                only: None,
-                cargo_args: vec![]
-            }
+            redis.cargo_args,
+            strings(&["-p", "session-redis", "conformance"])
         );
         assert_eq!(
-            parse(&["--valkey-only", "--", "-p", "sessionctl"]),
-            Options {
-                only: Some(Kind::Valkey),
-                cargo_args: vec!["-p", "sessionctl"]
-            }
+            parse(&["--nocapture"]).unwrap().cargo_args,
+            strings(&["--nocapture"])
         );
-        // Without `--`, unknown arguments still go to cargo (as before the flags existed).
+        // After `--` nothing is xtask's, a second `--` included (cargo's, for the test binaries).
+        let escaped = parse(&["--", "--redis-only", "--", "--nocapture"]).unwrap();
+        assert_eq!(escaped.only(), None);
         assert_eq!(
-            parse(&["-p", "session-redis", "--redis-only"]),
-            Options {
-                only: Some(Kind::Redis),
-                cargo_args: vec!["-p", "session-redis"]
-            }
+            escaped.cargo_args,
+            strings(&["--redis-only", "--", "--nocapture"])
         );
-        // After `--` nothing is xtask's.
-        assert_eq!(parse(&["--", "--redis-only"]).cargo_args, ["--redis-only"]);
-        assert!(Options::parse(&["--redis-only", "--valkey-only"]).is_err());
+        assert!(parse(&["--redis-only", "--valkey-only"]).is_err());
     }
 
     #[test]
@@ -590,7 +593,7 @@ mod tests {
             ["test", "--workspace", "--all-features"]
         );
         assert_eq!(
-            cargo_test_args(Kind::Valkey, &["conformance"]),
+            cargo_test_args(Kind::Valkey, &strings(&["conformance"])),
             [
                 "test",
                 "--workspace",
@@ -602,17 +605,17 @@ mod tests {
         );
         for kind in [Kind::Redis, Kind::Valkey] {
             assert_eq!(
-                cargo_test_args(kind, &["-p", "sessionctl", "--all-features"]),
+                cargo_test_args(kind, &strings(&["-p", "sessionctl", "--all-features"])),
                 ["test", "-p", "sessionctl", "--all-features"]
             );
             assert_eq!(
-                cargo_test_args(kind, &["--package=sessionctl"]),
+                cargo_test_args(kind, &strings(&["--package=sessionctl"])),
                 ["test", "--all-features", "--package=sessionctl"]
             );
         }
         // A `-p` for the test binaries (after cargo's own `--`) selects nothing.
         assert_eq!(
-            cargo_test_args(Kind::Redis, &["--", "-p"]),
+            cargo_test_args(Kind::Redis, &strings(&["--", "-p"])),
             ["test", "--workspace", "--all-features", "--", "-p"]
         );
     }

