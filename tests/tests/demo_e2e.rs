@@ -270,7 +270,17 @@ fn sessions_move_from_a_memory_demo_into_redis() {
     }
     let before: Vec<Value> = ids.iter().map(|id| memory.session(id)).collect();
 
-    let (status, export) = memory.request("GET", "/admin/export", None);
+    // The admin router answers only with the token the demo was started with.
+    let (status, refused) = memory.request("GET", "/admin/export", None);
+    assert_eq!(status, 401, "{refused}");
+    let bearer = format!("Bearer {}", common::ADMIN_TOKEN);
+    let response = memory.request_with(
+        "GET",
+        "/admin/export",
+        &[("authorization", bearer.as_str())],
+        None,
+    );
+    let (status, export) = (response.status, response.body);
     assert_eq!(status, 200, "{export}");
     assert_eq!(export.lines().count(), ids.len(), "{export}");
     let file = scratch.path().join("sessions.jsonl");

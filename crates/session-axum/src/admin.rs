@@ -1,20 +1,138 @@
-//! The JSON admin router ([`admin_router`]) and the listing pieces it is built from
-//! ([`ListParams`], [`SessionItem`], [`SessionPage`], [`SessionDetail`]).
+//! The JSON admin router ([`admin_router`]), who may use it ([`AdminAccess`]), and the
+//! listing pieces it is built from ([`ListParams`], [`SessionItem`], [`SessionPage`],
+//! [`SessionDetail`]).
 
-use std::time::Duration;
+use std::{fmt, sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
-    extract::{FromRequestParts, Path, Query, State, rejection::PathRejection},
+    body::{Body, Bytes},
+    extract::{FromRequestParts, Path, Query, Request, State, rejection::PathRejection},
     http::{StatusCode, header, request::Parts},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
 };
 use base64::Engine as _;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use session_core::{Cursor, Error, Session, SessionId, SessionInfo, SessionManager, Summary};
+use session_core::{
+    Cursor, Error, Session, SessionId, SessionInfo, SessionManager, SessionStore, Summary,
+};
 
 use crate::ApiError;
+
+/// The shortest bearer token [`AdminAccess::bearer_token`] accepts, in bytes.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+/// Who may use the admin router: a required argument of [`admin_router`], so that mounting it
+/// open is a decision written in the code, never an accident.
+///
+/// The admin endpoints list every session id, and a session id is a bearer secret (whoever
+/// knows it can act as that session's user): treat them as you treat a database console.
+#[derive(Clone)]
+pub struct AdminAccess(Access);
+
+#[derive(Clone)]
+enum Access {
+    Token(Arc<[u8]>),
+    Caller,
+}
+
+impl AdminAccess {
+    /// Requests must carry `Authorization: Bearer <token>`; others get 401 with
+    /// `WWW-Authenticate: Bearer` and no detail. The token is compared in constant time and
+    /// never logged or shown by `Debug`. At least [`MIN_ADMIN_TOKEN_LEN`] bytes of visible
+    /// ASCII (e.g. `openssl rand -hex 32`).
+    pub fn bearer_token(token: impl Into<String>) -> Result<Self, InvalidAdminToken> {
+        let token = token.into();
+        if token.len() < MIN_ADMIN_TOKEN_LEN {
+            return Err(InvalidAdminToken::TooShort(token.len()));
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(InvalidAdminToken::NotVisibleAscii);
+        }
+        Ok(Self(Access::Token(Arc::from(token.into_bytes()))))
+    }
+
+    /// No check in the router: the application guards it itself, with its own layer
+    /// (authentication middleware around the nested router) or by serving it only on a
+    /// private listener. Name this only where such a guard exists.
+    pub fn guarded_by_caller() -> Self {
+        Self(Access::Caller)
+    }
+}
+
+impl fmt::Debug for AdminAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Access::Token(_) => f.write_str("AdminAccess::BearerToken(<redacted>)"),
+            Access::Caller => f.write_str("AdminAccess::GuardedByCaller"),
+        }
+    }
+}
+
+/// Why [`AdminAccess::bearer_token`] refused a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidAdminToken {
+    /// Shorter than [`MIN_ADMIN_TOKEN_LEN`] bytes (its length).
+    TooShort(usize),
+    /// It holds a space, a control character or non-ASCII (it could not travel in a header).
+    NotVisibleAscii,
+}
+
+impl fmt::Display for InvalidAdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooShort(n) => write!(
+                f,
+                "the admin token has {n} bytes; at least {MIN_ADMIN_TOKEN_LEN} are required \
+                 (e.g. `openssl rand -hex 32`)"
+            ),
+            Self::NotVisibleAscii => {
+                f.write_str("the admin token must be visible ASCII (no spaces or controls)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for InvalidAdminToken {}
+
+/// Equal in time that depends on the lengths only.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn check_token(token: Arc<[u8]>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    match presented {
+        Some(p) if constant_time_eq(p.as_bytes(), &token) => next.run(request).await,
+        _ => {
+            let mut response = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the admin endpoints need `Authorization: Bearer <admin token>`",
+            )
+            .into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            response
+        }
+    }
+}
 
 /// Sessions per page when the request gives no `limit`.
 pub const DEFAULT_LIMIT: usize = 50;
@@ -22,7 +140,8 @@ pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 1000;
 
 /// A router with the admin endpoints for the sessions of `manager`, to mount anywhere
-/// (`Router::nest("/admin", admin_router(manager))`):
+/// (`Router::nest("/admin", admin_router(manager, access))`), open only to what `access`
+/// lets through (see [`AdminAccess`]):
 ///
 /// - `GET /sessions?cursor=&limit=`: one page of the listing as a [`SessionPage`]
 ///   (`limit` 1 to 1000, default 50; follow `next_cursor` until it is `null`);
@@ -30,9 +149,12 @@ pub const MAX_LIMIT: usize = 1000;
 ///   `value`), or 404;
 /// - `DELETE /sessions/{id}`: 204 No Content, or 404 when there is no such session;
 /// - `GET /export`: every session as JSON Lines in the format `sessionctl import` reads
-///   (one [`ExportLine`] per line): the way to move sessions out of a service's in-memory
-///   store into Redis (`curl .../admin/export > sessions.jsonl`, then
-///   `sessionctl import sessions.jsonl`).
+///   (one [`ExportLine`] per line), streamed page by page (memory stays bounded by one page
+///   whatever the store holds): the way to move sessions out of a service's in-memory store
+///   into Redis (`curl -H "Authorization: Bearer $TOKEN" .../admin/export > sessions.jsonl`,
+///   then `sessionctl import sessions.jsonl`). A session that cannot be read is an
+///   [`ExportErrorLine`] in its place and the export goes on; a failure of the store ends
+///   the stream with an error line (no session id), since the status was already sent.
 ///
 /// Errors are [`ApiError`] JSON bodies (400 for an invalid id, limit or cursor). The router
 /// carries its own state, so it merges into a router of any state type.
@@ -40,22 +162,32 @@ pub const MAX_LIMIT: usize = 1000;
 /// ```
 /// use std::sync::Arc;
 /// use axum::Router;
+/// use session_axum::{AdminAccess, admin_router};
 /// use session_core::SessionManager;
 /// use session_memory::MemoryStore;
 ///
 /// let manager: SessionManager<Vec<String>> = SessionManager::new(Arc::new(MemoryStore::new()));
-/// let app: Router = Router::new().nest("/admin", session_axum::admin_router(manager));
+/// let token = std::env::var("ADMIN_TOKEN").unwrap_or_else(|_| "0123456789abcdef-example".into());
+/// let access = AdminAccess::bearer_token(token)?;
+/// let app: Router = Router::new().nest("/admin", admin_router(manager, access));
+/// # Ok::<(), session_axum::InvalidAdminToken>(())
 /// ```
-pub fn admin_router<T, S>(manager: SessionManager<T>) -> Router<S>
+pub fn admin_router<T, S>(manager: SessionManager<T>, access: AdminAccess) -> Router<S>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
     S: Clone + Send + Sync + 'static,
 {
-    Router::new()
+    let router = Router::new()
         .route("/sessions", get(list::<T>))
         .route("/sessions/{id}", get(show::<T>).delete(delete::<T>))
         .route("/export", get(export::<T>))
-        .with_state(manager)
+        .with_state(manager);
+    match access.0 {
+        Access::Token(token) => router.layer(middleware::from_fn(move |request, next| {
+            check_token(Arc::clone(&token), request, next)
+        })),
+        Access::Caller => router,
+    }
 }
 
 /// One session in the portable JSON Lines format shared with `sessionctl export`/`import`:
@@ -79,46 +211,129 @@ pub struct ExportLine {
     pub payload_b64: String,
 }
 
+/// A line of an export in place of a session that could not be exported, or, without `id`,
+/// the last line of an export the store broke off:
+/// `{"id": "user-1", "error": "corrupt", "message": "..."}`. `sessionctl import` reports such
+/// lines and imports the rest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportErrorLine {
+    /// The session, when the error is one session's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The error kind ([`Error::kind`]: `corrupt`, `unavailable` ...).
+    pub error: String,
+    /// What happened, in general words (a store failure's detail goes to the log only).
+    pub message: String,
+}
+
 /// Sessions read per store call while exporting.
 const EXPORT_PAGE: usize = 500;
 
-async fn export<T>(State(manager): State<SessionManager<T>>) -> Result<Response, ApiError>
+/// Where a streamed export stands.
+enum ExportState {
+    /// The next page to read (`None`: the first).
+    Page(Option<Cursor>),
+    Done,
+}
+
+async fn export<T>(State(manager): State<SessionManager<T>>) -> Response
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    let store = manager.store();
-    let mut body = String::new();
-    let mut cursor = None;
-    loop {
-        let page = store.list_page(cursor.as_ref(), EXPORT_PAGE).await?;
-        for info in &page.sessions {
-            // A session that expired or was deleted since it was listed is simply not there.
-            let Some(record) = store.load(&info.id).await? else {
-                continue;
+    let store = Arc::clone(manager.store());
+    let stream = futures_util::stream::unfold(ExportState::Page(None), move |state| {
+        let store = Arc::clone(&store);
+        async move {
+            let ExportState::Page(cursor) = state else {
+                return None;
             };
-            let line = ExportLine {
-                id: info.id.to_string(),
-                version: record.version,
-                ttl_ms: record
-                    .ttl
-                    .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-                created_at: record.meta.created_at.as_millis(),
-                updated_at: record.meta.updated_at.as_millis(),
-                summary: record.meta.summary,
-                payload_b64: base64::engine::general_purpose::STANDARD.encode(&record.payload),
+            let (chunk, next) = export_page(&*store, cursor.as_ref()).await;
+            let next = match next {
+                Some(cursor) => ExportState::Page(Some(cursor)),
+                None => ExportState::Done,
             };
-            let text = serde_json::to_string(&line).map_err(|e| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "export", e.to_string())
-            })?;
-            body.push_str(&text);
-            body.push('\n');
+            Some((
+                Ok::<Bytes, std::convert::Infallible>(Bytes::from(chunk)),
+                next,
+            ))
         }
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// One page of an export as JSON Lines, and where the next starts (`None`: the end, after a
+/// last page or a failure of the store, which the text ends with as an error line).
+async fn export_page(
+    store: &dyn SessionStore,
+    cursor: Option<&Cursor>,
+) -> (String, Option<Cursor>) {
+    let mut text = String::new();
+    let page = match store.list_page(cursor, EXPORT_PAGE).await {
+        Ok(page) => page,
+        Err(e) => {
+            push_error(&mut text, None, &e);
+            return (text, None);
+        }
+    };
+    for info in &page.sessions {
+        match store.load(&info.id).await {
+            Ok(Some(record)) => {
+                let line = ExportLine {
+                    id: info.id.to_string(),
+                    version: record.version,
+                    ttl_ms: record
+                        .ttl
+                        .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                    created_at: record.meta.created_at.as_millis(),
+                    updated_at: record.meta.updated_at.as_millis(),
+                    summary: record.meta.summary,
+                    payload_b64: base64::engine::general_purpose::STANDARD.encode(&record.payload),
+                };
+                push_json(&mut text, &line);
+            }
+            // Expired or deleted since it was listed: simply not there.
+            Ok(None) => {}
+            Err(e) if e.is_backend_failure() => {
+                push_error(&mut text, None, &e);
+                return (text, None);
+            }
+            Err(e) => push_error(&mut text, Some(&info.id), &e),
         }
     }
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+    (text, page.next)
+}
+
+fn push_json(text: &mut String, line: &impl Serialize) {
+    // Plain data (strings, numbers, a summary of JSON values) always serializes.
+    if let Ok(json) = serde_json::to_string(line) {
+        text.push_str(&json);
+        text.push('\n');
+    }
+}
+
+fn push_error(text: &mut String, id: Option<&SessionId>, e: &Error) {
+    let message = if e.is_backend_failure() {
+        tracing::warn!(
+            component = "session",
+            error = %e,
+            "admin export: the store failed; the export ends with an error line"
+        );
+        "the session store failed; the export is incomplete".to_owned()
+    } else {
+        e.to_string()
+    };
+    push_json(
+        text,
+        &ExportErrorLine {
+            id: id.map(|id| id.to_string()),
+            error: e.kind().to_owned(),
+            message,
+        },
+    );
 }
 
 async fn list<T>(

@@ -11,7 +11,14 @@
 //! - [`ApiError`]: every failure as a status and a JSON body
 //!   `{"error": kind, "message": text, "session_id"?: id}`; `?` converts
 //!   [`session_core::Error`] and axum's JSON, query and path rejections.
-//! - [`admin_router`]: list, show and delete sessions as JSON, mountable in any service.
+//! - [`admin_router`]: list, show, delete and export sessions as JSON, mountable in any
+//!   service, behind the access it is given ([`AdminAccess`]: a bearer token, or a guard of
+//!   the caller's own that the code must name).
+//!
+//! **A session id is a bearer secret**: whoever presents it acts as that session's user. Take
+//! ids from [`SessionId::random`] (128 bits from the OS's generator; the [`mint_session_cookie`]
+//! middleware hands one out in an `HttpOnly`, `Secure`, `SameSite=Lax` cookie), never
+//! from anything guessable, and keep listings of ids (the admin router) behind access control.
 //!
 //! The crate depends on `session-core` and `axum` only: build the store however you like
 //! (`session-memory`, `session-redis`, `session-config`).
@@ -19,7 +26,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use axum::{Json, Router, body::Body, http::Request, routing::post};
-//! use session_axum::{ApiError, LoadedSession, Sessions, admin_router};
+//! use session_axum::{AdminAccess, ApiError, LoadedSession, Sessions, admin_router};
 //! use session_core::SessionManager;
 //! use session_memory::MemoryStore;
 //! use tower::ServiceExt;
@@ -39,7 +46,7 @@
 //! let app: Router = Router::new()
 //!     .route("/carts/{id}/items", post(add_item))
 //!     .with_state(Sessions::new(manager.clone()).create_with(Vec::new))
-//!     .nest("/admin", admin_router(manager));
+//!     .nest("/admin", admin_router(manager, AdminAccess::bearer_token("an-admin-token-of-32-characters").unwrap()));
 //!
 //! let request = Request::post("/carts/cart-1/items")
 //!     .header("content-type", "application/json")
@@ -48,8 +55,14 @@
 //! let response = app.clone().oneshot(request).await.unwrap();
 //! assert_eq!(response.status(), 200);
 //!
-//! let response = app.oneshot(Request::get("/admin/sessions").body(Body::empty()).unwrap());
-//! assert_eq!(response.await.unwrap().status(), 200);
+//! // The admin router answers only with the token.
+//! let anonymous = Request::get("/admin/sessions").body(Body::empty()).unwrap();
+//! assert_eq!(app.clone().oneshot(anonymous).await.unwrap().status(), 401);
+//! let admin = Request::get("/admin/sessions")
+//!     .header("authorization", "Bearer an-admin-token-of-32-characters")
+//!     .body(Body::empty())
+//!     .unwrap();
+//! assert_eq!(app.oneshot(admin).await.unwrap().status(), 200);
 //! # }
 //! ```
 #![forbid(unsafe_code)]
@@ -57,14 +70,17 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod admin;
+mod cookie;
 mod error;
 mod extract;
 mod source;
 
 pub use admin::{
-    DEFAULT_LIMIT, ExportLine, ListParams, MAX_LIMIT, SessionDetail, SessionItem, SessionPage,
-    admin_router, ttl_secs,
+    AdminAccess, DEFAULT_LIMIT, ExportErrorLine, ExportLine, InvalidAdminToken, ListParams,
+    MAX_LIMIT, MIN_ADMIN_TOKEN_LEN, SessionDetail, SessionItem, SessionPage, admin_router,
+    ttl_secs,
 };
+pub use cookie::{SameSite, SessionCookie, mint_session_cookie};
 pub use error::{ApiError, ErrorBody, OUT_OF_MEMORY_MESSAGE};
 pub use extract::{LoadedSession, ResolvedId, Sessions};
 pub use source::{DEFAULT_COOKIE, DEFAULT_HEADER, DEFAULT_PATH_PARAM, IdSource, IdSources};

@@ -187,8 +187,12 @@ async fn find(source: &IdSource, parts: &mut Parts) -> Result<Option<String>, Ap
 /// The value of cookie `name` in the request's `Cookie` headers (RFC 6265 `name=value` pairs
 /// separated by `;`; a value may be double-quoted).
 fn cookie(parts: &Parts, name: &str) -> Option<String> {
-    parts
-        .headers
+    cookie_value(&parts.headers, name)
+}
+
+/// The value of cookie `name` in `headers`' `Cookie` headers (see [`cookie`]).
+pub(crate) fn cookie_value(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b';'))

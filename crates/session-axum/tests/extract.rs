@@ -322,3 +322,78 @@ async fn the_extractors_work_inside_an_application_state() {
         .with_state(state);
     assert_eq!(text(&app, get_req("/hello/u1")).await.1, "hello u1: 0");
 }
+
+/// `GET /visits`: counts the visits of the cookie's session (created on first use).
+async fn visits(mut count: LoadedSession<u32>) -> Result<String, ApiError> {
+    *count += 1;
+    count.save().await?;
+    Ok(format!("{} {}", count.id(), *count))
+}
+
+fn minting_app(manager: SessionManager<u32>) -> Router {
+    Router::new()
+        .route("/visits", get(visits))
+        .with_state(
+            Sessions::new(manager)
+                .id_sources(IdSources::empty().cookie("sid"))
+                .create_with(|| 0),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            session_axum::SessionCookie::new("sid"),
+            session_axum::mint_session_cookie,
+        ))
+}
+
+async fn visit(app: &Router, cookie: Option<&str>) -> (String, Option<String>) {
+    let mut request = Request::get("/visits");
+    if let Some(c) = cookie {
+        request = request.header("cookie", c);
+    }
+    let response = tower::ServiceExt::oneshot(app.clone(), request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let set_cookie = response
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    (String::from_utf8(body.to_vec()).unwrap(), set_cookie)
+}
+
+#[tokio::test]
+async fn a_request_without_a_session_gets_a_random_id_in_a_safe_cookie() {
+    let manager: SessionManager<u32> = SessionManager::new(Arc::new(MemoryStore::new()));
+    let app = minting_app(manager.clone());
+    let (body, set_cookie) = visit(&app, None).await;
+    let set_cookie = set_cookie.expect("a new visitor gets a cookie");
+    let (pair, attributes) = set_cookie.split_once("; ").unwrap();
+    assert_eq!(attributes, "HttpOnly; Secure; SameSite=Lax; Path=/");
+    let id = pair.strip_prefix("sid=").unwrap();
+    assert_eq!(id.len(), 32, "128 random bits as hex: {id}");
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(body, format!("{id} 1"));
+    // The cookie brings the same session back, and no new cookie is set.
+    let (body, again) = visit(&app, Some(&format!("other=1; sid={id}"))).await;
+    assert_eq!(body, format!("{id} 2"));
+    assert_eq!(again, None);
+    // Two new visitors never share an id.
+    let (_, second) = visit(&app, None).await;
+    assert_ne!(second.unwrap(), set_cookie);
+    assert_eq!(manager.count().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn an_invalid_session_cookie_is_replaced_not_an_error() {
+    let manager: SessionManager<u32> = SessionManager::new(Arc::new(MemoryStore::new()));
+    let app = minting_app(manager);
+    let (body, set_cookie) = visit(&app, Some("sid=\"bad id;\"; theme=dark")).await;
+    let set_cookie = set_cookie.expect("a replacement cookie");
+    let id = set_cookie
+        .split_once("; ")
+        .and_then(|(pair, _)| pair.strip_prefix("sid="))
+        .unwrap();
+    assert_eq!(body, format!("{id} 1"));
+}

@@ -128,7 +128,8 @@ impl BackendInfo {
         self.startup_fallback.is_some() || status.is_some_and(|s| s.mode != FailoverMode::Primary)
     }
 
-    /// Why a fallback serves now, if one does.
+    /// Why a fallback serves now, if one does: the error itself, with the redacted URL (for
+    /// logs; reports say it in general words).
     pub fn fallback_reason(&self) -> Option<String> {
         if let Some(startup) = &self.startup_fallback {
             return Some(startup.reason.clone());
@@ -157,7 +158,7 @@ impl BackendInfo {
                 reconcilable: false,
                 since: Some(startup.since.to_string()),
                 seconds: Some(seconds_since(startup.since)),
-                reason: Some(startup.reason.clone()),
+                reason: Some(STARTUP_FALLBACK_REASON.to_owned()),
                 counts: None,
             });
         }
@@ -174,7 +175,10 @@ impl BackendInfo {
             reconcilable: true,
             since,
             seconds: status.fallback_for.map(rounded_secs),
-            reason: status.reason.clone(),
+            reason: status
+                .reason
+                .as_ref()
+                .map(|_| RUNTIME_FALLBACK_REASON.to_owned()),
             counts: Some(FailoverCounts::from(status)),
         })
     }
@@ -195,7 +199,8 @@ pub struct HealthReport {
     pub backend: String,
     /// Whether sessions are kept in memory although Redis is configured.
     pub fallback_active: bool,
-    /// Why the fallback serves, when it does (the redacted URL and what failed).
+    /// Why the fallback serves, when it does, in general words ([`STARTUP_FALLBACK_REASON`],
+    /// [`RUNTIME_FALLBACK_REASON`]; the error itself is in the log).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_reason: Option<String>,
     /// The fallback's state: always with `SESSION_FALLBACK=runtime` (mode `primary` while
@@ -226,7 +231,8 @@ pub struct FallbackReport {
     pub since: Option<String>,
     /// For how many seconds.
     pub seconds: Option<f64>,
-    /// The error that sent the sessions to memory (no credential in it).
+    /// Why the sessions went to memory, in general words (the error, which names the server,
+    /// is in the log).
     pub reason: Option<String>,
     /// The run-time fallback's counts.
     #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
@@ -325,9 +331,15 @@ pub async fn report(state: &AppState) -> HealthReport {
     // One snapshot of the run-time fallback for the whole report.
     let failover = info.failover().map(FailoverStore::status);
     let fallback_active = info.fallback_active_in(failover.as_ref());
+    // The reasons name the server (a redacted URL: host, port, database, user) and quote
+    // its words: they went to the log when the fallback took over; the report says what
+    // happened in general words only.
     let fallback_reason = match &info.startup_fallback {
-        Some(startup) => Some(startup.reason.clone()),
-        None => failover.as_ref().and_then(|s| s.reason.clone()),
+        Some(_) => Some(STARTUP_FALLBACK_REASON.to_owned()),
+        None => failover
+            .as_ref()
+            .and_then(|s| s.reason.as_ref())
+            .map(|_| RUNTIME_FALLBACK_REASON.to_owned()),
     };
     publish_gauge(fallback_active);
 
@@ -340,13 +352,16 @@ pub async fn report(state: &AppState) -> HealthReport {
     };
     let latency_ms = pinged.map(|h| (h.latency.as_secs_f64() * 1e6).round() / 1e3);
 
+    if let Err(e) = &check {
+        tracing::debug!(component = "demo", error = %e, "health check: the store does not answer");
+    }
     let (status, error) = match &check {
-        Err(e) => ("unavailable", Some(e.to_string())),
+        Err(e) => ("unavailable", Some(store_failure(e))),
         Ok(_) if fallback_active => ("degraded", None),
         Ok(_) => ("ok", None),
     };
     let not_ready_reason = match &check {
-        Err(e) => Some(format!("the session store does not answer: {e}")),
+        Err(e) => Some(store_failure(e)),
         Ok(_) if !info.reconcilable() => Some(
             "sessions are served from the start-up fallback: they stay in this process and \
              never reach Redis (restart the instance once Redis answers)"
@@ -371,6 +386,21 @@ pub async fn report(state: &AppState) -> HealthReport {
         error,
     }
 }
+
+/// What a report says about a failed check: the error's kind, never its detail.
+fn store_failure(e: &Error) -> String {
+    format!(
+        "the session store does not answer ({}; the service log has the detail)",
+        e.kind()
+    )
+}
+
+/// The report's reason for the start-up fallback (the error itself is in the log).
+pub const STARTUP_FALLBACK_REASON: &str = "Redis could not be used at start-up: sessions are \
+     kept in this process's memory (the service log has the error)";
+/// The report's reason for the run-time fallback (the error itself is in the log).
+pub const RUNTIME_FALLBACK_REASON: &str = "Redis stopped answering: sessions are served from \
+     memory and written back when it answers (the service log has the error)";
 
 fn publish_gauge(active: bool) {
     metrics::gauge!(FALLBACK_GAUGE).set(if active { 1.0 } else { 0.0 });

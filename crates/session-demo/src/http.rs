@@ -18,7 +18,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 use session_axum::{
-    ApiError, IdSource, IdSources, ListParams, ResolvedId, Sessions, admin_router, ttl_secs,
+    AdminAccess, ApiError, IdSource, IdSources, ListParams, ResolvedId, Sessions, admin_router,
+    ttl_secs,
 };
 use session_core::{Error, SessionManager, SummaryValue};
 
@@ -52,6 +53,7 @@ pub struct AppState {
     agents: Sessions<Agent>,
     backend: BackendInfo,
     metrics: Option<PrometheusHandle>,
+    admin: Option<AdminAccess>,
 }
 
 impl AppState {
@@ -65,7 +67,16 @@ impl AppState {
             agents,
             backend,
             metrics: None,
+            admin: None,
         }
+    }
+
+    /// Mounts session-axum's admin router at `/admin`, open to what `access` lets through
+    /// (the binary: `SESSION_ADMIN_TOKEN`). Without it `/admin` is not served at all.
+    #[must_use]
+    pub fn with_admin(mut self, access: AdminAccess) -> Self {
+        self.admin = Some(access);
+        self
     }
 
     /// Serves `GET /metrics` from this Prometheus recorder.
@@ -111,10 +122,13 @@ impl FromRef<AppState> for IdSources {
 /// | `GET /readyz` | readiness: the same report; 503 on the start-up fallback or when the store in use does not answer (see [`health`](crate::health)) |
 /// | `GET /metrics` | Prometheus text |
 /// | `GET /store/info` | the store in use, the fallback's state and the Redis server's facts ([`StoreInfo`](crate::store_info::StoreInfo)) |
-/// | `/admin/sessions...` | session-axum's generic admin router |
+/// | `/admin/sessions...`, `/admin/export` | session-axum's admin router, only with [`AppState::with_admin`] (`Authorization: Bearer <SESSION_ADMIN_TOKEN>`) |
 pub fn app(state: AppState) -> Router {
-    let admin = admin_router(state.manager().clone());
-    Router::new()
+    let admin = state
+        .admin
+        .clone()
+        .map(|access| admin_router(state.manager().clone(), access));
+    let router = Router::new()
         .route("/", get(dashboard))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -122,8 +136,12 @@ pub fn app(state: AppState) -> Router {
         .route("/store/info", get(store_info))
         .route("/sessions", get(list_sessions))
         .route("/sessions/{id}", get(show_session).delete(delete_session))
-        .route("/sessions/{id}/messages", axum::routing::post(post_message))
-        .nest("/admin", admin)
+        .route("/sessions/{id}/messages", axum::routing::post(post_message));
+    let router = match admin {
+        Some(admin) => router.nest("/admin", admin),
+        None => router,
+    };
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -39,6 +39,10 @@ ENVIRONMENT:
     REDIS_CONNECT_TIMEOUT_MS, REDIS_COMMAND_TIMEOUT_MS
                      how long a call waits for Redis (their sum bounds the switch to the
                      run-time fallback)
+    SESSION_ADMIN_TOKEN
+                     serve the admin endpoints (/admin/...) to requests that carry
+                     `Authorization: Bearer <token>` (16+ visible ASCII characters, e.g.
+                     `openssl rand -hex 32`); unset: /admin is not served at all
     APP_ENV, CONFIG_DIR and the other settings of session-config are read as well,
     from config/*.toml, .env and the environment.
 
@@ -55,6 +59,8 @@ ENDPOINTS:
     GET  /metrics                   Prometheus metrics
     GET  /store/info                the store in use, the fallback's state, the Redis server's
                                     version, memory, eviction policy and persistence
+    GET  /admin/sessions, /admin/sessions/{id}, DELETE /admin/sessions/{id}, GET /admin/export
+                                    session-axum's admin router, with SESSION_ADMIN_TOKEN only
 ";
 
 /// What the command line asks for.
@@ -131,6 +137,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// The admin router's access from `SESSION_ADMIN_TOKEN` (unset or empty: no admin router).
+fn admin_access() -> Result<Option<session_axum::AdminAccess>, String> {
+    match std::env::var("SESSION_ADMIN_TOKEN") {
+        Ok(token) if !token.trim().is_empty() => {
+            session_axum::AdminAccess::bearer_token(token.trim())
+                .map(Some)
+                .map_err(|e| format!("invalid SESSION_ADMIN_TOKEN: {e}"))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Installs the log subscriber: human text, or JSON lines with `LOG_FORMAT=json`.
 fn init_logging() -> Result<(), String> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -171,10 +189,18 @@ async fn serve(bind: Option<String>) -> Result<(), String> {
 
     let settings = Settings::load().map_err(|e| format!("configuration: {e}"))?;
     let metrics = install_metrics()?;
-    let state = build_state(&settings)
+    let mut state = build_state(&settings)
         .await
         .map_err(|e| store_error(&e))?
         .with_metrics(metrics);
+    match admin_access()? {
+        Some(access) => state = state.with_admin(access),
+        None => tracing::info!(
+            component = "demo",
+            event_type = "admin_off",
+            "admin endpoints off (set SESSION_ADMIN_TOKEN to serve /admin)"
+        ),
+    }
     // session-config has logged the fallback's activation, if any (`fallback_activated`).
     let backend = state.manager().backend();
     let fallback = state.backend().fallback_active();

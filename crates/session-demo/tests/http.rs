@@ -286,14 +286,33 @@ async fn the_dashboard_is_served_without_external_assets() {
 }
 
 #[tokio::test]
-async fn the_generic_admin_router_is_mounted_under_admin() {
+async fn the_generic_admin_router_is_mounted_under_admin_behind_its_token() {
     let app = demo();
     say(&app, "user-x", "hello").await;
-    let page = call(&app, get("/admin/sessions")).await.json();
+    let page = call(&app, common::admin_get("/admin/sessions"))
+        .await
+        .json();
     assert_eq!(page["sessions"][0]["session_id"], "user-x");
     assert_eq!(page["sessions"][0]["summary"]["state"], "diagnosing");
-    let detail = call(&app, get("/admin/sessions/user-x")).await.json();
+    let detail = call(&app, common::admin_get("/admin/sessions/user-x"))
+        .await
+        .json();
     assert_eq!(detail["value"]["state"], "diagnosing");
+    // Without the token: 401, and nothing about the sessions.
+    let anonymous = call(&app, get("/admin/sessions")).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert!(!anonymous.text.contains("user-x"), "{}", anonymous.text);
+}
+
+#[tokio::test]
+async fn without_an_admin_token_the_demo_serves_no_admin_router() {
+    let app = common::demo_without_admin();
+    say(&app, "user-y", "hello").await;
+    for uri in ["/admin/sessions", "/admin/export", "/admin/sessions/user-y"] {
+        let reply = call(&app, common::admin_get(uri)).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{uri}");
+        assert_eq!(reply.json()["error"], "no_route", "{}", reply.text);
+    }
 }
 
 fn keyed(id: &str, message: &str, key: &str) -> axum::http::Request<axum::body::Body> {

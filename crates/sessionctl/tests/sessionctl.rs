@@ -363,6 +363,9 @@ fn import_reports_a_corrupt_line_with_its_number_and_imports_the_rest() {
         r#"{"id": "zero-ttl", "ttl_ms": 0, "state": {"a": 1}}"#,
         good[1],
         r#"{"id": "by-state", "ttl_ms": 60000, "state": {"state": "new_problem", "n": [1, 2]}}"#,
+        // The error lines of session-axum's HTTP export.
+        r#"{"id": "user-9", "error": "corrupt", "message": "field m is not readable meta"}"#,
+        r#"{"error": "unavailable", "message": "the session store failed"}"#,
     ];
     let file = env.path("mixed.jsonl");
     std::fs::write(&file, lines.join("\n")).unwrap();
@@ -373,6 +376,8 @@ fn import_reports_a_corrupt_line_with_its_number_and_imports_the_rest() {
         "line 5: payload_b64 of session b64 is not base64",
         "line 6: session envelope is corrupt: not a session envelope",
         "line 7: ttl_ms 0 of session zero-ttl",
+        "line 10: an error line, not a session: session user-9 could not be exported (corrupt",
+        "line 11: an error line, not a session: the export broke off here (unavailable",
     ] {
         assert!(
             run.stderr.contains(expected),
@@ -387,7 +392,7 @@ fn import_reports_a_corrupt_line_with_its_number_and_imports_the_rest() {
     );
     assert!(
         run.stderr
-            .contains("imported 3, skipped 0 (already there), bad 5"),
+            .contains("imported 3, skipped 0 (already there), bad 7"),
         "{}",
         run.stderr
     );

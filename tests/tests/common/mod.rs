@@ -384,6 +384,9 @@ impl Drop for Demo {
     }
 }
 
+/// The admin token every test demo is started with (`SESSION_ADMIN_TOKEN`).
+pub(crate) const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
+
 /// Spawns `session-demo` on `port` with the clean environment of [`DemoEnv`], then `vars`;
 /// stdout and stderr go to `log`.
 fn spawn_demo(binary: &Path, env: &DemoEnv, vars: &[(&str, &str)], port: u16, log: &Path) -> Child {
@@ -400,7 +403,8 @@ fn spawn_demo(binary: &Path, env: &DemoEnv, vars: &[(&str, &str)], port: u16, lo
         .env("REDIS_URL", &env.redis_url)
         .env("REDIS_KEY_PREFIX", &env.prefix)
         .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "info");
+        .env("RUST_LOG", "info")
+        .env("SESSION_ADMIN_TOKEN", ADMIN_TOKEN);
     for (name, value) in vars {
         command.env(name, value);
     }

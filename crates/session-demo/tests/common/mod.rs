@@ -23,9 +23,33 @@ pub fn metrics() -> PrometheusHandle {
         .clone()
 }
 
-/// The demo on `store`, as one instance of the service.
+/// The admin token of the test instances.
+pub const ADMIN_TOKEN: &str = "demo-test-admin-token-0123";
+
+/// The demo on `store`, as one instance of the service (admin router on, with
+/// [`ADMIN_TOKEN`]).
 pub fn instance(store: Arc<dyn SessionStore>) -> Router {
-    app(AppState::new(agent_manager(store), BackendInfo::default()).with_metrics(metrics()))
+    app(AppState::new(agent_manager(store), BackendInfo::default())
+        .with_metrics(metrics())
+        .with_admin(session_axum::AdminAccess::bearer_token(ADMIN_TOKEN).unwrap()))
+}
+
+/// The demo on a fresh memory store without the admin router (as the binary runs without
+/// `SESSION_ADMIN_TOKEN`).
+pub fn demo_without_admin() -> Router {
+    app(AppState::new(
+        agent_manager(Arc::new(MemoryStore::new())),
+        BackendInfo::default(),
+    )
+    .with_metrics(metrics()))
+}
+
+/// A GET with the admin token.
+pub fn admin_get(uri: &str) -> Request<Body> {
+    Request::get(uri)
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .body(Body::empty())
+        .unwrap()
 }
 
 /// The demo on a fresh memory store.

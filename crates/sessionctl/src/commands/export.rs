@@ -29,7 +29,8 @@ use crate::{
 /// else `state`) carries the session.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Line {
-    /// The session id.
+    /// The session id (absent only on an error line that is no session's).
+    #[serde(default)]
     pub(crate) id: String,
     /// Its version when exported (informational: an import writes new versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,6 +53,13 @@ pub(crate) struct Line {
     /// The decoded state: written with `--with-state`; read when `payload_b64` is absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) state: Option<Value>,
+    /// On an error line of an HTTP export (session-axum's `ExportErrorLine`): the error kind.
+    /// `sessionctl export` never writes one; `import` reports such a line as bad.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
+    /// The error line's message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) message: Option<String>,
 }
 
 pub(crate) async fn run(ctx: &Context, args: ExportArgs) -> CliResult<ExitCode> {
@@ -192,6 +200,8 @@ fn to_line(id: &SessionId, record: Record, state: Option<Value>) -> Line {
         summary: record.meta.summary,
         payload_b64: Some(base64::engine::general_purpose::STANDARD.encode(&record.payload)),
         state,
+        error: None,
+        message: None,
     }
 }
 

@@ -143,6 +143,17 @@ fn validate(
 ) -> Result<(SessionId, Write), String> {
     let line: Line =
         serde_json::from_str(text).map_err(|e| format!("not a valid session object: {e}"))?;
+    if let Some(error) = &line.error {
+        let what = if line.id.is_empty() {
+            "the export broke off here".to_owned()
+        } else {
+            format!("session {} could not be exported", line.id)
+        };
+        return Err(format!(
+            "an error line, not a session: {what} ({error}: {})",
+            line.message.as_deref().unwrap_or("no message")
+        ));
+    }
     let id = SessionId::new(&line.id).map_err(|e| e.to_string())?;
     let payload = match (&line.payload_b64, &line.state) {
         (Some(b64), _) => {
