@@ -3,8 +3,10 @@
 //! 1. **metadata**: each one has a description, a license, keywords (at most 5) and categories
 //!    (at most 5), a readme that exists, and a `[package.metadata.docs.rs]` table;
 //! 2. **contents**: `cargo package --list` of each one holds only the manifest, the lock file,
-//!    the readme, license texts and `src/`, `tests/`, `examples/`, `benches/`, and no file over
-//!    [`MAX_FILE_BYTES`] (so a fixture or a stray build artefact never ships);
+//!    the readme, license texts and `src/`, `tests/`, `examples/`, `benches/`, no file over
+//!    [`MAX_FILE_BYTES`] (so a fixture or a stray build artefact never ships), and no test,
+//!    example or benchmark that uses an unpublished workspace crate (redis-harness): cargo
+//!    drops such a dev-dependency from the package, so it could not build from there;
 //! 3. **the packages**: one `cargo package --allow-dirty -p ... -p ...` for all of them, which
 //!    writes `target/package/<name>-<version>.crate` and, unless `--no-verify`, builds each one
 //!    from its `.crate` alone: its workspace dependencies come from the others' packages (cargo
@@ -65,7 +67,10 @@ pub(crate) fn run(interrupted: &AtomicBool, args: &Args) -> Result<ExitCode> {
 /// The package step, shared with `cargo xtask ci`: returns the exit code (0 when every check
 /// passed and every package was written, and built unless `--no-verify`).
 pub(crate) fn step(args: &Args) -> Result<u8> {
-    let crates = publishable()?;
+    let Workspace {
+        publish: crates,
+        unpublished,
+    } = workspace()?;
     let names: Vec<&str> = crates.iter().map(|c| c.name.as_str()).collect();
     println!(
         "xtask package: {} crates to publish: {}",
@@ -98,7 +103,7 @@ pub(crate) fn step(args: &Args) -> Result<u8> {
             }
         }
         problems.extend(
-            content_problems(krate, &files)
+            content_problems(krate, &files, &unpublished)
                 .into_iter()
                 .map(|p| format!("{}: {p}", krate.name)),
         );
@@ -149,8 +154,17 @@ pub(crate) fn step(args: &Args) -> Result<u8> {
     Ok(0)
 }
 
-/// The workspace members whose manifest does not say `publish = false`.
-pub(crate) fn publishable() -> Result<Vec<Crate>> {
+/// The workspace's crates, as far as publishing goes.
+#[derive(Debug)]
+pub(crate) struct Workspace {
+    /// The members whose manifest does not say `publish = false`, by name.
+    pub(crate) publish: Vec<Crate>,
+    /// The names of those that do.
+    unpublished: Vec<String>,
+}
+
+/// The workspace, from `cargo metadata`.
+pub(crate) fn workspace() -> Result<Workspace> {
     let output = process::cargo()
         .args(["metadata", "--no-deps", "--format-version", "1"])
         .output()
@@ -165,27 +179,29 @@ pub(crate) fn publishable() -> Result<Vec<Crate>> {
     }
     let metadata: Value = serde_json::from_slice(&output.stdout)
         .map_err(|err| format!("`cargo metadata` printed no JSON: {err}"))?;
-    crates_to_publish(&metadata)
+    split_workspace(&metadata)
 }
 
-/// The packages of a `cargo metadata --no-deps` document that may be published: `publish` is
-/// `null` (anywhere) or names registries; `publish = false` is an empty list.
-fn crates_to_publish(metadata: &Value) -> Result<Vec<Crate>> {
+/// The packages of a `cargo metadata --no-deps` document, split: those that may be published
+/// (`publish` is `null`, anywhere, or names registries) and those that may not (`publish =
+/// false` is an empty list).
+fn split_workspace(metadata: &Value) -> Result<Workspace> {
     let packages = metadata["packages"]
         .as_array()
         .ok_or("`cargo metadata` listed no packages")?;
     let mut crates = Vec::new();
+    let mut unpublished = Vec::new();
     for package in packages {
-        let unpublished = package["publish"].as_array().is_some_and(Vec::is_empty);
-        if unpublished {
-            continue;
-        }
         let field = |name: &str| {
             package[name]
                 .as_str()
                 .map(str::to_owned)
                 .ok_or_else(|| format!("`cargo metadata`: a package without `{name}`"))
         };
+        if package["publish"].as_array().is_some_and(Vec::is_empty) {
+            unpublished.push(field("name")?);
+            continue;
+        }
         let manifest = PathBuf::from(field("manifest_path")?);
         crates.push(Crate {
             name: field("name")?,
@@ -197,7 +213,11 @@ fn crates_to_publish(metadata: &Value) -> Result<Vec<Crate>> {
         });
     }
     crates.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(crates)
+    unpublished.sort();
+    Ok(Workspace {
+        publish: crates,
+        unpublished,
+    })
 }
 
 /// What crates.io (or the crate's page there and on docs.rs) would miss.
@@ -256,11 +276,26 @@ fn list(krate: &Crate) -> Result<Vec<String>> {
 }
 
 /// Files a package has no business holding: anything but the manifest, the lock file, the
-/// readme, license texts and the source, test, example and benchmark directories, and any file
-/// over [`MAX_FILE_BYTES`].
-fn content_problems(krate: &Crate, files: &[String]) -> Vec<String> {
+/// readme, license texts and the source, test, example and benchmark directories; any file
+/// over [`MAX_FILE_BYTES`]; a test, example or benchmark that uses one of the `unpublished`
+/// crates.
+fn content_problems(krate: &Crate, files: &[String], unpublished: &[String]) -> Vec<String> {
     let mut problems = Vec::new();
     for file in files {
+        let extra_target = ["tests/", "examples/", "benches/"]
+            .iter()
+            .any(|dir| file.starts_with(dir));
+        if extra_target
+            && file.ends_with(".rs")
+            && let Ok(text) = std::fs::read_to_string(krate.dir.join(file))
+            && let Some(used) = unpublished.iter().find(|name| uses_crate(&text, name))
+        {
+            let dir = file.split('/').next().unwrap_or_default();
+            problems.push(format!(
+                "`{file}` uses {used}, which is not published, so it cannot build from the \
+                 package (leave it out: `exclude = [\"{dir}/\"]` in Cargo.toml)"
+            ));
+        }
         if !expected_in_package(file) {
             problems.push(format!(
                 "`{file}` in the package (leave it out with `exclude` in Cargo.toml)"
@@ -279,6 +314,14 @@ fn content_problems(krate: &Crate, files: &[String]) -> Vec<String> {
         }
     }
     problems
+}
+
+/// Whether Rust source `text` uses the crate `name` (`redis_harness::...`, `use redis_harness`).
+fn uses_crate(text: &str, name: &str) -> bool {
+    let ident = name.replace('-', "_");
+    text.contains(&format!("{ident}::"))
+        || text.contains(&format!("use {ident}"))
+        || text.contains(&format!("extern crate {ident}"))
 }
 
 /// Whether a path of `cargo package --list` is one a package should hold.
@@ -300,9 +343,7 @@ fn expected_in_package(file: &str) -> bool {
 mod tests {
     use serde_json::json;
 
-    use super::{
-        Crate, content_problems, crates_to_publish, expected_in_package, metadata_problems,
-    };
+    use super::{Crate, content_problems, expected_in_package, metadata_problems, split_workspace};
 
     #[test]
     fn publish_false_crates_are_left_out() {
@@ -311,10 +352,11 @@ mod tests {
             {"name": "xtask", "version": "0.0.0", "publish": [], "manifest_path": "/w/x/Cargo.toml"},
             {"name": "a", "version": "0.1.0", "publish": ["crates-io"], "manifest_path": "/w/a/Cargo.toml"},
         ]});
-        let crates = crates_to_publish(&metadata).unwrap();
-        let names: Vec<&str> = crates.iter().map(|c| c.name.as_str()).collect();
+        let workspace = split_workspace(&metadata).unwrap();
+        let names: Vec<&str> = workspace.publish.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
-        assert_eq!(crates[0].dir, std::path::Path::new("/w/a"));
+        assert_eq!(workspace.publish[0].dir, std::path::Path::new("/w/a"));
+        assert_eq!(workspace.unpublished, ["xtask"]);
     }
 
     #[test]
@@ -376,15 +418,35 @@ mod tests {
             meta: json!({}),
         };
         assert_eq!(
-            content_problems(&krate, &["src/lib.rs".into()]),
+            content_problems(&krate, &["src/lib.rs".into()], &[]),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn a_test_on_an_unpublished_crate_is_named() {
+        let dir = std::env::temp_dir().join(format!("xtask-package-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("tests")).unwrap();
+        std::fs::write(dir.join("tests/a.rs"), "use redis_harness::RedisServer;\n").unwrap();
+        std::fs::write(dir.join("tests/b.rs"), "// needs no redis-harness\n").unwrap();
+        let krate = Crate {
+            name: "c".into(),
+            version: "0".into(),
+            dir: dir.clone(),
+            meta: json!({}),
+        };
+        let files = ["tests/a.rs".to_owned(), "tests/b.rs".to_owned()];
+        let problems = content_problems(&krate, &files, &["redis-harness".to_owned()]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("`tests/a.rs` uses redis-harness"));
+        assert!(problems[0].contains(r#"exclude = ["tests/"]"#));
     }
 
     /// The help text names the crates this command packages today.
     #[test]
     fn the_help_names_every_crate_to_publish() {
-        let crates = super::publishable().unwrap();
+        let crates = super::workspace().unwrap().publish;
         assert!(!crates.is_empty());
         let help = crate::cli::PACKAGE_ABOUT.replace('\n', " ");
         for krate in &crates {
