@@ -156,6 +156,25 @@ pub(crate) fn run(interrupted: &AtomicBool) -> Result<ExitCode> {
 mod tests {
     use super::redis_clients;
 
+    /// The value of the first `key = "value"` line of a TOML text.
+    fn toml_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+        text.lines().find_map(|line| {
+            let (k, v) = line.split_once('=')?;
+            (k.trim() == key).then(|| v.trim().trim_matches('"'))
+        })
+    }
+
+    /// clippy's `incompatible_msrv` checks against clippy.toml's msrv, cargo against
+    /// `rust-version`: one number, or clippy lets newer APIs through (or flags allowed ones).
+    #[test]
+    fn clippy_msrv_is_the_workspace_rust_version() {
+        let root = crate::process::workspace_root();
+        let read = |name: &str| std::fs::read_to_string(root.join(name)).unwrap();
+        let (manifest, clippy) = (read("Cargo.toml"), read("clippy.toml"));
+        let rust_version = toml_value(&manifest, "rust-version").unwrap();
+        assert_eq!(toml_value(&clippy, "msrv"), Some(rust_version));
+    }
+
     #[test]
     fn the_redis_client_is_found_and_the_test_harness_is_not() {
         let tree = "session-core v0.1.0\nredis-harness v0.0.0 (/x)\nredis v1.8.1\n\
