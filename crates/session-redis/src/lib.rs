@@ -65,7 +65,7 @@
 //!
 //! | operation | round trips | commands the client sends |
 //! |---|---|---|
-//! | `load` | 1 | pipeline `HMGET key d m v c t` + `PTTL key` |
+//! | `load` | 1 | pipeline `HMGET key d m v c t` + `PTTL key`; with [`RedisOptions::with_read_limit`], `EVALSHA` bounded load (`HSTRLEN key d` first: a payload over the limit never leaves the server) |
 //! | `write` / `save` | 1 | the write pipeline above |
 //! | `delete` | 1 | `EVALSHA` delete: `UNLINK key`, and a marker of the call (a few seconds) when the session existed, so that a resend after a lost reply answers truthfully |
 //! | `touch` / `exists` | 1 | `PEXPIRE` / `EXISTS` |

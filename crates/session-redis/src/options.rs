@@ -145,6 +145,7 @@ pub struct RedisOptions {
     command_timeout: Duration,
     mode: ConnectionMode,
     tls_files: TlsFiles,
+    read_limit: Option<usize>,
 }
 
 impl RedisOptions {
@@ -158,6 +159,7 @@ impl RedisOptions {
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             mode: ConnectionMode::Multiplexed,
             tls_files: TlsFiles::default(),
+            read_limit: None,
         }
     }
 
@@ -228,6 +230,28 @@ impl RedisOptions {
     pub fn with_tls_files(mut self, files: TlsFiles) -> Self {
         self.tls_files = files;
         self
+    }
+
+    /// Bounded reads: `load` refuses a stored payload larger than `max_bytes` with
+    /// [`Error::TooLarge`](session_core::Error::TooLarge) before any of it leaves Redis
+    /// (set it to the codec's size limit). Off by default.
+    ///
+    /// A plain load is one pipeline of `HMGET` and `PTTL`, which cannot look at a size before
+    /// sending the payload; a bounded load is one small script (`HSTRLEN`, then `HMGET` and
+    /// `PTTL` only if the payload fits): still one round trip, but about 10 µs of server time
+    /// per load on Redis 7.0 instead of about 0.8 µs (a Lua call's fixed cost). Turn it on
+    /// where anything but this library can write the session keys, or where a client must
+    /// never allocate more than the limit whatever Redis holds; writes through this library
+    /// never store more than the codec's limit anyway.
+    #[must_use]
+    pub fn with_read_limit(mut self, max_bytes: usize) -> Self {
+        self.read_limit = Some(max_bytes);
+        self
+    }
+
+    /// The bounded-read limit, if set ([`with_read_limit`](Self::with_read_limit)).
+    pub fn read_limit(&self) -> Option<usize> {
+        self.read_limit
     }
 
     /// The server and credentials.

@@ -162,12 +162,24 @@ if n == 1 then redis.call('SET', KEYS[2], '1', 'PX', ARGV[1]) end
 return n
 "#;
 
+/// A load that looks at the payload's size first (`RedisOptions::with_read_limit`): a payload
+/// over the limit never leaves the server.
+///
+/// `KEYS[1]`: the session key. `ARGV[1]`: the limit in bytes. Replies `{"too_large", size}`,
+/// or `{HMGET d m v c t, PTTL}` as a plain load's pipeline would.
+pub(crate) const BOUNDED_LOAD_LUA: &str = r#"
+local n = redis.call('HSTRLEN', KEYS[1], 'd')
+if n > tonumber(ARGV[1]) then return {'too_large', n} end
+return {redis.call('HMGET', KEYS[1], 'd', 'm', 'v', 'c', 't'), redis.call('PTTL', KEYS[1])}
+"#;
+
 /// The scripts, compiled (their SHA1s computed once).
 pub(crate) struct Scripts {
     pub(crate) guard: Script,
     pub(crate) update: Script,
     pub(crate) resolve: Script,
     pub(crate) delete: Script,
+    pub(crate) bounded_load: Script,
 }
 
 impl Scripts {
@@ -177,13 +189,20 @@ impl Scripts {
             update: Script::new(UPDATE_LUA),
             resolve: Script::new(RESOLVE_LUA),
             delete: Script::new(DELETE_LUA),
+            bounded_load: Script::new(BOUNDED_LOAD_LUA),
         }
     }
 
     /// Loads the scripts (`SCRIPT LOAD`, one pipeline), by `deadline`.
     pub(crate) async fn load(&self, conn: &Connection, deadline: Instant) -> Result<()> {
         let mut pipe = redis::pipe();
-        for source in [GUARD_LUA, UPDATE_LUA, RESOLVE_LUA, DELETE_LUA] {
+        for source in [
+            GUARD_LUA,
+            UPDATE_LUA,
+            RESOLVE_LUA,
+            DELETE_LUA,
+            BOUNDED_LOAD_LUA,
+        ] {
             pipe.cmd("SCRIPT").arg("LOAD").arg(source);
         }
         conn.send_by(

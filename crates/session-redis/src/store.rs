@@ -57,6 +57,7 @@ struct Inner {
     pattern: String,
     mode: ConnectionMode,
     scripts: Scripts,
+    read_limit: Option<usize>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -114,6 +115,7 @@ impl RedisStore {
                 prefix: options.key_prefix().to_owned(),
                 mode: options.mode(),
                 scripts,
+                read_limit: options.read_limit(),
             }),
         })
     }
@@ -152,6 +154,38 @@ impl RedisStore {
                 );
                 None
             }
+        }
+    }
+
+    /// `load` with a read limit: the bounded-load script (one round trip).
+    async fn bounded_load(&self, id: &SessionId, limit: usize) -> Result<Option<Record>> {
+        let key = self.key_of(id);
+        let mut invocation = self.inner.scripts.bounded_load.prepare_invoke();
+        invocation.key(&key).arg(limit as u64);
+        let reply = self
+            .send(Request::Script(&invocation), Retry::Idempotent, "load")
+            .await?;
+        let unexpected = || Error::Backend {
+            backend: BACKEND,
+            reason: format!("loading session {id}: unexpected script reply"),
+            source: None,
+        };
+        let Value::Array(items) = reply else {
+            return Err(unexpected());
+        };
+        let mut items = items.into_iter();
+        match (items.next(), items.next()) {
+            (Some(Value::BulkString(tag)), Some(Value::Int(size))) if tag == b"too_large" => {
+                Err(Error::TooLarge {
+                    id: id.clone(),
+                    size: usize::try_from(size).unwrap_or(usize::MAX),
+                    limit,
+                })
+            }
+            (Some(hmget), Some(pttl)) => {
+                layout::record_from_replies(id, hmget, pttl, Some(layout::prefix_of(&key, id)))
+            }
+            _ => Err(unexpected()),
         }
     }
 
@@ -250,7 +284,10 @@ impl SessionStore for RedisStore {
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
         self.debug("load", id);
         let conn = &self.inner.conn;
-        read_record(conn, id, &self.key_of(id), conn.deadline()).await
+        match self.inner.read_limit {
+            Some(limit) => self.bounded_load(id, limit).await,
+            None => read_record(conn, id, &self.key_of(id), conn.deadline()).await,
+        }
     }
 
     /// One round trip: the staging `HSET` + `PEXPIRE`, then the guard that checks the
