@@ -102,8 +102,13 @@ const DASHBOARD_ABOUT: &str = "\
 Start session-demo (memory store) with sessions in four states, render
 its dashboard in headless Chromium (installing the Debian package
 `chromium` as root when missing), check the DOM (ids, states, backend
-badge, TTL bars), save target/xtask/dashboard.png; non-zero exit when a
-check fails";
+badge, TTL bars, the store panel), then drive it over the DevTools
+protocol: click a session and check the conversation, version, TTL and
+size that open against GET /sessions/{id}, and that a message of HTML
+shows as text; save target/xtask/dashboard.png. With
+SESSION_TEST_REDIS_URL set, the same on a demo on that Redis (the
+server's facts in the store panel; target/xtask/dashboard-redis.png).
+Non-zero exit when a check fails";
 
 const BENCH_ABOUT: &str = "\
 Build session-bench (release), start a private redis-server (default)
