@@ -30,6 +30,8 @@ mod raw;
 mod recorder;
 mod report;
 mod server_stats;
+#[cfg(feature = "peers")]
+mod tower_peer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -37,6 +37,25 @@ pub(crate) async fn latency_section(
     let mut updates = Vec::new();
     let tower = TowerSessions::connect(url).await?;
     let actix = ActixSession::connect(url).await?;
+    let ours = crate::tower_peer::SessionTower::connect(url).await?;
+    // session-tower is this library behind tower-sessions' API, not a peer: measured beside
+    // tower-sessions' own store through the same trait, and left out of "best peer".
+    let (tower_get, tower_update) =
+        measure_peer(&ours, stats, plan, &agent, &section, &mut con).await?;
+    rows.push(
+        Row {
+            key: k("session_tower.get"),
+            ..tower_get
+        }
+        .vs(&k("tower.get")),
+    );
+    rows.push(
+        Row {
+            key: k("session_tower.update"),
+            ..tower_update
+        }
+        .vs(&k("tower.update")),
+    );
     let measured = [
         (
             "tower",
@@ -226,10 +245,23 @@ async fn measure_peer<P: Peer>(
 ) -> BoxResult<(Row, Row)> {
     let session = peer.create(agent).await?;
     let redis_key = peer.redis_key(&session);
-    let stored: u64 = redis::cmd("STRLEN")
+    // The peers keep a string; session-tower (this library) a hash with the payload in `d`.
+    let kind: String = redis::cmd("TYPE")
         .arg(&redis_key)
         .query_async(&mut *con)
         .await?;
+    let stored: u64 = if kind == "hash" {
+        redis::cmd("HSTRLEN")
+            .arg(&redis_key)
+            .arg("d")
+            .query_async(&mut *con)
+            .await?
+    } else {
+        redis::cmd("STRLEN")
+            .arg(&redis_key)
+            .query_async(&mut *con)
+            .await?
+    };
     let usage = raw::memory_usage(&mut *con, &redis_key).await?;
     let note = format!("stores {stored} B (MEMORY USAGE {usage} B)");
     println!(" {}: get", peer.name());
