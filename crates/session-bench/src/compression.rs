@@ -15,7 +15,7 @@ use crate::{
 
 /// `codec` without compression (what the envelope is before compression).
 pub(crate) fn plain(codec: &Codec) -> Codec {
-    codec.with_compression(Compression::Off)
+    codec.clone().with_compression(Compression::Off)
 }
 
 pub(crate) async fn section(
@@ -43,7 +43,7 @@ pub(crate) async fn section(
             let codec = Codec::default().with_compression(compression);
             let m: SessionManager<Agent> = SessionManager::builder(store.clone())
                 .summarize(session_core::Summarize::summary)
-                .codec(codec)
+                .codec(codec.clone())
                 .build();
             let sid = id(&format!("comp-{n}-{label}"))?;
             let stored = codec.encode(&sid, &agent)?.len();

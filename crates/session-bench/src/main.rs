@@ -448,7 +448,7 @@ async fn ops_section(
     let b = manager(Arc::new(
         connect_store(url, ConnectionMode::Multiplexed).await?,
     ));
-    let codec = *a.codec();
+    let codec = a.codec().clone();
     let bytes = codec.encode(&sid, &agent)?;
     let section = format!("Multiplexed, {}", agent_title(messages, &codec, &agent)?);
     let k = |name: &str| format!("mux{messages}.{name}");
@@ -1074,7 +1074,7 @@ async fn throughput_section(
     let m = manager(Arc::new(
         connect_store(url, ConnectionMode::Multiplexed).await?,
     ));
-    let codec = *m.codec();
+    let codec = m.codec().clone();
     let bytes = codec.encode(&id("tp-0")?, &agent)?;
     let section = throughput_title(time, &codec, &agent)?;
     println!("{section}");
@@ -1106,9 +1106,10 @@ async fn throughput_section(
     println!(" raw GET + decode + change + encode + SET EX");
     let sid0 = id("tp-0")?;
     let (ops, s) = throughput(stats, TASKS, time, 2, {
-        let (raw, keys, sid0) = (raw.clone(), keys.clone(), sid0.clone());
+        let (raw, keys, sid0, codec) = (raw.clone(), keys.clone(), sid0.clone(), codec.clone());
         move |t| {
-            let (mut raw, keys, sid0) = (raw.clone(), keys.clone(), sid0.clone());
+            let (mut raw, keys, sid0, codec) =
+                (raw.clone(), keys.clone(), sid0.clone(), codec.clone());
             async move {
                 let got = raw::get_bytes(&mut raw, &keys[t]).await?;
                 let mut state: Agent = codec.decode(&sid0, &got)?;
@@ -1272,7 +1273,7 @@ async fn size_section(url: &str, rows: &mut Vec<Row>) -> BoxResult<()> {
     let m = manager(Arc::new(
         connect_store(url, ConnectionMode::Multiplexed).await?,
     ));
-    let codec = *m.codec();
+    let codec = m.codec().clone();
     let store = connect_store(url, ConnectionMode::Multiplexed).await?;
     let mut con = raw_manager(url).await?;
     for messages in [10, 100] {

@@ -47,7 +47,7 @@ pub(crate) async fn section(
     let filler: SessionManager<Agent> = SessionManager::builder(store.clone())
         .local_copy_bytes(0)
         .build();
-    let codec = *filler.codec();
+    let codec = filler.codec().clone();
     let section = format!(
         "modify over {} sessions round robin, one manager, {}",
         crate::thousands(SESSIONS as u64),

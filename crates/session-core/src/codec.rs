@@ -11,17 +11,44 @@
 //! |---|---|
 //! | `0` | `rmp_serde::to_vec_named(&state)`, the MessagePack itself |
 //! | [`FLAG_COMPRESSED`] | the MessagePack's length as a little-endian `u32`, then the MessagePack as one LZ4 block (the [LZ4 block format], no frame, no checksum: `lz4_flex::block::compress_prepend_size`) |
+//! | [`FLAG_ENCRYPTED`], alone or with [`FLAG_COMPRESSED`] | the key id's length (one byte, 1 to [`MAX_KEY_ID_LEN`]), the key id (ASCII), a random 12-byte nonce, then the body the other flags describe encrypted with AES-256-GCM, and its 16-byte tag |
 //!
-//! Every codec reads both, whatever its [`Compression`]: switching compression on or off never
-//! makes a stored session unreadable. Any other flag ([`FLAG_ENCRYPTED`], unknown bits) is
-//! refused as [`Error::Corrupt`].
+//! Compression comes before encryption (ciphertext does not compress). The associated data of
+//! an encrypted envelope is every byte before the nonce (header, key id length, key id), then
+//! the session id's length (one byte) and the session id: a ciphertext moved to another session
+//! id, or any byte of it changed, does not decrypt. Every write draws a fresh nonce from the
+//! operating system's CSPRNG (`getrandom`); nothing else chooses one.
+//!
+//! Every codec reads plain and compressed envelopes, whatever its [`Compression`]: switching
+//! compression on or off never makes a stored session unreadable. A codec with
+//! [`EncryptionKeys`] also reads the encrypted envelopes of any of its keys (plain, compressed
+//! and encrypted sessions live side by side); one without keys refuses encrypted envelopes as
+//! [`Error::Corrupt`] saying that no key is configured. Unknown flag bits are refused as
+//! [`Error::Corrupt`].
+//!
+//! Untrusted sizes are bounded both ways: [`Codec::encode`] stops serializing once the limit is
+//! passed (a huge state is never encoded whole), and [`Codec::decode`] checks the nesting depth
+//! of the MessagePack without recursion before deserializing it
+//! ([`DEFAULT_MAX_DEPTH`], [`Codec::with_max_depth`]), so a hostile payload of deeply nested
+//! arrays is [`Error::Corrupt`], not a stack overflow.
 //!
 //! [LZ4 block format]: https://github.com/lz4/lz4/blob/dev/doc/lz4_Block_format.md
 
-use std::{borrow::Cow, fmt};
+mod bounded;
+mod encryption;
+
+use std::{borrow::Cow, fmt, io::Write as _, sync::Arc};
 
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
+
+pub use bounded::DEFAULT_MAX_DEPTH;
+pub(crate) use bounded::counting_cap;
+use bounded::{LimitedWriter, scan_depth};
+pub use encryption::{
+    EncryptionKeys, InvalidEncryptionKeys, KEY_LEN, MAX_KEY_ID_LEN, is_valid_key_id,
+};
+use encryption::{Sealed, TAG_LEN};
 
 use crate::{Error, Result, SessionId};
 
@@ -32,7 +59,8 @@ pub const FORMAT_V1: u8 = 1;
 /// Flag bit: the body is compressed: its uncompressed length (`u32`, little endian), then one
 /// LZ4 block.
 pub const FLAG_COMPRESSED: u8 = 0b0000_0001;
-/// Flag bit: the body is encrypted (reserved; not written nor read by this version).
+/// Flag bit: the body is encrypted: key id length, key id, nonce, ciphertext, tag (see the
+/// [module documentation](self)).
 pub const FLAG_ENCRYPTED: u8 = 0b0000_0010;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 3;
@@ -41,6 +69,8 @@ pub const DEFAULT_MAX_SIZE: usize = 1024 * 1024;
 /// The default threshold of [`Compression::Lz4`]: bodies of at least 1 KiB are compressed.
 pub const DEFAULT_COMPRESSION_MIN_BYTES: usize = 1024;
 
+/// Every flag this version knows.
+const KNOWN_FLAGS: u8 = FLAG_COMPRESSED | FLAG_ENCRYPTED;
 /// Bytes of the uncompressed-length prefix of a compressed body.
 const SIZE_PREFIX_LEN: usize = 4;
 /// The most an LZ4 block can expand: a sequence of `n` input bytes yields at most `255 * n`
@@ -102,11 +132,37 @@ impl fmt::Display for Compression {
     }
 }
 
-/// Encodes states into envelopes and back, enforcing a size limit, compressing large bodies.
+/// What an envelope's header says about it, read without decrypting or decoding anything
+/// ([`Codec::inspect`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EnvelopeInfo {
+    /// Whether the body is compressed.
+    pub compressed: bool,
+    /// The id of the key the envelope is encrypted with (`None`: not encrypted).
+    pub key_id: Option<String>,
+}
+
+impl EnvelopeInfo {
+    /// The id of the key the envelope is encrypted with, if it is encrypted.
+    pub fn key_id(&self) -> Option<&str> {
+        self.key_id.as_deref()
+    }
+
+    /// Whether the envelope is encrypted.
+    pub fn encrypted(&self) -> bool {
+        self.key_id.is_some()
+    }
+}
+
+/// Encodes states into envelopes and back, enforcing a size limit and a nesting depth,
+/// compressing large bodies, encrypting with [`EncryptionKeys`] when it has them.
 ///
-/// The size limit counts the envelope *uncompressed*: a state is accepted or refused the same
-/// with compression on or off, what is stored is never larger, and a small compressed envelope
-/// cannot expand past the limit when it is read.
+/// The size limit counts the envelope *uncompressed*, encryption included: a state is accepted
+/// or refused the same with compression on or off, what is stored is never larger, and a small
+/// compressed envelope cannot expand past the limit when it is read. (Encryption adds
+/// 30 bytes and the key id's length to every envelope, so it takes that much off the room a
+/// state has.)
 ///
 /// ```
 /// use session_core::{Codec, Compression, SessionId};
@@ -128,14 +184,18 @@ impl fmt::Display for Compression {
 /// assert_eq!(lz4.decode::<Vec<String>>(&id, &plain)?, history);
 /// # Ok::<(), session_core::Error>(())
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Encryption at rest: see [`EncryptionKeys`] and [`with_encryption`](Self::with_encryption).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Codec {
     max_size: usize,
     compression: Compression,
+    max_depth: usize,
+    keys: Option<Arc<EncryptionKeys>>,
 }
 
 impl Default for Codec {
-    /// [`DEFAULT_MAX_SIZE`], no compression.
+    /// [`DEFAULT_MAX_SIZE`], no compression, no encryption, [`DEFAULT_MAX_DEPTH`].
     fn default() -> Self {
         Self::new(DEFAULT_MAX_SIZE, Compression::Off)
     }
@@ -143,19 +203,31 @@ impl Default for Codec {
 
 impl Codec {
     /// A codec that refuses envelopes over `max_size` bytes (at least the header and one
-    /// byte) and writes with `compression`.
+    /// byte) and writes with `compression`, without encryption.
     pub fn new(max_size: usize, compression: Compression) -> Self {
         Self {
             max_size: max_size.max(HEADER_LEN + 1),
             compression,
+            max_depth: DEFAULT_MAX_DEPTH,
+            keys: None,
         }
     }
 
     /// A codec that refuses envelopes over `max_size` bytes (at least the header and one
-    /// byte), without compression. To change the limit of a codec and keep its compression:
-    /// `Codec::new(max_size, codec.compression())`.
+    /// byte), without compression. To change the limit of a codec and keep the rest:
+    /// [`with_size_limit`](Self::with_size_limit).
     pub fn with_max_size(max_size: usize) -> Self {
         Self::new(max_size, Compression::Off)
+    }
+
+    /// This codec with the limit `max_size` (at least the header and one byte); compression,
+    /// depth and keys are kept.
+    #[must_use]
+    pub fn with_size_limit(self, max_size: usize) -> Self {
+        Self {
+            max_size: max_size.max(HEADER_LEN + 1),
+            ..self
+        }
     }
 
     /// This codec, writing with `compression` (reading is unchanged: it accepts both).
@@ -163,6 +235,33 @@ impl Codec {
     pub fn with_compression(self, compression: Compression) -> Self {
         Self {
             compression,
+            ..self
+        }
+    }
+
+    /// This codec, encrypting everything it writes with the current (first) of `keys`, and
+    /// reading envelopes encrypted with any of them as well as plain and compressed ones.
+    #[must_use]
+    pub fn with_encryption(self, keys: EncryptionKeys) -> Self {
+        Self {
+            keys: Some(Arc::new(keys)),
+            ..self
+        }
+    }
+
+    /// This codec without encryption keys: it writes plain (or compressed) envelopes and
+    /// refuses encrypted ones.
+    #[must_use]
+    pub fn without_encryption(self) -> Self {
+        Self { keys: None, ..self }
+    }
+
+    /// This codec, refusing bodies whose arrays and maps nest more than `depth` deep
+    /// (default [`DEFAULT_MAX_DEPTH`]; at least 1).
+    #[must_use]
+    pub fn with_max_depth(self, depth: usize) -> Self {
+        Self {
+            max_depth: depth.max(1),
             ..self
         }
     }
@@ -177,64 +276,125 @@ impl Codec {
         self.compression
     }
 
+    /// The keys this codec encrypts and decrypts with, if any.
+    pub fn encryption(&self) -> Option<&EncryptionKeys> {
+        self.keys.as_deref()
+    }
+
+    /// The deepest nesting of arrays and maps a decoded body may have.
+    pub fn max_depth(&self) -> usize {
+        self.max_depth
+    }
+
     /// Encodes `value` for session `id`: compressed when the policy says so and the envelope
-    /// gets smaller, else as plain MessagePack.
+    /// gets smaller, encrypted when the codec has keys.
     ///
-    /// Errors: [`Error::Encode`] when serialization fails, [`Error::TooLarge`] when the
-    /// uncompressed envelope is over the limit (whether or not it would be compressed).
+    /// The serializer writes into a buffer that holds at most the limit: past it, the encoding
+    /// only counts bytes, and stops once it has counted the limit again (at least 64 KiB more),
+    /// so a state of any size costs at most about twice the limit in time and the limit in
+    /// memory before it is refused.
+    ///
+    /// Errors: [`Error::Encode`] when serialization fails (or the OS has no randomness for a
+    /// nonce), [`Error::TooLarge`] when the uncompressed envelope is over the limit (whether or
+    /// not it would be compressed); its size is exact up to twice the limit, at least that
+    /// beyond.
     pub fn encode<T: Serialize + ?Sized>(&self, id: &SessionId, value: &T) -> Result<Bytes> {
-        let mut buf = Vec::with_capacity(256);
-        buf.extend_from_slice(&[MAGIC, FORMAT_V1, 0]);
-        rmp_serde::encode::write_named(&mut buf, value).map_err(|e| Error::Encode {
-            id: id.clone(),
-            reason: e.to_string(),
-        })?;
-        if buf.len() > self.max_size {
+        self.seal(id, |w| {
+            rmp_serde::encode::write_named(w, value)
+                .map_err(|e| e.to_string())
+                .map(drop)
+        })
+    }
+
+    /// Writes an envelope whose MessagePack body `write_body` produces: the size limit, then
+    /// compression, then encryption.
+    fn seal(
+        &self,
+        id: &SessionId,
+        write_body: impl FnOnce(&mut LimitedWriter) -> std::result::Result<(), String>,
+    ) -> Result<Bytes> {
+        let keys = self.keys.as_deref();
+        // Room for the header and, when encrypting, the key id and nonce.
+        let prefix = HEADER_LEN + keys.map_or(0, EncryptionKeys::prefix_len);
+        let tag = keys.map_or(0, |_| TAG_LEN);
+        let mut writer = LimitedWriter::new(
+            prefix,
+            self.max_size.saturating_sub(tag),
+            counting_cap(self.max_size).saturating_sub(tag),
+        );
+        let written = write_body(&mut writer);
+        if writer.over() {
             return Err(Error::TooLarge {
                 id: id.clone(),
-                size: buf.len(),
+                size: writer.counted().saturating_add(tag),
                 limit: self.max_size,
             });
         }
-        Ok(Bytes::from(self.compress(buf)))
+        written.map_err(|reason| Error::Encode {
+            id: id.clone(),
+            reason,
+        })?;
+        let plain = writer.into_inner();
+        if plain.len() == prefix {
+            return Err(Error::Encode {
+                id: id.clone(),
+                reason: "the state serialized to nothing".to_owned(),
+            });
+        }
+        let (mut envelope, mut flags) = match self.compress(&plain, prefix) {
+            Some(compressed) => (compressed, FLAG_COMPRESSED),
+            None => (plain, 0),
+        };
+        if keys.is_some() {
+            flags |= FLAG_ENCRYPTED;
+        }
+        envelope[..HEADER_LEN].copy_from_slice(&[MAGIC, FORMAT_V1, flags]);
+        if let Some(keys) = keys {
+            envelope.reserve_exact(TAG_LEN);
+            keys.seal(id, &mut envelope)?;
+        }
+        Ok(Bytes::from(envelope))
     }
 
-    /// `plain` (a whole uncompressed envelope) compressed when the policy applies and that
-    /// makes it smaller; else `plain` itself.
-    fn compress(&self, plain: Vec<u8>) -> Vec<u8> {
-        let body = &plain[HEADER_LEN..];
+    /// `plain` (`prefix` bytes of room, then the MessagePack) compressed into a new buffer with
+    /// the same room, when the policy applies and that makes it smaller.
+    fn compress(&self, plain: &[u8], prefix: usize) -> Option<Vec<u8>> {
+        let body = &plain[prefix..];
         if !self.compression.applies_to(body.len()) {
-            return plain;
+            return None;
         }
         // The prefix is 32 bits: a body over 4 GiB (only with such a limit) stays plain.
-        let Ok(declared) = u32::try_from(body.len()) else {
-            return plain;
-        };
-        let start = HEADER_LEN + SIZE_PREFIX_LEN;
+        let declared = u32::try_from(body.len()).ok()?;
+        let start = prefix + SIZE_PREFIX_LEN;
         let mut out = vec![0; start + lz4_flex::block::get_maximum_output_size(body.len())];
-        out[..HEADER_LEN].copy_from_slice(&[MAGIC, FORMAT_V1, FLAG_COMPRESSED]);
-        out[HEADER_LEN..start].copy_from_slice(&declared.to_le_bytes());
+        out[prefix..start].copy_from_slice(&declared.to_le_bytes());
         match lz4_flex::block::compress_into(body, &mut out[start..]) {
             Ok(len) if start + len < plain.len() => {
                 out.truncate(start + len);
                 // The buffer was sized for the worst case: give the rest back, since the
                 // envelope may be kept (local copies, the memory store).
                 out.shrink_to_fit();
-                out
+                Some(out)
             }
-            _ => plain,
+            _ => None,
         }
     }
 
-    /// Decodes an envelope of session `id`, compressed or not.
+    /// Decodes an envelope of session `id`: plain, compressed, encrypted (with one of this
+    /// codec's keys) or both.
     ///
     /// Errors: [`Error::TooLarge`] when the envelope, or the one it decompresses to, is over
     /// the limit; [`Error::Corrupt`] for a wrong magic byte, an unknown format or flag,
     /// truncated or trailing bytes, a compressed body that does not decompress to the length it
-    /// declares, or a body that does not fit `T`.
+    /// declares, an encrypted envelope this codec has no key for or that does not decrypt
+    /// (altered, copied from another session id, another key under the same id), a body
+    /// nested deeper than [`max_depth`](Self::max_depth), or a body that does not fit `T`.
     pub fn decode<T: DeserializeOwned>(&self, id: &SessionId, bytes: &[u8]) -> Result<T> {
         let body = self.decode_body(id, bytes)?;
+        self.check_depth(id, &body)?;
         let mut de = rmp_serde::Deserializer::new(&body[..]);
+        // The scan bounded the depth already; keep rmp-serde's own bound out of its way.
+        de.set_max_depth(self.max_depth.saturating_add(1));
         let value = T::deserialize(&mut de)
             .map_err(|e| Error::corrupt(id, format!("state does not decode: {e}")))?;
         let rest = de.into_inner();
@@ -247,9 +407,14 @@ impl Codec {
         Ok(value)
     }
 
-    /// Checks an envelope of session `id`, compressed or not, and returns its MessagePack
-    /// body: borrowed from `bytes` when it is stored uncompressed, decompressed otherwise.
-    /// The body is not decoded (use [`decode`](Self::decode) for the state).
+    /// The nesting depth of `body`, checked without recursion.
+    fn check_depth(&self, id: &SessionId, body: &[u8]) -> Result<usize> {
+        scan_depth(body, self.max_depth).map_err(|reason| Error::corrupt(id, reason))
+    }
+
+    /// Checks an envelope of session `id` and returns its MessagePack body: borrowed from
+    /// `bytes` when it is stored plain, decompressed or decrypted otherwise. The body is not
+    /// decoded (use [`decode`](Self::decode) for the state).
     ///
     /// A compressed body is decompressed only after its declared length has been checked
     /// against the limit (and against what LZ4 can expand its block to), so a hostile length
@@ -264,35 +429,92 @@ impl Codec {
                 limit: self.max_size,
             });
         }
-        let (flags, body) = header(id, bytes)?;
-        match flags {
-            0 => non_empty(id, body).map(Cow::Borrowed),
-            FLAG_COMPRESSED => self.decompress(id, body).map(Cow::Owned),
-            _ => Err(unsupported_flags(id, flags)),
+        let (flags, rest) = header(id, bytes)?;
+        if flags & !KNOWN_FLAGS != 0 {
+            return Err(unknown_flags(id, flags));
         }
+        let (body, overhead) = if flags & FLAG_ENCRYPTED != 0 {
+            let sealed = Sealed::parse(id, bytes)?;
+            let opened = sealed.open(id, self.keys.as_deref())?;
+            (Cow::Owned(opened), sealed.overhead())
+        } else {
+            (Cow::Borrowed(rest), 0)
+        };
+        if flags & FLAG_COMPRESSED != 0 {
+            return self.decompress(id, &body, overhead).map(Cow::Owned);
+        }
+        if body.is_empty() {
+            return Err(Error::corrupt(id, "the envelope has no body"));
+        }
+        Ok(body)
     }
 
-    /// Checks the header of an *uncompressed* envelope and returns its body, borrowed; no size
-    /// limit is applied.
+    /// Checks the header of a *plain* envelope and returns its body, borrowed; no size limit
+    /// is applied.
     ///
-    /// A compressed envelope has no borrowed MessagePack body: it is refused here with
-    /// [`Error::Corrupt`] saying so. Use [`decode_body`](Self::decode_body) (either kind, with
-    /// the limit) or [`decode`](Self::decode) for envelopes as stored.
+    /// A compressed or encrypted envelope has no borrowed MessagePack body: it is refused here
+    /// with [`Error::Corrupt`] saying so. Use [`decode_body`](Self::decode_body) (any kind,
+    /// with the limit) or [`decode`](Self::decode) for envelopes as stored.
     pub fn body<'a>(id: &SessionId, bytes: &'a [u8]) -> Result<&'a [u8]> {
         let (flags, body) = header(id, bytes)?;
         match flags {
             0 => non_empty(id, body),
-            FLAG_COMPRESSED => Err(Error::corrupt(
+            _ if flags & !KNOWN_FLAGS != 0 => Err(unknown_flags(id, flags)),
+            _ => Err(Error::corrupt(
                 id,
-                "the envelope is compressed (flags 0x01): Codec::body reads only uncompressed \
-                 envelopes; Codec::decode_body decompresses",
+                format!(
+                    "the envelope is {} (flags 0x{flags:02x}): Codec::body reads only plain \
+                     envelopes; Codec::decode_body decompresses and decrypts",
+                    describe_flags(flags)
+                ),
             )),
-            _ => Err(unsupported_flags(id, flags)),
         }
     }
 
-    /// The MessagePack of a compressed body: `[u32 LE length][LZ4 block]`.
-    fn decompress(&self, id: &SessionId, body: &[u8]) -> Result<Vec<u8>> {
+    /// What the header of an envelope of session `id` says: compressed or not, encrypted under
+    /// which key id. Nothing is decrypted, decompressed or decoded, and no key is needed.
+    ///
+    /// Errors: [`Error::Corrupt`] for a header this version cannot read (wrong magic byte,
+    /// unknown format or flags, an encrypted envelope too short for its key id, nonce and tag).
+    pub fn inspect(id: &SessionId, bytes: &[u8]) -> Result<EnvelopeInfo> {
+        let (flags, _) = header(id, bytes)?;
+        if flags & !KNOWN_FLAGS != 0 {
+            return Err(unknown_flags(id, flags));
+        }
+        let key_id = if flags & FLAG_ENCRYPTED != 0 {
+            Some(Sealed::parse(id, bytes)?.key_id_text())
+        } else {
+            None
+        };
+        Ok(EnvelopeInfo {
+            compressed: flags & FLAG_COMPRESSED != 0,
+            key_id,
+        })
+    }
+
+    /// Reads an envelope of session `id` (any kind this codec reads), checks that its body is
+    /// one well-formed MessagePack value within the depth bound, and writes it again the way
+    /// this codec writes: compressed by its policy, encrypted under its current key. The state
+    /// is not decoded, so this works without knowing its type: it is what `sessionctl rekey`
+    /// does to every session.
+    ///
+    /// Errors: as [`decode`](Self::decode) (but for the decoding into a type) and
+    /// [`encode`](Self::encode).
+    pub fn reencode(&self, id: &SessionId, bytes: &[u8]) -> Result<Bytes> {
+        let body = self.decode_body(id, bytes)?;
+        let end = self.check_depth(id, &body)?;
+        if end != body.len() {
+            return Err(Error::corrupt(
+                id,
+                format!("{} unexpected bytes after the state", body.len() - end),
+            ));
+        }
+        self.seal(id, |w| w.write_all(&body).map_err(|e| e.to_string()))
+    }
+
+    /// The MessagePack of a compressed body: `[u32 LE length][LZ4 block]`. `overhead` is what
+    /// encryption added to the envelope (counted by the limit).
+    fn decompress(&self, id: &SessionId, body: &[u8], overhead: usize) -> Result<Vec<u8>> {
         let Some((prefix, block)) = body.split_first_chunk::<SIZE_PREFIX_LEN>() else {
             return Err(Error::corrupt(
                 id,
@@ -318,7 +540,7 @@ impl Codec {
                 ),
             ));
         }
-        let size = HEADER_LEN.saturating_add(declared);
+        let size = (HEADER_LEN + overhead).saturating_add(declared);
         if size > self.max_size {
             return Err(Error::TooLarge {
                 id: id.clone(),
@@ -375,18 +597,24 @@ fn non_empty<'a>(id: &SessionId, body: &'a [u8]) -> Result<&'a [u8]> {
     Ok(body)
 }
 
-/// The error for flags other than none and [`FLAG_COMPRESSED`].
-fn unsupported_flags(id: &SessionId, flags: u8) -> Error {
-    let what = if flags & !(FLAG_COMPRESSED | FLAG_ENCRYPTED) != 0 {
-        "unknown flags"
-    } else if flags == FLAG_ENCRYPTED {
-        "encrypted"
-    } else {
-        "compressed and encrypted"
-    };
+/// `compressed`, `encrypted` or `compressed and encrypted`, for known flags other than 0.
+fn describe_flags(flags: u8) -> &'static str {
+    match (flags & FLAG_COMPRESSED != 0, flags & FLAG_ENCRYPTED != 0) {
+        (true, true) => "compressed and encrypted",
+        (false, true) => "encrypted",
+        _ => "compressed",
+    }
+}
+
+/// The error for flags with bits this version does not know.
+fn unknown_flags(id: &SessionId, flags: u8) -> Error {
     Error::corrupt(
         id,
-        format!("envelope flags 0x{flags:02x} ({what}) are not supported by this build"),
+        format!(
+            "envelope flags 0x{flags:02x} (unknown flags 0x{:02x}) are not supported by this \
+             build",
+            flags & !KNOWN_FLAGS
+        ),
     )
 }
 
@@ -587,10 +815,45 @@ mod tests {
             (vec![], "shorter"),
             (b"{\"state\":1}".to_vec(), "not a session envelope"),
             (vec![MAGIC, 9, 0, 1], "unknown envelope format 9"),
-            (vec![MAGIC, FORMAT_V1, FLAG_ENCRYPTED, 1], "encrypted"),
             (
-                vec![MAGIC, FORMAT_V1, FLAG_COMPRESSED | FLAG_ENCRYPTED, 1],
-                "compressed and encrypted",
+                vec![MAGIC, FORMAT_V1, FLAG_ENCRYPTED],
+                "ends before its key id",
+            ),
+            (
+                vec![MAGIC, FORMAT_V1, FLAG_ENCRYPTED, 1],
+                "ends inside its key id",
+            ),
+            (
+                vec![MAGIC, FORMAT_V1, FLAG_COMPRESSED | FLAG_ENCRYPTED, 0, b'k'],
+                "key id is 0 bytes long",
+            ),
+            (
+                vec![MAGIC, FORMAT_V1, FLAG_ENCRYPTED, 33],
+                "key id is 33 bytes long",
+            ),
+            (
+                vec![MAGIC, FORMAT_V1, FLAG_ENCRYPTED, 1, b'*', 0],
+                "not a valid key id",
+            ),
+            (
+                [&[MAGIC, FORMAT_V1, FLAG_ENCRYPTED, 1, b'k'][..], &[0; 11]].concat(),
+                "ends inside its nonce",
+            ),
+            (
+                [
+                    &[MAGIC, FORMAT_V1, FLAG_ENCRYPTED, 1, b'k'][..],
+                    &[0; 12 + 15],
+                ]
+                .concat(),
+                "shorter than the 16-byte tag",
+            ),
+            (
+                [
+                    &[MAGIC, FORMAT_V1, FLAG_ENCRYPTED, 1, b'k'][..],
+                    &[0; 12 + 16],
+                ]
+                .concat(),
+                "the envelope is encrypted (key k) and no encryption key is configured",
             ),
             (vec![MAGIC, FORMAT_V1, 0x80, 1], "unknown flags"),
             (vec![MAGIC, FORMAT_V1, 0x81, 1], "unknown flags"),
@@ -771,7 +1034,7 @@ mod tests {
         let not_state = compressed_envelope(3, &[0x30, 0xc1, 0xc1, 0xc1]);
         expect_corrupt(
             Codec::default().decode::<u8>(&id(), &not_state),
-            "state does not decode",
+            "0xc1, which MessagePack never uses",
         );
     }
 
@@ -826,6 +1089,502 @@ mod tests {
         assert_eq!(Codec::new(100, Compression::LZ4), codec);
         // Nothing below the header and one byte.
         assert_eq!(Codec::new(0, Compression::Off).max_size(), HEADER_LEN + 1);
+    }
+
+    // --- encryption at rest -------------------------------------------------------------
+
+    fn key_k1() -> EncryptionKeys {
+        EncryptionKeys::new("k1", [1; KEY_LEN]).unwrap()
+    }
+
+    /// k2 encrypts, k1 (the older key) still decrypts.
+    fn rotated() -> EncryptionKeys {
+        EncryptionKeys::from_keys([("k2", [2; KEY_LEN]), ("k1", [1; KEY_LEN])]).unwrap()
+    }
+
+    /// The encrypting codecs: plain, eager LZ4 and LZ4 from 1 KiB, each under the keys k2, k1.
+    fn encrypting() -> [Codec; 3] {
+        codecs().map(|c| c.with_encryption(rotated()))
+    }
+
+    #[test]
+    fn plain_compressed_and_encrypted_sessions_are_read_together() {
+        let agent = chatty(40);
+        let plain_bytes = plain().encode(&id(), &agent).unwrap();
+        let compressed = lz4().encode(&id(), &agent).unwrap();
+        let encrypted = plain()
+            .with_encryption(rotated())
+            .encode(&id(), &agent)
+            .unwrap();
+        let both = lz4()
+            .with_encryption(rotated())
+            .encode(&id(), &agent)
+            .unwrap();
+        assert_eq!(plain_bytes[2], 0);
+        assert_eq!(compressed[2], FLAG_COMPRESSED);
+        assert_eq!(encrypted[2], FLAG_ENCRYPTED);
+        assert_eq!(both[2], FLAG_COMPRESSED | FLAG_ENCRYPTED);
+        assert!(
+            both.len() < encrypted.len() / 2,
+            "compressed before encrypted"
+        );
+        // A codec with keys reads all four, whatever it writes.
+        for reader in encrypting() {
+            for bytes in [&plain_bytes, &compressed, &encrypted, &both] {
+                assert_eq!(reader.decode::<Agent>(&id(), bytes).unwrap(), agent);
+            }
+        }
+        // A codec without keys reads the first two and refuses the others, saying why.
+        for reader in codecs() {
+            assert_eq!(reader.decode::<Agent>(&id(), &plain_bytes).unwrap(), agent);
+            assert_eq!(reader.decode::<Agent>(&id(), &compressed).unwrap(), agent);
+            for bytes in [&encrypted, &both] {
+                expect_corrupt(
+                    reader.decode::<Agent>(&id(), bytes),
+                    "the envelope is encrypted (key k2) and no encryption key is configured",
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_first_key_encrypts_and_every_key_decrypts() {
+        let agent = chatty(3);
+        let old = plain()
+            .with_encryption(key_k1())
+            .encode(&id(), &agent)
+            .unwrap();
+        let codec = plain().with_encryption(rotated());
+        let new = codec.encode(&id(), &agent).unwrap();
+        assert_eq!(Codec::inspect(&id(), &old).unwrap().key_id(), Some("k1"));
+        assert_eq!(Codec::inspect(&id(), &new).unwrap().key_id(), Some("k2"));
+        assert_eq!(codec.decode::<Agent>(&id(), &old).unwrap(), agent);
+        assert_eq!(codec.decode::<Agent>(&id(), &new).unwrap(), agent);
+        // Once k1 is retired, what it encrypted is refused, naming the key and the keys known.
+        let k2_only = plain().with_encryption(EncryptionKeys::new("k2", [2; KEY_LEN]).unwrap());
+        assert_eq!(k2_only.decode::<Agent>(&id(), &new).unwrap(), agent);
+        expect_corrupt(
+            k2_only.decode::<Agent>(&id(), &old),
+            "encrypted under key k1, which is not among the configured keys (k2)",
+        );
+        // An older key added with with_old_key decrypts too.
+        let added = EncryptionKeys::new("k2", [2; KEY_LEN])
+            .unwrap()
+            .with_old_key("k1", [1; KEY_LEN])
+            .unwrap();
+        assert_eq!(added, rotated());
+        let codec = plain().with_encryption(added);
+        assert_eq!(codec.decode::<Agent>(&id(), &old).unwrap(), agent);
+    }
+
+    #[test]
+    fn a_wrong_key_under_the_same_id_is_corrupt() {
+        let bytes = plain()
+            .with_encryption(key_k1())
+            .encode(&id(), &chatty(3))
+            .unwrap();
+        let impostor = plain().with_encryption(EncryptionKeys::new("k1", [9; KEY_LEN]).unwrap());
+        expect_corrupt(
+            impostor.decode::<Agent>(&id(), &bytes),
+            "does not decrypt under key k1",
+        );
+    }
+
+    #[test]
+    fn a_ciphertext_moved_to_another_session_does_not_decrypt() {
+        let codec = lz4().with_encryption(rotated());
+        let bytes = codec.encode(&id(), &chatty(40)).unwrap();
+        let other = SessionId::new("s-2").unwrap();
+        match codec.decode::<Agent>(&other, &bytes) {
+            Err(e @ Error::Corrupt { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("s-2") && text.contains("does not decrypt"),
+                    "{text}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nor does a plain envelope moved over pass for encrypted: it is read as what it is.
+        assert!(codec.decode::<Agent>(&id(), &bytes).is_ok());
+    }
+
+    #[test]
+    fn every_altered_byte_of_an_encrypted_envelope_is_corrupt() {
+        for codec in encrypting() {
+            let original = codec.encode(&id(), &chatty(6)).unwrap();
+            for pos in 0..original.len() {
+                for xor in [0x01, 0x02, 0x80, 0xff] {
+                    let mut bytes = original.to_vec();
+                    bytes[pos] ^= xor;
+                    let result = codec.decode::<Agent>(&id(), &bytes);
+                    assert!(
+                        matches!(result, Err(Error::Corrupt { .. })),
+                        "byte {pos} ^ {xor:#x}: {result:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_truncation_of_an_encrypted_envelope_is_corrupt() {
+        for codec in encrypting() {
+            let bytes = codec.encode(&id(), &chatty(6)).unwrap();
+            for cut in 0..bytes.len() {
+                let result = codec.decode::<Agent>(&id(), &bytes[..cut]);
+                assert!(
+                    matches!(result, Err(Error::Corrupt { .. })),
+                    "{cut}: {result:?}"
+                );
+            }
+            // And a byte more is no better.
+            let longer = [&bytes[..], &[0]].concat();
+            expect_corrupt(codec.decode::<Agent>(&id(), &longer), "does not decrypt");
+        }
+    }
+
+    #[test]
+    fn every_write_draws_a_fresh_nonce() {
+        let codec = plain().with_encryption(key_k1());
+        let nonce_at = HEADER_LEN + 1 + 2;
+        let mut nonces = std::collections::HashSet::new();
+        for _ in 0..2000 {
+            let bytes = codec.encode(&id(), &"the same state").unwrap();
+            assert!(nonces.insert(bytes[nonce_at..nonce_at + 12].to_vec()));
+        }
+    }
+
+    #[test]
+    fn the_envelope_layout_is_header_key_id_nonce_ciphertext_tag() {
+        let state = "printer";
+        let body = rmp_serde::to_vec_named(&state).unwrap();
+        let bytes = plain()
+            .with_encryption(rotated())
+            .encode(&id(), &state)
+            .unwrap();
+        assert_eq!(
+            bytes[..6],
+            [MAGIC, FORMAT_V1, FLAG_ENCRYPTED, 2, b'k', b'2']
+        );
+        assert_eq!(bytes.len(), 6 + 12 + body.len() + 16);
+        // No plaintext in it.
+        assert!(!bytes.windows(state.len()).any(|w| w == state.as_bytes()));
+        // The associated data is the bytes before the nonce, then the session id: the same
+        // envelope opened by hand with ring.
+        use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[2; KEY_LEN]).unwrap());
+        let aad = [&bytes[..6], &[3], b"s-1"].concat();
+        let nonce = Nonce::try_assume_unique_for_key(&bytes[6..18]).unwrap();
+        let mut sealed = bytes[18..].to_vec();
+        let opened = key
+            .open_in_place(nonce, Aad::from(aad), &mut sealed)
+            .unwrap();
+        assert_eq!(opened, &body[..]);
+    }
+
+    #[test]
+    fn the_limit_counts_the_encryption_overhead() {
+        let agent = chatty(10);
+        let plain_len = plain().encode(&id(), &agent).unwrap().len();
+        let codec = plain().with_encryption(rotated());
+        let encrypted_len = codec.encode(&id(), &agent).unwrap().len();
+        assert_eq!(encrypted_len, plain_len + 1 + 2 + 12 + 16);
+        // At the limit: written and read back by the same codec; one byte below: refused.
+        let at = codec.clone().with_size_limit(encrypted_len);
+        let bytes = at.encode(&id(), &agent).unwrap();
+        assert_eq!(at.decode::<Agent>(&id(), &bytes).unwrap(), agent);
+        match codec
+            .with_size_limit(encrypted_len - 1)
+            .encode(&id(), &agent)
+        {
+            Err(Error::TooLarge { size, limit, .. }) => {
+                assert_eq!((size, limit), (encrypted_len, encrypted_len - 1));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Compressed and encrypted: the declared length plus the overhead is what counts.
+        let both = lz4().with_encryption(rotated());
+        let big = chatty(40);
+        let full = both
+            .clone()
+            .without_encryption()
+            .with_compression(Compression::Off);
+        let limit = full.encode(&id(), &big).unwrap().len() + 1 + 2 + 12 + 16;
+        let small = both
+            .clone()
+            .with_size_limit(limit)
+            .encode(&id(), &big)
+            .unwrap();
+        assert_eq!(small[2], FLAG_COMPRESSED | FLAG_ENCRYPTED);
+        assert!(
+            both.clone()
+                .with_size_limit(limit)
+                .decode::<Agent>(&id(), &small)
+                .is_ok()
+        );
+        assert!(matches!(
+            both.with_size_limit(limit - 1)
+                .decode::<Agent>(&id(), &small),
+            Err(Error::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn inspect_reads_the_header_without_any_key() {
+        let agent = chatty(40);
+        let info = |codec: &Codec| Codec::inspect(&id(), &codec.encode(&id(), &agent).unwrap());
+        let plain_info = info(&plain()).unwrap();
+        assert!(!plain_info.compressed && !plain_info.encrypted());
+        assert!(info(&lz4()).unwrap().compressed);
+        let both = info(&lz4().with_encryption(rotated())).unwrap();
+        assert!(both.compressed && both.encrypted());
+        assert_eq!(both.key_id(), Some("k2"));
+        expect_corrupt(
+            Codec::inspect(&id(), &[MAGIC, FORMAT_V1, 0x40]),
+            "unknown flags 0x40",
+        );
+        expect_corrupt(
+            Codec::inspect(&id(), &[MAGIC, FORMAT_V1, FLAG_ENCRYPTED, 1, b'k']),
+            "nonce",
+        );
+        expect_corrupt(
+            Codec::body(
+                &id(),
+                &lz4()
+                    .with_encryption(rotated())
+                    .encode(&id(), &agent)
+                    .unwrap(),
+            ),
+            "compressed and encrypted",
+        );
+    }
+
+    #[test]
+    fn reencode_writes_any_envelope_under_the_current_key() {
+        let agent = chatty(40);
+        let codec = lz4().with_encryption(rotated());
+        for writer in [
+            plain(),
+            lz4(),
+            plain().with_encryption(key_k1()),
+            codec.clone(),
+        ] {
+            let before = writer.encode(&id(), &agent).unwrap();
+            let after = codec.reencode(&id(), &before).unwrap();
+            assert_eq!(after[2], FLAG_COMPRESSED | FLAG_ENCRYPTED);
+            assert_eq!(Codec::inspect(&id(), &after).unwrap().key_id(), Some("k2"));
+            assert_eq!(codec.decode::<Agent>(&id(), &after).unwrap(), agent);
+        }
+        // Back to plain, for a codec without keys (decryption needs the keys, though).
+        let encrypted = codec.encode(&id(), &agent).unwrap();
+        let plain_again = plain().with_encryption(rotated());
+        let decrypted = plain_again.reencode(&id(), &encrypted).unwrap();
+        assert_eq!(
+            Codec::inspect(&id(), &decrypted).unwrap().key_id(),
+            Some("k2")
+        );
+        // A body that is not one MessagePack value is refused, not re-encrypted.
+        for bad in [
+            vec![MAGIC, FORMAT_V1, 0, 0x92, 1],
+            vec![MAGIC, FORMAT_V1, 0, 1, 2],
+        ] {
+            assert!(matches!(
+                codec.reencode(&id(), &bad),
+                Err(Error::Corrupt { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn keys_show_their_ids_never_their_bytes() {
+        let keys =
+            EncryptionKeys::from_keys([("k2", [0xAB; KEY_LEN]), ("k1", [0xCD; KEY_LEN])]).unwrap();
+        assert_eq!(keys.to_string(), "k2 (encrypts), k1");
+        assert_eq!(keys.current_id(), "k2");
+        assert_eq!(keys.ids().collect::<Vec<_>>(), ["k2", "k1"]);
+        assert!(keys.contains("k1") && !keys.contains("k3"));
+        let codec = Codec::default().with_encryption(keys);
+        let shown = format!("{codec:?} {:?}", codec.encryption());
+        for leak in ["171", "205", "0xab", "0xcd", "ab, ab", "AB", "CD"] {
+            assert!(!shown.contains(leak), "{shown}");
+        }
+        assert!(shown.contains("k2"), "{shown}");
+    }
+
+    #[test]
+    fn invalid_key_sets_are_refused() {
+        let none: [(&str, [u8; KEY_LEN]); 0] = [];
+        assert_eq!(
+            EncryptionKeys::from_keys(none),
+            Err(InvalidEncryptionKeys::Empty)
+        );
+        for bad in [
+            "",
+            "a:b",
+            "a,b",
+            "key id",
+            &"k".repeat(MAX_KEY_ID_LEN + 1),
+            "é",
+        ] {
+            assert!(
+                matches!(
+                    EncryptionKeys::new(bad, [0; KEY_LEN]),
+                    Err(InvalidEncryptionKeys::InvalidId { .. })
+                ),
+                "{bad:?}"
+            );
+            assert!(!is_valid_key_id(bad));
+        }
+        assert!(is_valid_key_id(&"k".repeat(MAX_KEY_ID_LEN)));
+        assert!(is_valid_key_id("2026-01.primary_key"));
+        let dup = EncryptionKeys::from_keys([("k1", [1; KEY_LEN]), ("k1", [2; KEY_LEN])]);
+        assert_eq!(
+            dup.unwrap_err().to_string(),
+            "key id k1 is given twice (key ids must be unique)"
+        );
+        assert!(matches!(
+            key_k1().with_old_key("k1", [3; KEY_LEN]),
+            Err(InvalidEncryptionKeys::DuplicateId { .. })
+        ));
+    }
+
+    // --- bounds on untrusted sizes --------------------------------------------------------
+
+    /// A sequence of `items` strings of 64 bytes, made as they are serialized (nothing of it
+    /// exists before), counting how many the serializer asked for.
+    struct Lazy {
+        items: usize,
+        serialized: std::cell::Cell<usize>,
+    }
+
+    impl Serialize for Lazy {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            use serde::ser::SerializeSeq;
+            let chunk = "x".repeat(64);
+            let mut seq = s.serialize_seq(Some(self.items))?;
+            for _ in 0..self.items {
+                self.serialized.set(self.serialized.get() + 1);
+                seq.serialize_element(&chunk)?;
+            }
+            seq.end()
+        }
+    }
+
+    #[test]
+    fn a_huge_state_is_refused_without_being_encoded_whole() {
+        // 64 MiB of state against the 1 MiB default limit.
+        let state = Lazy {
+            items: 1 << 20,
+            serialized: std::cell::Cell::new(0),
+        };
+        for codec in [Codec::default(), lz4().with_encryption(rotated())] {
+            state.serialized.set(0);
+            match codec.encode(&id(), &state) {
+                Err(e @ Error::TooLarge { .. }) => {
+                    let Error::TooLarge { size, limit, .. } = e else {
+                        unreachable!()
+                    };
+                    assert_eq!(limit, DEFAULT_MAX_SIZE);
+                    assert!(
+                        (2 * DEFAULT_MAX_SIZE..2 * DEFAULT_MAX_SIZE + 64).contains(&size),
+                        "{size}"
+                    );
+                    assert!(
+                        e.to_string().contains(&format!("is at least {size} bytes")),
+                        "{e}"
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+            // It stopped at twice the limit: about 32,000 of the 1,048,576 strings.
+            let serialized = state.serialized.get();
+            assert!(serialized < 2 * DEFAULT_MAX_SIZE / 64 + 10, "{serialized}");
+        }
+        // Just over the limit, the size is exact.
+        let codec = Codec::with_max_size(4096);
+        let over = Lazy {
+            items: 100,
+            serialized: std::cell::Cell::new(0),
+        };
+        let exact = plain().encode(&id(), &over).unwrap().len();
+        match codec.encode(&id(), &over) {
+            Err(e @ Error::TooLarge { .. }) => {
+                assert!(
+                    e.to_string()
+                        .contains(&format!("is {exact} bytes, over the limit of 4096")),
+                    "{e}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A plain envelope of `depth` arrays, one inside the other, around `1`.
+    fn nested_arrays(depth: usize) -> Vec<u8> {
+        let mut bytes = vec![MAGIC, FORMAT_V1, 0];
+        bytes.extend(std::iter::repeat_n(0x91, depth));
+        bytes.push(0x01);
+        bytes
+    }
+
+    /// A type whose values nest as deep as the data says: through enums (maps of one entry),
+    /// which rmp-serde's own depth bound does not count.
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    enum Tree {
+        Leaf(u8),
+        Node(Box<Tree>),
+    }
+
+    #[test]
+    fn deeply_nested_payloads_are_corrupt_not_a_stack_overflow() {
+        let hostile = nested_arrays(100_000);
+        let codec = Codec::with_max_size(usize::MAX);
+        expect_corrupt(
+            codec.decode::<serde_json::Value>(&id(), &hostile),
+            "nests arrays and maps more than 128 deep",
+        );
+        // Through enums: `{"Node": {"Node": ... {"Leaf": 1}}}`.
+        let mut tree = vec![MAGIC, FORMAT_V1, 0];
+        for _ in 0..100_000 {
+            tree.extend([0x81, 0xa4]);
+            tree.extend(b"Node");
+        }
+        tree.extend([0x81, 0xa4]);
+        tree.extend(b"Leaf");
+        tree.push(1);
+        expect_corrupt(codec.decode::<Tree>(&id(), &tree), "more than 128 deep");
+        // Compressed and encrypted, the body is checked once opened.
+        let keyed = codec
+            .clone()
+            .with_compression(Compression::Lz4 { min_bytes: 0 })
+            .with_encryption(rotated());
+        let sealed = keyed.reencode(&id(), &nested_arrays(100)).unwrap();
+        assert_eq!(sealed[2], FLAG_COMPRESSED | FLAG_ENCRYPTED);
+        let shallow = keyed.clone().with_max_depth(50);
+        expect_corrupt(
+            shallow.decode::<serde_json::Value>(&id(), &sealed),
+            "more than 50 deep",
+        );
+        assert!(keyed.decode::<serde_json::Value>(&id(), &sealed).is_ok());
+        // At the bound, it decodes (on a test thread's stack, in a debug build).
+        let value: serde_json::Value = codec.decode(&id(), &nested_arrays(128)).unwrap();
+        assert!(value.is_array());
+        expect_corrupt(
+            codec.decode::<serde_json::Value>(&id(), &nested_arrays(129)),
+            "128 deep",
+        );
+        let tree_ok = [
+            &[MAGIC, FORMAT_V1, 0][..],
+            &tree[tree.len() - 127 * 6 - 7..],
+        ]
+        .concat();
+        if let Err(e) = codec.decode::<Tree>(&id(), &tree_ok) {
+            panic!("{e}");
+        }
+        assert_eq!(Codec::default().max_depth(), DEFAULT_MAX_DEPTH);
+        assert_eq!(Codec::default().with_max_depth(0).max_depth(), 1);
     }
 
     proptest! {
@@ -895,6 +1654,42 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = Codec::default().decode::<Agent>(&id(), &bytes);
             let _ = Codec::default().decode::<serde_json::Value>(&id(), &bytes);
+            let keyed = Codec::default().with_encryption(rotated());
+            let _ = keyed.decode::<serde_json::Value>(&id(), &bytes);
+            let _ = keyed.reencode(&id(), &bytes);
+            let _ = Codec::inspect(&id(), &bytes);
+        }
+
+        #[test]
+        fn encrypted_round_trip(agent in any_agent()) {
+            for codec in encrypting() {
+                let bytes = codec.encode(&id(), &agent).unwrap();
+                prop_assert_eq!(bytes[2] & FLAG_ENCRYPTED, FLAG_ENCRYPTED);
+                for reader in encrypting() {
+                    let back: Agent = reader.decode(&id(), &bytes).unwrap();
+                    prop_assert_eq!(&back, &agent);
+                }
+                let refused = plain().decode::<Agent>(&id(), &bytes);
+                prop_assert!(matches!(refused, Err(Error::Corrupt { .. })), "{:?}", refused);
+            }
+        }
+
+        #[test]
+        fn altered_encrypted_envelopes_are_corrupt(
+            agent in any_agent(),
+            pos in any::<prop::sample::Index>(),
+            xor in 1u8..,
+        ) {
+            for codec in encrypting() {
+                let mut bytes = codec.encode(&id(), &agent).unwrap().to_vec();
+                let pos = pos.index(bytes.len());
+                bytes[pos] ^= xor;
+                // Every byte after the header is authenticated, and so is the header. (A flag
+                // byte flipped to "not encrypted" reads the rest as a plain or compressed body:
+                // for these small states, corrupt too.)
+                let result = codec.decode::<Agent>(&id(), &bytes);
+                prop_assert!(matches!(result, Err(Error::Corrupt { .. })), "{:?}", result);
+            }
         }
 
         #[test]

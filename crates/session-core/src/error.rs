@@ -59,11 +59,13 @@ pub enum Error {
     },
 
     /// An encoded session is larger than the configured limit. Nothing was written.
-    #[error("session {id} is {size} bytes, over the limit of {limit} bytes")]
+    #[error("session {id} is {} bytes, over the limit of {limit} bytes",
+        describe_size(*.size, *.limit))]
     TooLarge {
         /// The session.
         id: SessionId,
-        /// Its encoded size.
+        /// Its encoded size. The codec stops encoding a state once it has counted twice the
+        /// limit (at least 64 KiB past it): from there on, at least this size.
         size: usize,
         /// The configured maximum.
         limit: usize,
@@ -151,6 +153,15 @@ pub enum Error {
         /// What would have been accepted.
         expected: String,
     },
+}
+
+/// `size`, or `at least size` when it is where the codec stops counting.
+fn describe_size(size: usize, limit: usize) -> String {
+    if size >= crate::codec::counting_cap(limit) {
+        format!("at least {size}")
+    } else {
+        size.to_string()
+    }
 }
 
 fn describe_version(v: Option<u64>) -> String {

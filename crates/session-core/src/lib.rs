@@ -5,7 +5,8 @@
 //! - [`SessionId`], the validated id every key is built from;
 //! - [`SessionStore`], the object-safe trait backends implement, on encoded [`Record`]s, with
 //!   conditional saves ([`Condition`]), TTLs ([`Ttl`]) and paged listings ([`Page`]);
-//! - [`Codec`], the versioned MessagePack envelope;
+//! - [`Codec`], the versioned MessagePack envelope (LZ4 compression and AES-256-GCM
+//!   encryption at rest as options, [`EncryptionKeys`]);
 //! - [`SessionManager<T>`], the typed API: `get_or_create`, `get`, `update`, `save` (version
 //!   checked), `modify` (a retrying compare-and-set that loses no update), `delete`, `list` ...;
 //! - [`Error`], which tells "not there" from "store down" from "bad data";
@@ -57,8 +58,9 @@ mod token;
 mod ttl;
 
 pub use codec::{
-    Codec, Compression, DEFAULT_COMPRESSION_MIN_BYTES, DEFAULT_MAX_SIZE, FLAG_COMPRESSED,
-    FLAG_ENCRYPTED, FORMAT_V1, HEADER_LEN, MAGIC,
+    Codec, Compression, DEFAULT_COMPRESSION_MIN_BYTES, DEFAULT_MAX_DEPTH, DEFAULT_MAX_SIZE,
+    EncryptionKeys, EnvelopeInfo, FLAG_COMPRESSED, FLAG_ENCRYPTED, FORMAT_V1, HEADER_LEN,
+    InvalidEncryptionKeys, KEY_LEN, MAGIC, MAX_KEY_ID_LEN, is_valid_key_id,
 };
 pub use error::{BoxError, Error, Result};
 pub use failover::{

@@ -137,10 +137,11 @@ impl<T> ManagerBuilder<T> {
         self
     }
 
-    /// The largest encoded session, in bytes (the codec's compression setting is kept).
+    /// The largest encoded session, in bytes (the codec's compression, depth bound and
+    /// encryption keys are kept).
     #[must_use]
     pub fn max_size(mut self, bytes: usize) -> Self {
-        self.codec = Codec::new(bytes, self.codec.compression());
+        self.codec = self.codec.with_size_limit(bytes);
         self
     }
 
