@@ -284,8 +284,8 @@ impl Settings {
     }
 
     /// A [`ManagerBuilder`] on `store` (an `Arc<dyn SessionStore>` or a [`BuiltStore`]) with
-    /// the session settings applied: TTL, the [`codec`](Self::codec) (size limit and
-    /// compression), sliding expiry and the bound on `modify` attempts. Add a summary, then
+    /// the session settings applied: TTL, the [`codec`](Self::codec) (size limit,
+    /// compression and encryption keys), sliding expiry and the bound on `modify` attempts. Add a summary, then
     /// `build()`.
     pub fn manager_builder<T>(&self, store: impl Into<Arc<dyn SessionStore>>) -> ManagerBuilder<T>
     where

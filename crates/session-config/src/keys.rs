@@ -41,6 +41,7 @@ keys! {
     SESSION_MAX_MODIFY_ATTEMPTS = "session.max_modify_attempts", "SESSION_MAX_MODIFY_ATTEMPTS";
     SESSION_COMPRESSION = "session.compression", "SESSION_COMPRESSION";
     SESSION_COMPRESSION_MIN_BYTES = "session.compression_min_bytes", "SESSION_COMPRESSION_MIN_BYTES";
+    SESSION_ENCRYPTION_KEYS = "session.encryption_keys", "SESSION_ENCRYPTION_KEYS";
     MEMORY_CAPACITY = "memory.capacity", "MEMORY_CAPACITY";
     FALLBACK_MAX_SESSIONS = "memory.fallback_max_sessions", "SESSION_FALLBACK_MAX_SESSIONS";
     FALLBACK_MAX_BYTES = "memory.fallback_max_bytes", "SESSION_FALLBACK_MAX_BYTES";

@@ -89,6 +89,7 @@
 //! | `SESSION_MAX_MODIFY_ATTEMPTS` | `session.max_modify_attempts` | compare-and-set attempts of `modify` before a conflict, 1-10000 | `64` |
 //! | `SESSION_COMPRESSION` | `session.compression` | how sessions are written: `off`, or `lz4` (LZ4 for bodies of at least the threshold, when that makes them smaller); sessions are read either way | `off` |
 //! | `SESSION_COMPRESSION_MIN_BYTES` | `session.compression_min_bytes` | the smallest MessagePack body `lz4` compresses, bytes, 0 to 512 MiB | `1024` |
+//! | `SESSION_ENCRYPTION_KEYS` | `session.encryption_keys` | encryption at rest (AES-256-GCM): `id:base64key,id:base64key`, each key 32 bytes in base64 (`openssl rand -base64 32`), ids of 1-32 `A-Z a-z 0-9 _ . -`; the first key encrypts every write, all of them decrypt (rotation: put the new key first, run `sessionctl rekey`, then drop the old one); plain and compressed sessions are read either way. Never shown: only the ids | unset (no encryption) |
 //! | `SESSION_FALLBACK_MAX_SESSIONS` | `memory.fallback_max_sessions` | with `runtime`: sessions that may be changed during an outage, waiting for the write-back; beyond, a change fails with `Unavailable` | `50000` |
 //! | `SESSION_FALLBACK_MAX_BYTES` | `memory.fallback_max_bytes` | with `runtime`: their bytes, 1024 to 1 TiB | `67108864` |
 //! | `MEMORY_CAPACITY` | `memory.capacity` | most sessions the memory store keeps (least recently used evicted); `unbounded` (or `0`) | `unbounded` |
@@ -179,8 +180,14 @@
 //!   sessions is upgraded. It costs client CPU (about 2 µs per KB written, 0.5-1 µs per KB
 //!   read) for sessions 25-50% smaller on chat text; `SESSION_MAX_BYTES` counts a session
 //!   uncompressed either way. [`Settings::codec`] is the codec these settings ask for.
-//! - Cluster nodes, sentinel and encryption come with later versions, as new keys in the
-//!   `[redis]` and `[session]` tables.
+//! - **Encryption at rest is off by default.** With `SESSION_ENCRYPTION_KEYS`, every write is
+//!   encrypted under the first key (compressed first, when compression is on), and sessions
+//!   written before (plain, compressed, or under any listed key) stay readable; without it, an
+//!   encrypted session is refused as corrupt, saying that no key is configured. Rotation: a new
+//!   key first, the old ones after it; `sessionctl rekey` rewrites every session under the new
+//!   key (resumable, conditional writes); then the old key can go. A key is never shown: the
+//!   settings' `Display` and `Debug` and every error name the key ids only.
+//! - Cluster nodes and sentinel come with later versions, as new keys in the `[redis]` table.
 //!
 //! # Features
 //!
@@ -198,6 +205,7 @@
 #![deny(missing_docs)]
 
 mod build;
+mod encryption;
 mod keys;
 mod settings;
 mod sources;

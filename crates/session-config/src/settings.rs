@@ -4,12 +4,13 @@ use std::{fmt, num::NonZeroUsize, path::PathBuf, time::Duration};
 
 use session_core::{
     Codec, Compression, DEFAULT_COMPRESSION_MIN_BYTES, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_SIZE,
-    Error, FallbackPolicy, Result, Ttl,
+    EncryptionKeys, Error, FallbackPolicy, Result, Ttl,
 };
 
 use crate::{
     ClientIdentity, ConnectionMode, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, KeyPrefix,
     RedisTarget, Sources, TlsFiles,
+    encryption::encryption_keys,
     keys::{self, Key},
     sources::{DEFAULT_APP_ENV, Given, Resolved, resolve},
     target::{Chosen, redis_target},
@@ -30,7 +31,7 @@ pub const MAX_MODIFY_ATTEMPTS: u32 = 10_000;
 /// environment, `.env`, `./config`) or [`Settings::load_from`] (explicit [`Sources`]);
 /// [`Settings::default`] is the built-in defaults.
 ///
-/// Neither `Debug` nor `Display` shows a password.
+/// Neither `Debug` nor `Display` shows a password or an encryption key.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Settings {
@@ -101,6 +102,10 @@ pub struct SessionSettings {
     /// `lz4`; `SESSION_COMPRESSION_MIN_BYTES`: the smallest body compressed, default
     /// [`DEFAULT_COMPRESSION_MIN_BYTES`]). Sessions are read whatever it says.
     pub compression: Compression,
+    /// The keys of encryption at rest (`SESSION_ENCRYPTION_KEYS`: `id:base64key,...`, the
+    /// first encrypting, all decrypting); `None`, the default: sessions are written
+    /// unencrypted, and encrypted ones are refused. `Debug` shows the key ids only.
+    pub encryption: Option<EncryptionKeys>,
 }
 
 impl Default for SessionSettings {
@@ -111,6 +116,7 @@ impl Default for SessionSettings {
             sliding_expiry: None,
             max_modify_attempts: DEFAULT_MAX_ATTEMPTS,
             compression: Compression::Off,
+            encryption: None,
         }
     }
 }
@@ -226,12 +232,17 @@ impl Settings {
         Ok(settings)
     }
 
-    /// The codec the session settings ask for: the size limit (`SESSION_MAX_BYTES`) and the
-    /// compression (`SESSION_COMPRESSION`, `SESSION_COMPRESSION_MIN_BYTES`). It reads
-    /// compressed and uncompressed sessions alike; tools that decode or encode sessions
+    /// The codec the session settings ask for: the size limit (`SESSION_MAX_BYTES`), the
+    /// compression (`SESSION_COMPRESSION`, `SESSION_COMPRESSION_MIN_BYTES`) and the
+    /// encryption keys (`SESSION_ENCRYPTION_KEYS`). It reads plain and compressed sessions
+    /// alike, and encrypted ones under any of the keys; tools that decode or encode sessions
     /// (sessionctl) should use it too.
     pub fn codec(&self) -> Codec {
-        Codec::new(self.session.max_size, self.session.compression)
+        let codec = Codec::new(self.session.max_size, self.session.compression);
+        match &self.session.encryption {
+            Some(keys) => codec.with_encryption(keys.clone()),
+            None => codec,
+        }
     }
 
     /// What looked wrong but was accepted when the settings were loaded.
@@ -278,6 +289,7 @@ impl Settings {
             })?
             .map_or(DEFAULT_MAX_ATTEMPTS, |n| n as u32),
             compression: compression(r)?,
+            encryption: opt(r, keys::SESSION_ENCRYPTION_KEYS, encryption_keys)?.flatten(),
         };
         let defaults = MemorySettings::default();
         let memory = MemorySettings {
@@ -427,6 +439,10 @@ impl fmt::Display for Settings {
                 writeln!(f, "session.compression_min_bytes = {min_bytes}")?;
             }
             other => writeln!(f, "session.compression = {other}")?,
+        }
+        match &self.session.encryption {
+            Some(keys) => writeln!(f, "session.encryption_keys = {keys}")?,
+            None => writeln!(f, "session.encryption_keys = off")?,
         }
         match self.memory.capacity {
             Some(n) => writeln!(f, "memory.capacity = {n}")?,
