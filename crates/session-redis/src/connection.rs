@@ -22,12 +22,14 @@ use crate::{
     transport::{self, Failure, Request, Retry, Timeouts, Transport},
 };
 
-/// The two ways of holding connections.
+/// The ways of holding connections.
 #[derive(Clone)]
 enum Links {
     Multiplexed(Multiplexed),
     #[cfg(feature = "pool")]
     Pool(crate::pool::RedisPool),
+    #[cfg(feature = "cluster")]
+    Cluster(crate::cluster::ClusterLink),
 }
 
 /// The store's connection(s). Cloning is cheap.
@@ -44,6 +46,8 @@ impl std::fmt::Debug for Connection {
             Links::Multiplexed(_) => "multiplexed",
             #[cfg(feature = "pool")]
             Links::Pool(_) => "pool",
+            #[cfg(feature = "cluster")]
+            Links::Cluster(_) => "cluster",
         };
         f.debug_struct("Connection")
             .field("url", &&*self.url)
@@ -64,6 +68,9 @@ impl Connection {
         let connect_timeout = options.connect_timeout();
         let connected_by = (Instant::now() + connect_timeout).min(deadline);
         let links = match options.mode() {
+            _ if options.is_cluster() => {
+                cluster_links(options, connect_timeout, &url, connected_by).await?
+            }
             ConnectionMode::Multiplexed => {
                 // The first connection is made here, not in the background: its error is the
                 // caller's (refused credentials, nothing listening), typed.
@@ -149,6 +156,10 @@ impl Connection {
             Links::Pool(pool) => {
                 transport::send(pool, self.timeouts, request, retry, deadline, &self.url).await
             }
+            #[cfg(feature = "cluster")]
+            Links::Cluster(link) => {
+                transport::send(link, self.timeouts, request, retry, deadline, &self.url).await
+            }
         };
         result.map_err(|f| self.failure(f, what))
     }
@@ -165,6 +176,17 @@ impl Connection {
             Links::Multiplexed(link) => once(link, self, request, deadline).await,
             #[cfg(feature = "pool")]
             Links::Pool(pool) => once(pool, self, request, deadline).await,
+            #[cfg(feature = "cluster")]
+            Links::Cluster(link) => once(link, self, request, deadline).await,
+        }
+    }
+
+    /// Whether the connection is to a cluster (requests may be routed to nodes).
+    pub(crate) fn is_cluster(&self) -> bool {
+        match &self.links {
+            #[cfg(feature = "cluster")]
+            Links::Cluster(_) => true,
+            _ => false,
         }
     }
 
@@ -181,6 +203,34 @@ impl Connection {
             Failure::NoConnection(e) => e,
         }
     }
+}
+
+#[cfg(feature = "cluster")]
+async fn cluster_links(
+    options: &RedisOptions,
+    connect_timeout: Duration,
+    url: &Arc<str>,
+    connected_by: Instant,
+) -> Result<Links> {
+    let connect = crate::cluster::ClusterLink::connect(options, connect_timeout, Arc::clone(url));
+    let link = tokio::time::timeout_at(connected_by.into(), connect)
+        .await
+        .map_err(|_| errors::timed_out("connecting to the cluster", url, connect_timeout))??;
+    Ok(Links::Cluster(link))
+}
+
+#[cfg(not(feature = "cluster"))]
+async fn cluster_links(
+    options: &RedisOptions,
+    _connect_timeout: Duration,
+    _url: &Arc<str>,
+    _connected_by: Instant,
+) -> Result<Links> {
+    Err(Error::config(
+        "REDIS_CLUSTER_NODES",
+        options.redacted_url(),
+        "one server: session-redis was built without the `cluster` feature",
+    ))
 }
 
 async fn once<T: Transport>(
@@ -271,7 +321,7 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// `TCP_NODELAY` on (redis-rs 1.x leaves Nagle's algorithm on: a small request written while
 /// another is unacknowledged would wait for the ACK) and TCP keepalive on every connection.
-fn tcp_settings() -> redis::io::tcp::TcpSettings {
+pub(crate) fn tcp_settings() -> redis::io::tcp::TcpSettings {
     let keepalive = redis::io::tcp::socket2::TcpKeepalive::new()
         .with_time(KEEPALIVE_IDLE)
         .with_interval(KEEPALIVE_INTERVAL);

@@ -227,6 +227,8 @@ mod secret;
 mod target;
 
 // The store (feature `driver`).
+#[cfg(feature = "cluster")]
+mod cluster;
 #[cfg(feature = "driver")]
 mod connection;
 #[cfg(feature = "driver")]

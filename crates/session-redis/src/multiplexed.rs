@@ -166,6 +166,7 @@ impl Multiplexed {
 
 impl Transport for Multiplexed {
     type Lease = Lease;
+    type Conn = MultiplexedConnection;
 
     async fn checkout(&self, by: Instant) -> Result<Lease, Error> {
         let shared = &self.shared;

@@ -146,6 +146,7 @@ pub struct RedisOptions {
     mode: ConnectionMode,
     tls_files: TlsFiles,
     read_limit: Option<usize>,
+    cluster: Vec<RedisTarget>,
 }
 
 impl RedisOptions {
@@ -160,7 +161,86 @@ impl RedisOptions {
             mode: ConnectionMode::Multiplexed,
             tls_files: TlsFiles::default(),
             read_limit: None,
+            cluster: Vec::new(),
         }
+    }
+
+    /// Options for a Redis Cluster (or Valkey in cluster mode) reached through `nodes`: a few
+    /// of its nodes, from which the client learns the rest (feature `cluster` to connect).
+    /// Every node takes the first one's credentials and TLS; a cluster has only database 0.
+    ///
+    /// A session's write stays in one slot (its staged record shares the session key's slot);
+    /// listings and counts visit every primary.
+    ///
+    /// Errors: [`Error::Config`] naming `REDIS_CLUSTER_NODES` for no node, a database other
+    /// than 0, or nodes that disagree on TLS or on credentials.
+    pub fn cluster(nodes: Vec<RedisTarget>) -> Result<Self> {
+        let Some(first) = nodes.first().cloned() else {
+            return Err(Error::config(
+                "REDIS_CLUSTER_NODES",
+                "",
+                "at least one node URL (redis://host:port, comma-separated)",
+            ));
+        };
+        for node in &nodes {
+            let refuse = |expected: &str| {
+                Err(Error::config(
+                    "REDIS_CLUSTER_NODES",
+                    node.redacted_url(),
+                    expected.to_owned(),
+                ))
+            };
+            if node.db() != 0 {
+                return refuse("database 0: a cluster has no other database");
+            }
+            if node.tls() != first.tls() {
+                return refuse("the same scheme on every node (all redis:// or all rediss://)");
+            }
+            let credentials_differ = (node.username().is_some() || node.password().is_some())
+                && (node.username() != first.username()
+                    || node.password().map(|p| p.expose()) != first.password().map(|p| p.expose()));
+            if credentials_differ {
+                return refuse(
+                    "the first node's user and password, or none (every node takes the first's)",
+                );
+            }
+        }
+        let mut options = Self::new(first);
+        options.cluster = nodes;
+        Ok(options)
+    }
+
+    /// [`cluster`](Self::cluster) from comma-separated `redis://`/`rediss://` URLs (what
+    /// `REDIS_CLUSTER_NODES` holds).
+    pub fn from_cluster_urls(urls: &str) -> Result<Self> {
+        let nodes = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| {
+                RedisTarget::parse(u).map_err(|e| match e {
+                    Error::Config {
+                        value, expected, ..
+                    } => Error::Config {
+                        key: "REDIS_CLUSTER_NODES".into(),
+                        value,
+                        expected,
+                    },
+                    other => other,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Self::cluster(nodes)
+    }
+
+    /// The cluster's seed nodes; empty for one server (or Sentinel).
+    pub fn cluster_nodes(&self) -> &[RedisTarget] {
+        &self.cluster
+    }
+
+    /// Whether these options name a cluster.
+    pub fn is_cluster(&self) -> bool {
+        !self.cluster.is_empty()
     }
 
     /// Options for a `redis://` or `rediss://` URL (see [`RedisTarget::parse`]).
@@ -286,7 +366,12 @@ impl RedisOptions {
 
     /// The target URL with the password masked.
     pub fn redacted_url(&self) -> String {
-        self.target.redacted_url()
+        if self.cluster.is_empty() {
+            self.target.redacted_url()
+        } else {
+            let n = self.cluster.len();
+            format!("{} (cluster, {n} seed nodes)", self.target.redacted_url())
+        }
     }
 
     /// Checks what the types do not: timeouts above zero. Target, prefix, pool size and the

@@ -107,6 +107,7 @@ impl RedisPool {
 
 impl Transport for RedisPool {
     type Lease = Object<FastRecycle>;
+    type Conn = MultiplexedConnection;
 
     async fn checkout(&self, by: Instant) -> Result<Object<FastRecycle>> {
         match tokio::time::timeout_at(by.into(), self.pool.get()).await {

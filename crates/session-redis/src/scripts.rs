@@ -195,6 +195,26 @@ impl Scripts {
 
     /// Loads the scripts (`SCRIPT LOAD`, one pipeline), by `deadline`.
     pub(crate) async fn load(&self, conn: &Connection, deadline: Instant) -> Result<()> {
+        if conn.is_cluster() {
+            // Every primary runs scripts for its own slots: each loads them all.
+            for source in [
+                GUARD_LUA,
+                UPDATE_LUA,
+                RESOLVE_LUA,
+                DELETE_LUA,
+                BOUNDED_LOAD_LUA,
+            ] {
+                let cmd = redis::cmd("SCRIPT").arg("LOAD").arg(source).to_owned();
+                conn.send_by(
+                    &Request::AllPrimaries(&cmd),
+                    Retry::Idempotent,
+                    "SCRIPT LOAD",
+                    deadline,
+                )
+                .await?;
+            }
+            return Ok(());
+        }
         let mut pipe = redis::pipe();
         for source in [
             GUARD_LUA,

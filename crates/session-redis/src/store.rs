@@ -15,9 +15,13 @@ use crate::{
     layout::{self, Listed},
     options::{ConnectionMode, RedisOptions},
     scripts::Scripts,
-    transport::{Request, Retry},
+    transport::{Node, NodeRequest, Request, Retry},
     write::WritePath,
 };
+
+#[cfg(feature = "cluster")]
+#[path = "cluster_walk.rs"]
+mod cluster_walk;
 
 /// Largest page a listing returns, whatever the caller asks for: bounds one pipeline.
 pub const MAX_PAGE: usize = 10_000;
@@ -192,7 +196,7 @@ impl RedisStore {
     /// Of `keys`, those whose record is this store's: not one of a store with a longer prefix
     /// that starts with this one (see `layout::Owner`). Gone keys are dropped, unreadable
     /// ones kept (listings show them as corrupt).
-    async fn own_keys(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
+    async fn own_keys(&self, keys: Vec<Vec<u8>>, node: Option<&Node>) -> Result<Vec<Vec<u8>>> {
         if keys.is_empty() {
             return Ok(keys);
         }
@@ -201,9 +205,13 @@ impl RedisStore {
         for key in &keys {
             pipe.cmd("HGET").arg(key).arg(layout::FIELD_META);
         }
-        let reply = self
-            .send(Request::Pipe(&pipe), Retry::Idempotent, "count")
-            .await?;
+        // In a cluster the keys of one SCAN step sit in many slots of one node: the pipeline
+        // goes to that node by its address.
+        let request = match node {
+            Some(node) => Request::OnNode(node, NodeRequest::Pipe(&pipe)),
+            None => Request::Pipe(&pipe),
+        };
+        let reply = self.send(request, Retry::Idempotent, "count").await?;
         let Value::Array(metas) = reply else {
             return Err(Error::Backend {
                 backend: BACKEND,
@@ -227,15 +235,27 @@ impl RedisStore {
 
     /// One `SCAN` step: the next cursor (`None` when finished) and the keys found.
     async fn scan(&self, from: u64, count: usize) -> Result<(Option<u64>, Vec<Vec<u8>>)> {
+        self.scan_on(None, from, count).await
+    }
+
+    /// One `SCAN` step on `node` (a cluster's primary), or on the one server.
+    async fn scan_on(
+        &self,
+        node: Option<&Node>,
+        from: u64,
+        count: usize,
+    ) -> Result<(Option<u64>, Vec<Vec<u8>>)> {
         let mut cmd = redis::cmd("SCAN");
         cmd.arg(from)
             .arg("MATCH")
             .arg(&self.inner.pattern)
             .arg("COUNT")
             .arg(count);
-        let reply = self
-            .send(Request::Cmd(&cmd), Retry::Idempotent, "SCAN")
-            .await?;
+        let request = match node {
+            Some(node) => Request::OnNode(node, NodeRequest::Cmd(&cmd)),
+            None => Request::Cmd(&cmd),
+        };
+        let reply = self.send(request, Retry::Idempotent, "SCAN").await?;
         let bad = || Error::Backend {
             backend: BACKEND,
             reason: "SCAN gave an unexpected reply".to_owned(),
@@ -356,6 +376,10 @@ impl SessionStore for RedisStore {
     /// version 0, an empty summary and zero timestamps, and a warning is logged: they stay
     /// visible, so that they can be found and deleted.
     async fn list_page(&self, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
+        #[cfg(feature = "cluster")]
+        if self.inner.conn.is_cluster() {
+            return self.cluster_list_page(cursor, limit).await;
+        }
         let limit = limit.clamp(1, MAX_PAGE);
         let mut position = match cursor {
             Some(c) => ListPosition::parse(c)?,
@@ -463,6 +487,10 @@ impl SessionStore for RedisStore {
     /// round trip per thousand keys in the database). Never `KEYS`, never `DBSIZE`: other data
     /// may share the database.
     async fn count(&self) -> Result<u64> {
+        #[cfg(feature = "cluster")]
+        if self.inner.conn.is_cluster() {
+            return self.cluster_count().await;
+        }
         // SCAN may return a key twice (while the server rehashes), so keys are counted once
         // each: by a 64-bit keyed hash rather than the key itself, 8 bytes per session instead
         // of the key's length plus a String (a collision, about 1 in 10^6 for 10 million
@@ -484,7 +512,7 @@ impl SessionStore for RedisStore {
                     None => {}
                 }
             }
-            for key in self.own_keys(nested_candidates).await? {
+            for key in self.own_keys(nested_candidates, None).await? {
                 seen.insert(std::hash::BuildHasher::hash_one(&hasher, &key));
             }
             match next {

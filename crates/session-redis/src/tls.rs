@@ -11,6 +11,12 @@ use crate::options::RedisOptions;
 
 /// Builds a TLS client from the files named in `options`.
 pub(crate) fn client(options: &RedisOptions, info: ConnectionInfo) -> Result<Client> {
+    Client::build_with_tls(info, certificates(options)?).map_err(|e| bad_files(options, &e))
+}
+
+/// The certificates `options` name (the CA, the client identity), read and checked; the ring
+/// provider installed.
+pub(crate) fn certificates(options: &RedisOptions) -> Result<TlsCertificates> {
     install_ring_provider();
     let files = options.tls_files();
     let root_cert = files
@@ -25,23 +31,21 @@ pub(crate) fn client(options: &RedisOptions, info: ConnectionInfo) -> Result<Cli
         }),
         None => None,
     };
-    Client::build_with_tls(
-        info,
-        TlsCertificates {
-            client_tls,
-            root_cert,
-        },
-    )
-    .map_err(|e| {
-        Error::config(
-            "REDIS_TLS_CA_FILE",
-            files.ca_file.as_deref().map_or_else(
-                || "(system trust store)".to_owned(),
-                |p| p.display().to_string(),
-            ),
-            format!("PEM certificates and a PEM private key that rustls accepts ({e})"),
-        )
+    Ok(TlsCertificates {
+        client_tls,
+        root_cert,
     })
+}
+
+fn bad_files(options: &RedisOptions, e: &redis::RedisError) -> Error {
+    Error::config(
+        "REDIS_TLS_CA_FILE",
+        options.tls_files().ca_file.as_deref().map_or_else(
+            || "(system trust store)".to_owned(),
+            |p| p.display().to_string(),
+        ),
+        format!("PEM certificates and a PEM private key that rustls accepts ({e})"),
+    )
 }
 
 /// Reads a PEM file that must hold at least one certificate. redis-rs accepts a file without

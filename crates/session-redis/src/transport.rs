@@ -19,25 +19,83 @@ use std::{
     time::{Duration, Instant},
 };
 
-use redis::{RedisError, RedisResult, Value, aio::MultiplexedConnection};
+use redis::{RedisError, RedisResult, Value, aio::ConnectionLike};
 use session_core::Error;
 
 use crate::errors::{self, BACKEND};
 
 /// One request: a command, a pipeline, or a script invocation (EVALSHA, with SCRIPT LOAD and a
-/// second EVALSHA only when the server answers NOSCRIPT).
+/// second EVALSHA only when the server answers NOSCRIPT); in a cluster, also a command or a
+/// pipeline for one node named by its address (`SCAN`, a listing's reads), or a command for
+/// every primary (`SCRIPT LOAD`).
 pub(crate) enum Request<'a> {
     Cmd(&'a redis::Cmd),
     Pipe(&'a redis::Pipeline),
     Script(&'a redis::ScriptInvocation<'a>),
+    /// A command or pipeline for the node at this address (cluster only).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    OnNode(&'a Node, NodeRequest<'a>),
+    /// A command for every primary, the replies aggregated as redis-rs' routing says
+    /// (cluster only; a single server just runs it).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    AllPrimaries(&'a redis::Cmd),
 }
 
+/// What [`Request::OnNode`] sends.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+pub(crate) enum NodeRequest<'a> {
+    Cmd(&'a redis::Cmd),
+    Pipe(&'a redis::Pipeline),
+}
+
+/// A cluster node's address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Node {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+}
+
+impl fmt::Display for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// A connection a [`Request`] can run on: every redis-rs async connection; a cluster
+/// connection also routes by node.
+pub(crate) trait RunOn: ConnectionLike + Send + Sized {
+    /// Runs a request for one node (or every primary). A connection to one server has only
+    /// that server: it runs the request there.
+    fn run_routed<'a>(
+        &'a mut self,
+        request: &'a Request<'a>,
+    ) -> impl Future<Output = RedisResult<Value>> + Send + 'a {
+        async move {
+            match request {
+                Request::OnNode(_, NodeRequest::Cmd(cmd)) | Request::AllPrimaries(cmd) => {
+                    cmd.query_async(self).await
+                }
+                Request::OnNode(_, NodeRequest::Pipe(pipe)) => {
+                    pipe.query_async::<Vec<Value>>(self).await.map(Value::Array)
+                }
+                Request::Cmd(_) | Request::Pipe(_) | Request::Script(_) => Err(RedisError::from((
+                    redis::ErrorKind::Client,
+                    "not a routed request",
+                ))),
+            }
+        }
+    }
+}
+
+impl RunOn for redis::aio::MultiplexedConnection {}
+
 impl Request<'_> {
-    async fn run(&self, con: &mut MultiplexedConnection) -> RedisResult<Value> {
+    async fn run<C: RunOn>(&self, con: &mut C) -> RedisResult<Value> {
         match self {
             Self::Cmd(cmd) => cmd.query_async(con).await,
             Self::Pipe(pipe) => pipe.query_async::<Vec<Value>>(con).await.map(Value::Array),
             Self::Script(script) => script.invoke_async(con).await,
+            Self::OnNode(..) | Self::AllPrimaries(_) => con.run_routed(self).await,
         }
     }
 }
@@ -104,6 +162,8 @@ pub(crate) fn verdict(result: &RedisResult<Value>) -> Option<Condemned> {
 pub(crate) trait Transport: Send + Sync {
     /// One connection, for one request.
     type Lease: Send;
+    /// The connection a lease holds.
+    type Conn: RunOn;
 
     /// A connection, waiting for one at most until `by` (for a reconnect in flight, or a free
     /// pooled connection). Errors are the library's: `Unavailable` when none came in time,
@@ -111,7 +171,7 @@ pub(crate) trait Transport: Send + Sync {
     fn checkout(&self, by: Instant) -> impl Future<Output = Result<Self::Lease, Error>> + Send;
 
     /// The connection of a lease.
-    fn connection(lease: &mut Self::Lease) -> &mut MultiplexedConnection;
+    fn connection(lease: &mut Self::Lease) -> &mut Self::Conn;
 
     /// Takes the lease's connection out of service for good: the transport replaces it.
     fn condemn(&self, lease: Self::Lease, why: &Condemned);
