@@ -18,6 +18,28 @@
 //!
 //! With `SESSION_REQUIRE_REDIS=1` a missing variable panics instead, so a CI run can never pass by
 //! skipping everything.
+//!
+//! In each pass `cargo xtask test` also starts a shared Redis Cluster ([`CLUSTER_NODES`]) and a
+//! shared Sentinel set ([`SENTINELS`], [`SENTINEL_MASTER`]) of the same server and sets
+//! [`REQUIRE_CLUSTER`] and [`REQUIRE_SENTINEL`] to `1`. Tests that only read and write use
+//! those ([`cluster_nodes`], [`sentinels`]); tests that kill nodes start their own
+//! ([`private_cluster`], [`private_sentinels`]):
+//!
+//! ```no_run
+//! use redis_harness::{ClusterOptions, key_slot};
+//!
+//! #[test]
+//! fn a_primary_dies_and_its_replica_serves_its_sessions() {
+//!     let test = "a_primary_dies_and_its_replica_serves_its_sessions";
+//!     let Some(mut cluster) = redis_harness::env::private_cluster(test, ClusterOptions::default())
+//!     else {
+//!         return; // skipped (or, with SESSION_REQUIRE_CLUSTER=1, panicked)
+//!     };
+//!     let slot = key_slot(b"{s:1}");
+//!     cluster.kill_primary_of(slot).unwrap();
+//!     cluster.wait_for_failover(slot).unwrap();
+//! }
+//! ```
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -48,6 +70,21 @@ pub const REQUIRE_TLS: &str = "SESSION_REQUIRE_REDIS_TLS";
 /// `0`: with [`REQUIRE`] set, tests that start their own servers may still skip
 /// ([`server_binary`] returns `None`). For a run on a machine without `redis-server`.
 pub const REQUIRE_SERVER: &str = "SESSION_REQUIRE_REDIS_SERVER";
+/// Comma-separated `redis://127.0.0.1:PORT` URLs of the primaries of the shared test Redis
+/// Cluster (3 primaries with a replica each, no password).
+pub const CLUSTER_NODES: &str = "SESSION_TEST_CLUSTER_NODES";
+/// Comma-separated `redis://127.0.0.1:PORT` URLs of the sentinels of the shared Sentinel set
+/// (3 sentinels over a master and a replica, no passwords).
+pub const SENTINELS: &str = "SESSION_TEST_SENTINELS";
+/// The name the sentinels of [`SENTINELS`] monitor their master under.
+pub const SENTINEL_MASTER: &str = "SESSION_TEST_SENTINEL_MASTER";
+/// `1`: a missing cluster fails the test instead of skipping it: [`cluster_nodes`] without
+/// [`CLUSTER_NODES`], [`private_cluster`] without a server binary. Independent of [`REQUIRE`]
+/// (a run against a plain Redis the caller provides has no cluster).
+pub const REQUIRE_CLUSTER: &str = "SESSION_REQUIRE_CLUSTER";
+/// `1`: a missing Sentinel set fails the test instead of skipping it, like
+/// [`REQUIRE_CLUSTER`] for [`sentinels`] and [`private_sentinels`].
+pub const REQUIRE_SENTINEL: &str = "SESSION_REQUIRE_SENTINEL";
 /// `0`: with [`REQUIRE`] set, tests that put a server in a network namespace of their own
 /// ([`Partition::for_test`](crate::Partition::for_test)) may still skip. For a run without
 /// root, or in a container that refuses namespaces.
@@ -66,9 +103,32 @@ pub struct TlsEnv {
     pub client_key: PathBuf,
 }
 
+/// The shared Sentinel set of [`sentinels`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelEnv {
+    /// `redis://127.0.0.1:PORT` of every sentinel (from [`SENTINELS`]).
+    pub sentinels: Vec<String>,
+    /// The name they monitor the master under (from [`SENTINEL_MASTER`]).
+    pub master: String,
+}
+
 /// Whether [`REQUIRE`] is set to `1` (or `true`).
 pub fn redis_required() -> bool {
-    std::env::var(REQUIRE).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+    flag(REQUIRE)
+}
+
+/// Whether [`REQUIRE_CLUSTER`] is set to `1` (or `true`).
+pub fn cluster_required() -> bool {
+    flag(REQUIRE_CLUSTER)
+}
+
+/// Whether [`REQUIRE_SENTINEL`] is set to `1` (or `true`).
+pub fn sentinel_required() -> bool {
+    flag(REQUIRE_SENTINEL)
+}
+
+fn flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
 /// Whether the part switched by `part` ([`REQUIRE_TLS`], [`REQUIRE_SERVER`]) is required:
@@ -142,22 +202,37 @@ pub fn tls(test: &str) -> Option<TlsEnv> {
 /// `redis-server` found on `PATH`. Skips or panics like [`redis_url`] when there is none (never
 /// panics when [`REQUIRE_SERVER`] is `0`).
 pub fn server_binary(test: &str) -> Option<PathBuf> {
+    find_server_binary(test, part_required(REQUIRE_SERVER).then_some(REQUIRE))
+}
+
+/// [`server_binary`] for a test of a setup that `require` ([`REQUIRE_CLUSTER`],
+/// [`REQUIRE_SENTINEL`]) makes mandatory: it panics when that is set, and otherwise as
+/// [`server_binary`] does.
+fn setup_binary(test: &str, require: &'static str) -> Option<PathBuf> {
+    let required_by = match flag(require) {
+        true => Some(require),
+        false => part_required(REQUIRE_SERVER).then_some(REQUIRE),
+    };
+    find_server_binary(test, required_by)
+}
+
+fn find_server_binary(test: &str, required_by: Option<&str>) -> Option<PathBuf> {
     if let Some(path) = var(SERVER) {
         let path = PathBuf::from(path);
         if path.is_file() {
             return Some(path);
         }
-        return missing(
+        return missing_because(
             test,
-            part_required(REQUIRE_SERVER),
+            required_by,
             &format!("{SERVER}={} is not a file", path.display()),
         );
     }
     match find_on_path("redis-server") {
         Some(path) => Some(path),
-        None => missing(
+        None => missing_because(
             test,
-            part_required(REQUIRE_SERVER),
+            required_by,
             &format!("no redis-server (put it on PATH, set {SERVER} or run `cargo xtask test`)"),
         ),
     }
@@ -182,6 +257,77 @@ pub fn private_server(test: &str, options: crate::ServerOptions) -> Option<crate
         ..options
     });
     Some(server.unwrap_or_else(|e| panic!("{test}: cannot start redis-server: {e}")))
+}
+
+/// The primaries of the shared test cluster, from [`CLUSTER_NODES`] (one URL each).
+///
+/// When it is unset: panics if [`REQUIRE_CLUSTER`] is set, else prints `SKIPPED <test>: no
+/// Redis Cluster (set SESSION_TEST_CLUSTER_NODES or run `cargo xtask test`)` to stderr and
+/// returns `None`.
+pub fn cluster_nodes(test: &str) -> Option<Vec<String>> {
+    match var(CLUSTER_NODES).map(|nodes| list(&nodes)) {
+        Some(nodes) if !nodes.is_empty() => Some(nodes),
+        _ => missing_because(
+            test,
+            cluster_required().then_some(REQUIRE_CLUSTER),
+            &format!("no Redis Cluster (set {CLUSTER_NODES} or run `cargo xtask test`)"),
+        ),
+    }
+}
+
+/// The shared Sentinel set, from [`SENTINELS`] and [`SENTINEL_MASTER`], both required. Skips
+/// or panics like [`cluster_nodes`] when either is unset, panicking when
+/// [`REQUIRE_SENTINEL`] is set.
+pub fn sentinels(test: &str) -> Option<SentinelEnv> {
+    let sentinels = var(SENTINELS).map(|urls| list(&urls)).unwrap_or_default();
+    match (sentinels.is_empty(), var(SENTINEL_MASTER)) {
+        (false, Some(master)) => Some(SentinelEnv { sentinels, master }),
+        _ => missing_because(
+            test,
+            sentinel_required().then_some(REQUIRE_SENTINEL),
+            &format!(
+                "no Sentinel set (set {SENTINELS} and {SENTINEL_MASTER} or run `cargo xtask test`)"
+            ),
+        ),
+    }
+}
+
+/// A Redis Cluster of the test's own (for kills, failovers, restarts, slot migrations),
+/// started with `options` on the binary [`server_binary`] finds (`valkey-server` in the Valkey
+/// pass of `cargo xtask test`); `None` (after the SKIPPED line) when there is none, a panic
+/// instead when [`REQUIRE_CLUSTER`] is set (or Redis tests that start their own servers are
+/// required, see [`server_binary`]). Panics, naming the test, when the cluster does not form.
+pub fn private_cluster(test: &str, options: crate::ClusterOptions) -> Option<crate::RedisCluster> {
+    let binary = setup_binary(test, REQUIRE_CLUSTER)?;
+    let cluster = crate::RedisCluster::start(crate::ClusterOptions {
+        binary: Some(binary),
+        ..options
+    });
+    Some(cluster.unwrap_or_else(|e| panic!("{test}: cannot start a Redis Cluster: {e}")))
+}
+
+/// A Sentinel set of the test's own (for failovers and kills), started with `options` on the
+/// binary [`server_binary`] finds; skips or panics like [`private_cluster`], panicking when
+/// [`REQUIRE_SENTINEL`] is set.
+pub fn private_sentinels(
+    test: &str,
+    options: crate::SentinelOptions,
+) -> Option<crate::SentinelSet> {
+    let binary = setup_binary(test, REQUIRE_SENTINEL)?;
+    let set = crate::SentinelSet::start(crate::SentinelOptions {
+        binary: Some(binary),
+        ..options
+    });
+    Some(set.unwrap_or_else(|e| panic!("{test}: cannot start a Sentinel set: {e}")))
+}
+
+/// The non-empty items of a comma-separated list.
+fn list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The first executable file called `name` in the directories of `PATH`.
@@ -222,12 +368,31 @@ pub fn skip_or_require_netns<T>(test: &str, why: &str) -> Option<T> {
 }
 
 fn missing<T>(test: &str, required: bool, why: &str) -> Option<T> {
-    if required {
-        panic!("{test}: {REQUIRE}=1 but {why}");
+    missing_because(test, required.then_some(REQUIRE), why)
+}
+
+/// [`missing`] for what the variable `required_by` (when `Some`) makes mandatory.
+fn missing_because<T>(test: &str, required_by: Option<&str>, why: &str) -> Option<T> {
+    if let Some(variable) = required_by {
+        panic!("{test}: {variable}=1 but {why}");
     }
     // Straight to the process's stderr, not through `eprintln!`: the test harness captures
     // what the print macros write and shows it only for failing tests, and a skip must be
     // visible in a plain `cargo test`.
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::list;
+
+    #[test]
+    fn lists_are_comma_separated_and_blank_items_dropped() {
+        assert_eq!(
+            list(" redis://127.0.0.1:1, redis://127.0.0.1:2,,"),
+            ["redis://127.0.0.1:1", "redis://127.0.0.1:2"]
+        );
+        assert!(list(" , ").is_empty());
+    }
 }

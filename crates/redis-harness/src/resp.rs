@@ -32,6 +32,24 @@ pub fn command_on(port: u16, password: Option<&str>, args: &[&str]) -> io::Resul
 /// [`command_on`] for a server at any address: one a [`Partition`](crate::Partition) put in a
 /// network namespace, say.
 pub fn command_at(addr: SocketAddr, password: Option<&str>, args: &[&str]) -> io::Result<String> {
+    request_at(addr, password, args).map(|reply| reply.render())
+}
+
+/// [`command_at`] for a reply whose elements may hold line breaks (`CLUSTER GETKEYSINSLOT`):
+/// each element of an array reply rendered on its own, or the one rendered reply that is not
+/// an array; an empty array is an empty list.
+pub(crate) fn command_items(
+    addr: SocketAddr,
+    password: Option<&str>,
+    args: &[&str],
+) -> io::Result<Vec<String>> {
+    Ok(match request_at(addr, password, args)? {
+        Reply::Array(items) => items.iter().map(Reply::render).collect(),
+        other => vec![other.render()],
+    })
+}
+
+fn request_at(addr: SocketAddr, password: Option<&str>, args: &[&str]) -> io::Result<Reply> {
     let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -45,12 +63,12 @@ pub fn command_at(addr: SocketAddr, password: Option<&str>, args: &[&str]) -> io
     writer.write_all(&encode_command(args))?;
     writer.flush()?;
     match read_reply(&mut reader) {
-        Ok(reply) => Ok(reply.render()),
+        Ok(reply) => Ok(reply),
         Err(err) if is_shutdown(args) && err.kind() == io::ErrorKind::UnexpectedEof => {
-            Ok(String::new())
+            Ok(Reply::Text(String::new()))
         }
         Err(err) if is_shutdown(args) && err.kind() == io::ErrorKind::ConnectionReset => {
-            Ok(String::new())
+            Ok(Reply::Text(String::new()))
         }
         Err(err) => Err(err),
     }

@@ -503,7 +503,8 @@ fn free_port_except(taken: u16) -> io::Result<u16> {
     ))
 }
 
-fn resolve_binary(given: Option<&Path>) -> PathBuf {
+/// `given`, else `$SESSION_TEST_REDIS_SERVER`, else `redis-server` (on `PATH`).
+pub(crate) fn resolve_binary(given: Option<&Path>) -> PathBuf {
     if let Some(path) = given {
         return path.to_path_buf();
     }
@@ -514,7 +515,7 @@ fn resolve_binary(given: Option<&Path>) -> PathBuf {
 }
 
 /// Waits up to `timeout` for `child` to exit; `Ok(false)` when it is still running.
-fn wait_for_exit(child: &mut Child, timeout: Duration) -> io::Result<bool> {
+pub(crate) fn wait_for_exit(child: &mut Child, timeout: Duration) -> io::Result<bool> {
     let deadline = Instant::now() + timeout;
     loop {
         if child.try_wait()?.is_some() {
@@ -527,7 +528,7 @@ fn wait_for_exit(child: &mut Child, timeout: Duration) -> io::Result<bool> {
     }
 }
 
-fn new_temp_dir() -> io::Result<PathBuf> {
+pub(crate) fn new_temp_dir() -> io::Result<PathBuf> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -549,7 +550,7 @@ fn new_temp_dir() -> io::Result<PathBuf> {
     ))
 }
 
-fn percent_encode(text: &str) -> String {
+pub(crate) fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         match byte {
