@@ -35,6 +35,7 @@ Examples:
   sessionctl export sessions.jsonl
   sessionctl --url redis://new-host:6379/0 import sessions.jsonl
   sessionctl purge --match 'load-test-*' --yes
+  SESSION_ENCRYPTION_KEYS=k2:NEWKEY,k1:OLDKEY sessionctl rekey
   sessionctl doctor --json";
 
 /// sessionctl's arguments.
@@ -170,6 +171,28 @@ timestamps: the store's atomic save sets them. The TTL is the line's ttl_ms (the
 when it was exported), --ttl, or SESSION_TTL when the line has none.")]
     Import(ImportArgs),
 
+    /// Rewrite every session under the current (first) encryption key.
+    #[command(after_help = "\
+Examples:
+  SESSION_ENCRYPTION_KEYS=k2:NEWKEY,k1:OLDKEY sessionctl rekey
+  sessionctl rekey --dry-run                 # only count what would be rewritten
+  sessionctl rekey --match 'user-*'
+  sessionctl rekey --cursor 'r1:...'         # resume where a failed run stopped
+
+The keys come from SESSION_ENCRYPTION_KEYS (session.encryption_keys), as the service has them:
+the first key encrypts, the others only decrypt. Rotation: put a new key first everywhere,
+run rekey, then remove the old key once rekey reports nothing left under it.
+
+Each session is re-encoded without decoding its state (decrypted or decompressed as stored,
+compressed as SESSION_COMPRESSION says, encrypted under the first key) and written back only
+if it is unchanged since it was read: a session a service writes meanwhile is read again and
+retried, so no update is lost. The session keeps its summary and the time it had left; its
+version goes up by one. Plain, compressed and older-key sessions are rewritten; sessions
+already under the first key are skipped, so running rekey again continues where it stopped.
+Sessions that cannot be read (corrupt, a key that is not configured) are reported on stderr
+and left as they are (exit 1).")]
+    Rekey(RekeyArgs),
+
     /// Count sessions and show sizes, TTL distribution and states.
     #[command(after_help = "\
 Examples:
@@ -264,6 +287,20 @@ pub(crate) struct ImportArgs {
     /// Give every imported session this TTL in seconds instead of the one in the file.
     #[arg(long, value_name = "SECONDS")]
     pub(crate) ttl: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RekeyArgs {
+    /// Only sessions whose id matches this glob.
+    #[arg(long = "match", value_name = "GLOB")]
+    pub(crate) pattern: Option<String>,
+    /// Start at this listing cursor (printed by a run that failed) instead of the beginning.
+    #[arg(long, value_name = "CURSOR")]
+    pub(crate) cursor: Option<String>,
+    /// Only count the sessions that would be rewritten (and check that they can be); write
+    /// nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,7 @@
 //!   purge --match GLOB [--yes]          SCAN + UNLINK every matching session
 //!   ttl ID [SECONDS]                    read or set the TTL
 //!   export FILE / import FILE           JSON Lines, lossless (payload envelope in base64)
+//!   rekey [--dry-run] [--cursor C]      rewrite every session under the first encryption key
 //!   stats                               count, sizes, TTL distribution, states
 //!   doctor                              reachability, version, memory policy, persistence, latency
 //! ```
@@ -94,6 +95,7 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
         Command::Ttl(args) => commands::ttl::run(&ctx, args).await,
         Command::Export(args) => commands::export::run(&ctx, args).await,
         Command::Import(args) => commands::import::run(&ctx, args).await,
+        Command::Rekey(args) => commands::rekey::run(&ctx, args).await,
         Command::Stats(args) => commands::stats::run(&ctx, args).await,
         Command::Doctor(args) => commands::doctor::run(&ctx, args).await,
     }
@@ -113,7 +115,8 @@ impl Context {
         self.options.redacted_url()
     }
 
-    /// The codec the settings configure (size limit and compression), as the service uses.
+    /// The codec the settings configure (size limit, compression and encryption keys), as the
+    /// service uses.
     pub(crate) fn codec(&self) -> Codec {
         self.settings.codec()
     }

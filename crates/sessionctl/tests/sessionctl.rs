@@ -694,6 +694,7 @@ fn help_is_complete() {
         "ttl",
         "export",
         "import",
+        "rekey",
         "stats",
         "doctor",
         "--url",
@@ -706,7 +707,7 @@ fn help_is_complete() {
         assert!(help.contains(word), "{word} missing from --help:\n{help}");
     }
     for sub in [
-        "list", "show", "delete", "purge", "ttl", "export", "import", "stats", "doctor",
+        "list", "show", "delete", "purge", "ttl", "export", "import", "rekey", "stats", "doctor",
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_sessionctl"))
             .args([sub, "--help"])

@@ -6,6 +6,7 @@ pub(crate) mod export;
 pub(crate) mod import;
 pub(crate) mod list;
 pub(crate) mod purge;
+pub(crate) mod rekey;
 pub(crate) mod show;
 pub(crate) mod stats;
 pub(crate) mod ttl;
@@ -36,6 +37,18 @@ impl<'a> Listing<'a> {
             cursor: None,
             done: false,
         }
+    }
+
+    /// This listing, starting at `cursor` (a position a listing handed out) instead of the
+    /// beginning.
+    pub(crate) fn starting_at(mut self, cursor: Option<Cursor>) -> Self {
+        self.cursor = cursor;
+        self
+    }
+
+    /// Where the next batch starts (`None`: at the beginning, or at the end once done).
+    pub(crate) fn cursor(&self) -> Option<&Cursor> {
+        self.cursor.as_ref()
     }
 
     /// The next batch of matching sessions (possibly empty while more follow); `None` at the
