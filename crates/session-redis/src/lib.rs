@@ -258,7 +258,7 @@ mod write;
 pub use info::ServerInfo;
 pub use options::{
     ClientIdentity, ConnectionMode, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_KEY_PREFIX, MAX_TIMEOUT, RedisOptions, TlsFiles,
+    DEFAULT_KEY_PREFIX, MAX_TIMEOUT, RedisOptions, ReplicatedAck, TlsFiles,
 };
 #[cfg(feature = "pool")]
 pub use pool::VERIFY_AFTER_IDLE;

@@ -147,6 +147,17 @@ pub struct RedisOptions {
     tls_files: TlsFiles,
     read_limit: Option<usize>,
     cluster: Vec<RedisTarget>,
+    replicated_ack: Option<ReplicatedAck>,
+}
+
+/// Replicated acknowledgement ([`RedisOptions::with_replicated_ack`]): a write counts as done
+/// only once this many replicas have it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicatedAck {
+    /// How many replicas must confirm the write.
+    pub replicas: u32,
+    /// How long the primary waits for them (`WAIT`'s timeout).
+    pub timeout: Duration,
 }
 
 impl RedisOptions {
@@ -162,6 +173,7 @@ impl RedisOptions {
             tls_files: TlsFiles::default(),
             read_limit: None,
             cluster: Vec::new(),
+            replicated_ack: None,
         }
     }
 
@@ -329,6 +341,29 @@ impl RedisOptions {
         self
     }
 
+    /// Replicated acknowledgement: every write also sends `WAIT replicas timeout` in its
+    /// pipeline, and counts as done only when at least `replicas` replicas confirmed it. A
+    /// write that fewer confirmed in time landed on the primary but may be lost by a failover:
+    /// it ends as [`Error::OutcomeUnknown`](session_core::Error::OutcomeUnknown) (do not
+    /// retry blindly), never as success. Off by default.
+    ///
+    /// Cost: the write's reply waits for the replicas' acknowledgement, about one more round
+    /// trip between primary and replica (well under a millisecond on one host; a network
+    /// hop elsewhere). `timeout` must be below the command timeout, or the request itself
+    /// would time out first. Works on one server with replicas, Sentinel and Cluster
+    /// (`WAIT` goes to the primary that took the write). Asynchronous replication still
+    /// applies to writes in flight when a primary dies: only confirmed writes are safe.
+    #[must_use]
+    pub fn with_replicated_ack(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.replicated_ack = Some(ReplicatedAck { replicas, timeout });
+        self
+    }
+
+    /// The replicated acknowledgement, if set.
+    pub fn replicated_ack(&self) -> Option<ReplicatedAck> {
+        self.replicated_ack
+    }
+
     /// The bounded-read limit, if set ([`with_read_limit`](Self::with_read_limit)).
     pub fn read_limit(&self) -> Option<usize> {
         self.read_limit
@@ -392,6 +427,26 @@ impl RedisOptions {
                     key,
                     format!("{}", timeout.as_millis()),
                     "a timeout of at most one hour (3600000 ms)",
+                ));
+            }
+        }
+        if let Some(ack) = self.replicated_ack {
+            if ack.replicas == 0 {
+                return Err(Error::config(
+                    "REDIS_REPLICATED_ACK",
+                    "0",
+                    "at least one replica (or no replicated acknowledgement at all)",
+                ));
+            }
+            if ack.timeout.is_zero() || ack.timeout >= self.command_timeout {
+                return Err(Error::config(
+                    "REDIS_REPLICATED_ACK_TIMEOUT_MS",
+                    format!("{}", ack.timeout.as_millis()),
+                    format!(
+                        "a wait above zero and below the command timeout ({} ms): WAIT 0 \
+                         waits for ever, and a longer wait would time the request out",
+                        self.command_timeout.as_millis()
+                    ),
                 ));
             }
         }

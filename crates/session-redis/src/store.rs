@@ -62,6 +62,7 @@ struct Inner {
     mode: ConnectionMode,
     scripts: Scripts,
     read_limit: Option<usize>,
+    ack: Option<crate::options::ReplicatedAck>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -120,6 +121,7 @@ impl RedisStore {
                 mode: options.mode(),
                 scripts,
                 read_limit: options.read_limit(),
+                ack: options.replicated_ack(),
             }),
         })
     }
@@ -320,6 +322,7 @@ impl SessionStore for RedisStore {
         let path = WritePath {
             conn: &self.inner.conn,
             scripts: &self.inner.scripts,
+            ack: self.inner.ack,
         };
         path.write(id, &key, &write).await
     }

@@ -49,6 +49,7 @@ use crate::{
     connection::Connection,
     errors::{self, BACKEND},
     layout,
+    options::ReplicatedAck,
     prefix::has_hash_tag,
     scripts::{GUARD_LUA, Scripts, UPDATE_LUA},
     transport::{Failure, Request, Retry, Timeouts},
@@ -62,6 +63,8 @@ const RESOLVE_BACKOFF: Duration = Duration::from_millis(20);
 pub(crate) struct WritePath<'a> {
     pub(crate) conn: &'a Connection,
     pub(crate) scripts: &'a Scripts,
+    /// `WAIT` after every write (`RedisOptions::with_replicated_ack`).
+    pub(crate) ack: Option<ReplicatedAck>,
 }
 
 impl WritePath<'_> {
@@ -205,6 +208,19 @@ impl WritePath<'_> {
                                 component = "session", backend = BACKEND, session_id = %id,
                                 "the write whose reply was lost had landed"
                             );
+                            if let Some(ack) = self.ack {
+                                // Its WAIT's answer went with the lost reply: nothing says
+                                // the replicas have it.
+                                return Err(Error::OutcomeUnknown {
+                                    id: id.clone(),
+                                    backend: BACKEND,
+                                    reason: format!(
+                                        "the write landed on the primary (its reply was lost), \
+                                         but no reply says {} replica(s) have it",
+                                        ack.replicas
+                                    ),
+                                });
+                            }
                             return Ok(outcome);
                         }
                         Resolved::NotLanded => {
@@ -288,7 +304,14 @@ impl WritePath<'_> {
         token: WriteToken,
         until: Instant,
     ) -> Result<Sent> {
-        let plan = Plan::new(self.scripts, key, layout::prefix_of(key, id), write, token);
+        let plan = Plan::new(
+            self.scripts,
+            key,
+            layout::prefix_of(key, id),
+            write,
+            token,
+            self.ack,
+        );
         let mut loaded = false;
         loop {
             let request = Request::Pipe(&plan.pipe);
@@ -476,6 +499,7 @@ struct Plan {
     staged: String,
     step: Step,
     token: WriteToken,
+    ack: Option<ReplicatedAck>,
 }
 
 /// Why a reply is not an outcome.
@@ -495,7 +519,14 @@ impl From<Error> for Missing {
 }
 
 impl Plan {
-    fn new(scripts: &Scripts, key: &str, prefix: &str, write: &Write, token: WriteToken) -> Self {
+    fn new(
+        scripts: &Scripts,
+        key: &str,
+        prefix: &str,
+        write: &Write,
+        token: WriteToken,
+        ack: Option<ReplicatedAck>,
+    ) -> Self {
         let now = Timestamp::now();
         let staged = staged_key(key, fastrand::u64(..));
         let meta = layout::encode_meta(
@@ -575,11 +606,21 @@ impl Plan {
                 pipe.cmd("UNLINK").arg(&staged);
             }
         }
+        if let Some(ack) = ack {
+            // Last, so that it waits for everything above (the primary's replication offset
+            // after this connection's last write). Keyless: it goes where the pipeline goes.
+            pipe.cmd("WAIT").arg(ack.replicas).arg(
+                u64::try_from(ack.timeout.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            );
+        }
         Self {
             pipe,
             staged,
             step,
             token,
+            ack,
         }
     }
 
@@ -597,8 +638,50 @@ impl Plan {
                 source: None,
             })
         };
-        let Value::Array(replies) = reply else {
+        let Value::Array(mut replies) = reply else {
             return Err(unexpected("not an array"));
+        };
+        let waited = match self.ack {
+            Some(_) => Some(replies.pop().ok_or_else(|| unexpected("no WAIT reply"))?),
+            None => None,
+        };
+        let outcome = self.written_or_not(id, replies, conn)?;
+        match (self.ack, waited, &outcome) {
+            (Some(ack), Some(waited), WriteOutcome::Written { .. }) => {
+                let confirmed = match waited {
+                    Value::Int(n) => u32::try_from(n).unwrap_or(0),
+                    _ => 0,
+                };
+                if confirmed < ack.replicas {
+                    return Err(Missing::Error(Error::OutcomeUnknown {
+                        id: id.clone(),
+                        backend: BACKEND,
+                        reason: format!(
+                            "written on the primary, but {confirmed} of {} replica(s) confirmed \
+                             it within {:?}: a failover now may lose it",
+                            ack.replicas, ack.timeout
+                        ),
+                    }));
+                }
+                Ok(outcome)
+            }
+            _ => Ok(outcome),
+        }
+    }
+
+    /// The outcome the replies before any `WAIT` say.
+    fn written_or_not(
+        &self,
+        id: &SessionId,
+        replies: Vec<Value>,
+        conn: &Connection,
+    ) -> Result<WriteOutcome, Missing> {
+        let unexpected = |what: &str| {
+            Missing::Error(Error::Backend {
+                backend: BACKEND,
+                reason: format!("saving session {id}: unexpected reply ({what})"),
+                source: None,
+            })
         };
         let mut replies = replies.into_iter();
         // The staging commands: an error here (out of memory, a read-only replica ...) means
