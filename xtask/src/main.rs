@@ -3,6 +3,8 @@
 //! - `cargo xtask test [--redis-only|--valkey-only] [-- ARGS]`: the test suite against a real
 //!   Redis 7, then the server tests against Valkey 9 (see [`mod@test`]);
 //! - `cargo xtask redis start|stop|status`: a long-lived Redis for development (see [`redis`]);
+//! - `cargo xtask cluster|sentinel start|stop|status`: a long-lived Redis Cluster or Sentinel
+//!   set for development (see [`cluster`], [`sentinel`]);
 //! - `cargo xtask dashboard`: the demo's dashboard in headless Chromium, with a screenshot
 //!   (see [`dashboard`]);
 //! - `cargo xtask ci`: what CI runs: fmt, clippy, the tests, docs, the packages (see [`ci`]);
@@ -20,12 +22,16 @@
 mod bench;
 mod ci;
 mod cli;
+mod cluster;
 mod dashboard;
+mod detached;
 mod package;
 mod process;
 mod provide;
 mod redis;
+mod sentinel;
 mod test;
+mod topologies;
 
 use std::error::Error;
 use std::process::ExitCode;
@@ -34,7 +40,7 @@ use std::sync::atomic::AtomicBool;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, RedisAction};
+use crate::cli::{Cli, ClusterAction, Command, RedisAction, SentinelAction};
 
 /// Errors are for people: each says what failed and, where it can, what to do.
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
@@ -56,6 +62,16 @@ fn main() -> ExitCode {
             RedisAction::Start => redis::start(),
             RedisAction::Stop => redis::stop(),
             RedisAction::Status => redis::status(),
+        },
+        Some(Command::Cluster { action }) => match action {
+            ClusterAction::Start { server } => cluster::start(server),
+            ClusterAction::Stop => cluster::stop(),
+            ClusterAction::Status => cluster::status(),
+        },
+        Some(Command::Sentinel { action }) => match action {
+            SentinelAction::Start { server } => sentinel::start(server),
+            SentinelAction::Stop => sentinel::stop(),
+            SentinelAction::Status => sentinel::status(),
         },
         Some(Command::Ci) => ci::run(&interrupted),
         Some(Command::Dashboard) => dashboard::run(&interrupted),

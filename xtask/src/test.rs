@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use redis_harness::{RedisServer, ServerOptions, env};
 
 use crate::provide::{self, Kind};
+use crate::topologies::Topologies;
 use crate::{Result, process};
 
 /// What the Valkey pass leaves out of `--workspace`: redis-harness, whose tests check the harness
@@ -195,35 +196,47 @@ fn pass(kind: Kind, given: Option<TestServer>, user_args: &[String]) -> Report {
             mask_password(url)
         );
     }
+    let not_started = |err: Box<dyn std::error::Error>| {
+        eprintln!("xtask: error: {err}");
+        let first = err
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        Report {
+            kind,
+            lines: vec![
+                format!("{label:<8} NOT STARTED: {first}"),
+                format!("tests:   not run ({shown})"),
+            ],
+            code: 1,
+        }
+    };
     let mut server = match given.map_or_else(|| TestServer::start(kind), Ok) {
         Ok(server) => server,
+        Err(err) => return not_started(err),
+    };
+    // The shared cluster and Sentinel set, of the same server binary.
+    let topologies = match Topologies::start(kind, server.binary()) {
+        Ok(topologies) => topologies,
         Err(err) => {
-            eprintln!("xtask: error: {err}");
-            let first = err
-                .to_string()
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-            return Report {
-                kind,
-                lines: vec![
-                    format!("{label:<8} NOT STARTED: {first}"),
-                    format!("tests:   not run ({shown})"),
-                ],
-                code: 1,
-            };
+            let _ = server.stop();
+            return not_started(err);
         }
     };
     let mut cmd = process::cargo();
     cmd.args(&args);
     server.export(&mut cmd);
+    topologies.export(&mut cmd);
     let started = Instant::now();
     let status = process::run(&mut cmd);
     let elapsed = started.elapsed();
-    // Stop the server before reporting, whatever happened to the tests.
+    // Stop the servers before reporting, whatever happened to the tests.
     let stopped = server.stop();
+    let topology_lines = topologies.stop();
     let mut lines = server.describe(&label, &stopped);
+    lines.extend(topology_lines);
     let code = match status {
         Ok(status) => {
             let code = process::exit_code(status);
@@ -347,6 +360,14 @@ impl TestServer {
     fn kind(&self) -> Kind {
         match self {
             TestServer::Own { kind, .. } | TestServer::External { kind, .. } => *kind,
+        }
+    }
+
+    /// The server binary of this pass, for the tests (and the cluster) that start their own.
+    fn binary(&self) -> Option<&std::path::Path> {
+        match self {
+            TestServer::Own { binary, .. } => Some(&binary.path),
+            TestServer::External { binary, .. } => binary.as_deref(),
         }
     }
 
@@ -491,7 +512,7 @@ fn non_empty_var(name: &str) -> Option<String> {
 }
 
 /// `redis://user:secret@host` -> `redis://user:***@host`: URLs are printed, passwords never.
-fn mask_password(url: &str) -> String {
+pub(crate) fn mask_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

@@ -186,3 +186,20 @@ fn drop_kills_only_the_clusters_own_processes_and_removes_its_dir() -> io::Resul
     assert_eq!(bystander.command(&["PING"])?, "PONG");
     Ok(())
 }
+
+#[test]
+fn the_shared_cluster_of_cargo_xtask_test_is_healthy() -> io::Result<()> {
+    let test = "the_shared_cluster_of_cargo_xtask_test_is_healthy";
+    let Some(primaries) = env::cluster_nodes(test) else {
+        return Ok(());
+    };
+    assert_eq!(primaries.len(), 3, "{primaries:?}");
+    for url in &primaries {
+        let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+        let info = redis_harness::command_on(port, None, &["CLUSTER", "INFO"])?;
+        assert!(info.contains("cluster_state:ok"), "{url}: {info}");
+        let role = redis_harness::command_on(port, None, &["ROLE"])?;
+        assert!(role.starts_with("master"), "{url} is a primary: {role}");
+    }
+    Ok(())
+}

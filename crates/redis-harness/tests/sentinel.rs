@@ -110,3 +110,25 @@ fn killing_the_master_makes_the_sentinels_promote_the_replica() -> io::Result<()
     assert!(!dir.exists());
     Ok(())
 }
+
+#[test]
+fn the_shared_sentinels_of_cargo_xtask_test_know_their_master() -> io::Result<()> {
+    let test = "the_shared_sentinels_of_cargo_xtask_test_know_their_master";
+    let Some(shared) = env::sentinels(test) else {
+        return Ok(());
+    };
+    assert_eq!(shared.sentinels.len(), 3, "{:?}", shared.sentinels);
+    for url in &shared.sentinels {
+        let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+        let master = redis_harness::command_on(
+            port,
+            None,
+            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", &shared.master],
+        )?;
+        let (ip, master_port) = master.split_once('\n').unwrap();
+        assert_eq!(ip, "127.0.0.1");
+        let role = redis_harness::command_on(master_port.parse().unwrap(), None, &["ROLE"])?;
+        assert!(role.starts_with("master"), "{url} names a master: {role}");
+    }
+    Ok(())
+}
