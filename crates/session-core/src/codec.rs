@@ -391,25 +391,26 @@ impl Codec {
     /// nested deeper than [`max_depth`](Self::max_depth), or a body that does not fit `T`.
     pub fn decode<T: DeserializeOwned>(&self, id: &SessionId, bytes: &[u8]) -> Result<T> {
         let body = self.decode_body(id, bytes)?;
-        self.check_depth(id, &body)?;
-        let mut de = rmp_serde::Deserializer::new(&body[..]);
+        self.check_body(id, &body)?;
+        // From the slice: strings are read in place, not through `io::Read`.
+        let mut de = rmp_serde::Deserializer::from_read_ref(&body[..]);
         // The scan bounded the depth already; keep rmp-serde's own bound out of its way.
         de.set_max_depth(self.max_depth.saturating_add(1));
-        let value = T::deserialize(&mut de)
-            .map_err(|e| Error::corrupt(id, format!("state does not decode: {e}")))?;
-        let rest = de.into_inner();
-        if !rest.is_empty() {
-            return Err(Error::corrupt(
-                id,
-                format!("{} unexpected bytes after the state", rest.len()),
-            ));
-        }
-        Ok(value)
+        T::deserialize(&mut de)
+            .map_err(|e| Error::corrupt(id, format!("state does not decode: {e}")))
     }
 
-    /// The nesting depth of `body`, checked without recursion.
-    fn check_depth(&self, id: &SessionId, body: &[u8]) -> Result<usize> {
-        scan_depth(body, self.max_depth).map_err(|reason| Error::corrupt(id, reason))
+    /// Checks that `body` is exactly one MessagePack value nested at most
+    /// [`max_depth`](Self::max_depth) deep, without recursion.
+    fn check_body(&self, id: &SessionId, body: &[u8]) -> Result<()> {
+        let end = scan_depth(body, self.max_depth).map_err(|reason| Error::corrupt(id, reason))?;
+        if end != body.len() {
+            return Err(Error::corrupt(
+                id,
+                format!("{} unexpected bytes after the state", body.len() - end),
+            ));
+        }
+        Ok(())
     }
 
     /// Checks an envelope of session `id` and returns its MessagePack body: borrowed from
@@ -502,13 +503,7 @@ impl Codec {
     /// [`encode`](Self::encode).
     pub fn reencode(&self, id: &SessionId, bytes: &[u8]) -> Result<Bytes> {
         let body = self.decode_body(id, bytes)?;
-        let end = self.check_depth(id, &body)?;
-        if end != body.len() {
-            return Err(Error::corrupt(
-                id,
-                format!("{} unexpected bytes after the state", body.len() - end),
-            ));
-        }
+        self.check_body(id, &body)?;
         self.seal(id, |w| w.write_all(&body).map_err(|e| e.to_string()))
     }
 

@@ -16,13 +16,14 @@ pub(crate) fn counting_cap(limit: usize) -> usize {
 }
 
 /// Collects an encoding up to `max_len` bytes; past it keeps only counting, and fails the
-/// serializer (an I/O error) once the count reaches [`counting_cap`]. No more than `max_len`
-/// bytes are ever held.
+/// serializer (an I/O error) once the count reaches the cap. No more than `max_len` bytes are
+/// ever held.
 pub(crate) struct LimitedWriter {
     buf: Vec<u8>,
     max_len: usize,
     cap: usize,
-    counted: usize,
+    /// Bytes written in all, once past `max_len` (`None`: not past it; `buf.len()` counts).
+    over: Option<usize>,
 }
 
 impl LimitedWriter {
@@ -32,44 +33,66 @@ impl LimitedWriter {
     pub(crate) fn new(prefix: usize, max_len: usize, cap: usize) -> Self {
         let mut buf = Vec::with_capacity(prefix.saturating_add(256).min(max_len.max(prefix)));
         buf.resize(prefix, 0);
+        let over = (prefix > max_len).then_some(prefix);
         Self {
             buf,
             max_len,
             cap: cap.max(max_len.saturating_add(1)),
-            counted: prefix,
+            over,
         }
     }
 
     /// Whether more than `max_len` bytes were written.
     pub(crate) fn over(&self) -> bool {
-        self.counted > self.max_len
+        self.over.is_some()
     }
 
     /// How many bytes were written, the prefix included (counting stopped at the cap).
     pub(crate) fn counted(&self) -> usize {
-        self.counted
+        self.over.unwrap_or(self.buf.len())
     }
 
     /// The bytes, prefix included; only meaningful when not [`over`](Self::over).
     pub(crate) fn into_inner(self) -> Vec<u8> {
         self.buf
     }
+
+    /// Counts `n` more bytes past the limit; an error once the cap is reached.
+    #[cold]
+    fn count_over(&mut self, n: usize) -> io::Result<()> {
+        let counted = match self.over {
+            Some(counted) => counted,
+            None => {
+                let counted = self.buf.len();
+                // What was kept is useless now: give it back at once.
+                self.buf = Vec::new();
+                counted
+            }
+        }
+        .saturating_add(n);
+        if counted >= self.cap {
+            self.over = Some(self.cap);
+            return Err(io::Error::other("the encoded state is over the size limit"));
+        }
+        self.over = Some(counted);
+        Ok(())
+    }
 }
 
 impl io::Write for LimitedWriter {
+    #[inline]
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.counted = self.counted.saturating_add(data.len());
-        if self.counted <= self.max_len {
+        self.write_all(data).map(|()| data.len())
+    }
+
+    #[inline]
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.over.is_none() && data.len() <= self.max_len - self.buf.len() {
             self.buf.extend_from_slice(data);
-        } else if !self.buf.is_empty() {
-            // Over: what was kept is useless now; give it back at once.
-            self.buf = Vec::new();
+            Ok(())
+        } else {
+            self.count_over(data.len())
         }
-        if self.counted >= self.cap && self.over() {
-            self.counted = self.cap;
-            return Err(io::Error::other("the encoded state is over the size limit"));
-        }
-        Ok(data.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
