@@ -14,9 +14,10 @@
 //!    `valkey-server` (`SESSION_TEST_REDIS_SERVER`). `SESSION_TEST_VALKEY_URL` names a Valkey
 //!    the caller runs instead.
 //!
-//! Each pass exports `SESSION_TEST_SERVER_KIND=redis|valkey`. When the caller gives an external
-//! Redis (`SESSION_TEST_REDIS_URL`/`REDIS_URL`) but no `SESSION_TEST_VALKEY_URL`, only the Redis
-//! pass runs, as before. `--redis-only` and `--valkey-only` choose one pass. Cargo arguments
+//! Each pass exports `SESSION_TEST_SERVER_KIND=redis|valkey`, and starts a Redis Cluster and a
+//! Sentinel set of its server for the tests (see [`crate::topologies`]). When the caller gives
+//! an external Redis (`SESSION_TEST_REDIS_URL`/`REDIS_URL`) but no `SESSION_TEST_VALKEY_URL`,
+//! only the Redis pass runs, as before. `--redis-only` and `--valkey-only` choose one pass. Cargo arguments
 //! (`cargo xtask test -- -p session-redis conformance`) go to both passes; with a `-p` of their
 //! own they replace `--workspace` (and `--exclude redis-harness`). The summary lists both
 //! servers and both passes; the exit code is the first failing pass's.
