@@ -7,7 +7,7 @@
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::provide::Kind;
-use crate::{bench, package, test};
+use crate::{bench, fuzz, package, test};
 
 /// One line of the environment section per variable, shared by the top-level help and the
 /// subcommands that read the variable (macros, so that `concat!` can join them).
@@ -47,7 +47,8 @@ cargo xtask <COMMAND> [ARGS]
        cargo xtask ci
        cargo xtask dashboard
        cargo xtask bench [--quick] [--server redis|valkey] [-- ARGS]
-       cargo xtask package [--list] [--no-verify] [-- ARGS]";
+       cargo xtask package [--list] [--no-verify] [-- ARGS]
+       cargo xtask fuzz [TARGET] [--seconds N] [-- ARGS]";
 
 const ENVIRONMENT: &str = concat!(
     "Environment:\n",
@@ -171,6 +172,15 @@ crates.io. Uncommitted changes are packaged too (--allow-dirty).
 --list: only print the files; --no-verify: skip the builds. ARGS go to
 cargo package";
 
+const FUZZ_ABOUT: &str = "\
+Run the fuzz targets of fuzz/ (cargo-fuzz, libFuzzer; needs the nightly
+toolchain, installs cargo-fuzz with `cargo install cargo-fuzz --locked`
+when missing): TARGET, or every target in turn, for --seconds each
+(default 60), with debug assertions and no sanitizer. Not part of `xtask
+ci` or `xtask test` (too slow). Prints each target's executions; non-zero
+exit when a target fails an invariant or crashes, naming the input saved
+under fuzz/artifacts/<TARGET>/. ARGS go to libFuzzer";
+
 const DASHBOARD_ENVIRONMENT: &str = concat!("Environment:\n", env_chromium!());
 
 /// `cargo xtask`'s arguments.
@@ -228,6 +238,9 @@ pub(crate) enum Command {
     /// `cargo xtask package`.
     #[command(about = PACKAGE_ABOUT, long_about = None)]
     Package(package::Args),
+    /// `cargo xtask fuzz`.
+    #[command(about = FUZZ_ABOUT, long_about = None)]
+    Fuzz(fuzz::Args),
 }
 
 /// `cargo xtask redis <ACTION>`.
@@ -295,7 +308,15 @@ mod tests {
 
     #[test]
     fn every_subcommand_answers_help_with_its_explanation() {
-        for name in ["test", "redis", "ci", "dashboard", "bench", "package"] {
+        for name in [
+            "test",
+            "redis",
+            "ci",
+            "dashboard",
+            "bench",
+            "package",
+            "fuzz",
+        ] {
             for flag in ["--help", "-h"] {
                 let err = parse(&[name, flag]).unwrap_err();
                 assert_eq!(
@@ -343,6 +364,26 @@ mod tests {
         };
         assert!(bench.quick);
         assert_eq!(bench.server, Kind::Valkey);
+    }
+
+    #[test]
+    fn fuzz_takes_a_known_target_and_seconds() {
+        let Some(Command::Fuzz(all)) = parse(&["fuzz"]).unwrap().command else {
+            panic!("not fuzz");
+        };
+        assert_eq!((all.target, all.seconds), (None, 60));
+        let Some(Command::Fuzz(one)) =
+            parse(&["fuzz", "redis_url", "--seconds", "600", "--", "-max_len=64"])
+                .unwrap()
+                .command
+        else {
+            panic!("not fuzz");
+        };
+        assert_eq!(one.target.as_deref(), Some("redis_url"));
+        assert_eq!(one.seconds, 600);
+        assert_eq!(one.extra, ["-max_len=64"]);
+        assert!(parse(&["fuzz", "no_such_target"]).is_err());
+        assert!(parse(&["fuzz", "--seconds", "0"]).is_err());
     }
 
     #[test]

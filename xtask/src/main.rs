@@ -12,7 +12,9 @@
 //!   BENCHMARKS.md and BENCHMARKS.svg (Valkey: BENCHMARKS-valkey.md and .svg) (see
 //!   [`mod@bench`]);
 //! - `cargo xtask package [--list] [--no-verify]`: `cargo package` of every crate meant for
-//!   crates.io (see [`package`]).
+//!   crates.io (see [`package`]);
+//! - `cargo xtask fuzz [TARGET] [--seconds N]`: the fuzz targets of `fuzz/` on nightly, not
+//!   part of `ci` (see [`fuzz`]).
 //!
 //! The command line and every help text are in [`cli`]; `cargo xtask help` and
 //! `cargo xtask <COMMAND> --help` print them.
@@ -25,6 +27,7 @@ mod cli;
 mod cluster;
 mod dashboard;
 mod detached;
+mod fuzz;
 mod package;
 mod process;
 mod provide;
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         Some(Command::Dashboard) => dashboard::run(&interrupted),
         Some(Command::Bench(args)) => bench::run(&interrupted, &args),
         Some(Command::Package(args)) => package::run(&interrupted, &args),
+        Some(Command::Fuzz(args)) => fuzz::run(&interrupted, &args),
         None => cli::print_help()
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),

@@ -254,6 +254,12 @@ mod transport;
 #[cfg(feature = "driver")]
 mod write;
 
+// The fuzz targets' entry points (fuzz/ at the workspace root): not an API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+#[path = "fuzzing.rs"]
+pub mod __fuzz;
+
 #[cfg(feature = "driver")]
 pub use info::ServerInfo;
 pub use options::{
