@@ -20,7 +20,7 @@ use super::{
 use crate::{
     cluster::{Primary, parse_shards},
     cursor::ClusterPosition,
-    errors::{self, BACKEND},
+    errors::BACKEND,
     layout::{self, Listed},
     transport::{NodeRequest, Request, Retry},
 };
@@ -215,31 +215,18 @@ impl RedisStore {
 
     async fn info(&self, id: SessionId) -> Result<Option<SessionInfo>> {
         let key = self.key_of(&id);
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        pipe.cmd("HMGET")
+        // Two commands, each routed by its slot (a pipeline's keys must share one); redis-rs
+        // follows `MOVED` and `ASK` for them.
+        let mut hmget = redis::cmd("HMGET");
+        hmget
             .arg(&key)
             .arg(layout::FIELD_META)
             .arg(layout::FIELD_VERSION)
             .arg(layout::FIELD_CREATED);
-        pipe.cmd("PTTL").arg(&key);
-        let reply = self
-            .send(Request::Pipe(&pipe), Retry::Idempotent, "list")
-            .await?;
-        let Value::Array(replies) = reply else {
-            return Err(Error::Backend {
-                backend: BACKEND,
-                reason: "listing: unexpected pipeline reply".to_owned(),
-                source: None,
-            });
-        };
-        if let Some(e) = errors::server_failure_in(&replies, "listing", self.inner.conn.url()) {
-            return Err(e);
-        }
-        let mut replies = replies.into_iter();
-        let (Some(hmget), Some(pttl)) = (replies.next(), replies.next()) else {
-            return Ok(None);
-        };
+        let mut pttl = redis::cmd("PTTL");
+        pttl.arg(&key);
+        let hmget = self.reply(&hmget).await?;
+        let pttl = self.reply(&pttl).await?;
         Ok(
             match layout::info_from_replies(id, hmget, pttl, &self.inner.prefix) {
                 Listed::Entry(info) => Some(info),
@@ -257,6 +244,23 @@ impl RedisStore {
                 }
             },
         )
+    }
+
+    /// One listing command's reply. A key of another type (`WRONGTYPE`) is the entry's
+    /// problem, listed as corrupt as on one server; any other failure is the listing's.
+    async fn reply(&self, cmd: &redis::Cmd) -> Result<Value> {
+        match self
+            .send(Request::Cmd(cmd), Retry::Idempotent, "list")
+            .await
+        {
+            Err(Error::Backend { reason, .. }) if reason.contains("WRONGTYPE") => {
+                redis::parse_redis_value(
+                    b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+                )
+                .map_err(|e| Error::backend(BACKEND, "listing", e))
+            }
+            other => other,
+        }
     }
 
     /// Counts the sessions of every primary (a full `SCAN` of each, keys counted once), again

@@ -12,19 +12,9 @@ use bytes::Bytes;
 use session_core::{Condition, Cursor, SessionId, SessionStore, Write};
 use session_redis::{RedisOptions, RedisStore};
 
-/// The cluster's seed nodes, or `None` (the test skips) when none is configured.
+/// The shared cluster's seed nodes, or `None` (the test skips) when none is configured.
 fn cluster_nodes(test: &str) -> Option<String> {
-    match std::env::var("SESSION_TEST_CLUSTER_NODES") {
-        Ok(nodes) if !nodes.trim().is_empty() => Some(nodes),
-        _ => {
-            assert!(
-                std::env::var("SESSION_REQUIRE_CLUSTER").as_deref() != Ok("1"),
-                "{test}: SESSION_REQUIRE_CLUSTER=1 but SESSION_TEST_CLUSTER_NODES is not set"
-            );
-            eprintln!("SKIPPED {test}: no cluster (set SESSION_TEST_CLUSTER_NODES)");
-            None
-        }
-    }
+    redis_harness::env::cluster_nodes(test).map(|nodes| nodes.join(","))
 }
 
 fn options(nodes: &str, tag: &str) -> RedisOptions {
