@@ -23,6 +23,7 @@
 mod agent;
 mod chart;
 mod compression;
+mod encryption;
 mod many;
 #[cfg(feature = "peers")]
 mod peers;
@@ -67,8 +68,9 @@ OPTIONS:
                           raw baselines ran
     --chart-title TEXT    the chart's title (default: what it shows)
     --only WORD           run only the sections whose tag contains WORD (tags: ops,
-                          peers, pool, list, throughput, many, size, compression, cpu,
-                          memory); the peers need the cargo feature `peers`
+                          peers, pool, list, throughput, many, size, compression,
+                          encryption, cpu, memory); the peers need the cargo feature
+                          `peers`
     --memory-cpus LIST    before the memory-store section, widen this process' CPU set to
                           LIST with `taskset -a -p -c LIST` (it was pinned for Redis)
     --iters N             measured iterations per latency measure (default 5000, quick 300)
@@ -362,6 +364,9 @@ async fn redis_benches(args: &Args, rows: &mut Vec<Row>) -> BoxResult<()> {
     }
     if wants(args, "compression") {
         compression::section(args, stats, &url0, rows).await?;
+    }
+    if wants(args, "encryption") {
+        encryption::section(args, stats, &url0, rows).await?;
     }
     if wants(args, "cpu") {
         cpu_section(args, rows).await?;
