@@ -161,7 +161,7 @@ impl EnvelopeInfo {
 /// The size limit counts the envelope *uncompressed*, encryption included: a state is accepted
 /// or refused the same with compression on or off, what is stored is never larger, and a small
 /// compressed envelope cannot expand past the limit when it is read. (Encryption adds
-/// 30 bytes and the key id's length to every envelope, so it takes that much off the room a
+/// 29 bytes and the key id to every envelope, so it takes that much off the room a
 /// state has.)
 ///
 /// ```
