@@ -59,8 +59,9 @@ pub const FORMAT_V1: u8 = 1;
 /// Flag bit: the body is compressed: its uncompressed length (`u32`, little endian), then one
 /// LZ4 block.
 pub const FLAG_COMPRESSED: u8 = 0b0000_0001;
-/// Flag bit: the body is encrypted: key id length, key id, nonce, ciphertext, tag (see the
-/// [module documentation](self)).
+/// Flag bit: the body is encrypted: key id length (one byte), key id, 12-byte nonce, then the
+/// body the other flags describe, encrypted with AES-256-GCM, and its 16-byte tag (see
+/// [`EncryptionKeys`]).
 pub const FLAG_ENCRYPTED: u8 = 0b0000_0010;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 3;

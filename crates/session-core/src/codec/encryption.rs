@@ -78,6 +78,14 @@ struct Key {
 ///
 /// Neither `Debug` nor `Display` shows a key, only the ids.
 ///
+/// An encrypted envelope is `[MAGIC, FORMAT_V1, flags | FLAG_ENCRYPTED, key id length (1 byte),
+/// key id, nonce (12 bytes), ciphertext, tag (16 bytes)]`, AES-256-GCM. The plaintext is the
+/// body the envelope would have without encryption (compressed first, when it is). Every write
+/// draws a fresh random nonce from the operating system. The associated data is every byte
+/// before the nonce, then the session id's length (one byte) and the session id: an envelope
+/// copied under another session id, or altered anywhere, does not decrypt
+/// ([`Error::Corrupt`](crate::Error::Corrupt)).
+///
 /// ```
 /// use session_core::{Codec, EncryptionKeys, SessionId};
 ///
