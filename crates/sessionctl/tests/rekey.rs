@@ -157,6 +157,15 @@ fn encrypted_sessions_hold_no_plaintext_in_redis() {
         "{}",
         run.stderr
     );
+    // show --raw says what the header says, without the key.
+    let run = env.run(&["show", "sealed", "--raw"]).code(0);
+    assert!(
+        run.stdout.contains(
+            "flags 0x02 (encrypted under key k1); does not decode: session sealed is corrupt"
+        ),
+        "{}",
+        run.stdout
+    );
     // The listing summary is kept beside the state, unencrypted, for listings.
     let list = env.run(&["--json", "list"]).code(0).json();
     assert_eq!(list["count"], 3);

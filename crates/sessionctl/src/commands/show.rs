@@ -142,10 +142,30 @@ fn describe_field(ctx: &Context, id: &SessionId, name: &str, value: &[u8]) -> (S
 
 fn describe_payload(codec: &Codec, id: &SessionId, payload: &[u8]) -> (String, Value) {
     let header = match payload {
-        [magic, format, flags, ..] => format!(
-            "magic 0x{magic:02x} ({}), format {format}, flags 0x{flags:02x}",
-            if *magic == MAGIC { "ok" } else { "wrong" }
-        ),
+        [magic, format, flags, ..] => {
+            // What the flags mean, when the header is one this version reads.
+            let what = match Codec::inspect(id, payload) {
+                Ok(info) => {
+                    let mut what = Vec::new();
+                    if info.compressed {
+                        what.push("compressed".to_owned());
+                    }
+                    if let Some(key) = info.key_id() {
+                        what.push(format!("encrypted under key {key}"));
+                    }
+                    if what.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", what.join(", "))
+                    }
+                }
+                Err(_) => String::new(),
+            };
+            format!(
+                "magic 0x{magic:02x} ({}), format {format}, flags 0x{flags:02x}{what}",
+                if *magic == MAGIC { "ok" } else { "wrong" }
+            )
+        }
         _ => "shorter than the 3-byte header".to_owned(),
     };
     let decoded = state::decode(codec, id, payload);
