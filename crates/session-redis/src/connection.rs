@@ -74,13 +74,27 @@ impl Connection {
             ConnectionMode::Multiplexed => {
                 // The first connection is made here, not in the background: its error is the
                 // caller's (refused credentials, nothing listening), typed.
+                let maker = crate::multiplexed::Maker::Direct(client);
+                let maker = match options.sentinel() {
+                    Some(_) => sentinel_maker(options)?,
+                    None => maker,
+                };
                 let connect =
-                    Multiplexed::connect(client, driver_config, connect_timeout, Arc::clone(&url));
+                    Multiplexed::connect(maker, driver_config, connect_timeout, Arc::clone(&url));
                 let link = tokio::time::timeout_at(connected_by.into(), connect)
                     .await
                     .map_err(|_| errors::timed_out("connecting", &url, connect_timeout))?
                     .map_err(|e| errors::map(e, "connecting", &url))?;
                 Links::Multiplexed(link)
+            }
+            #[cfg(feature = "pool")]
+            ConnectionMode::Pool { .. } if options.sentinel().is_some() => {
+                return Err(Error::config(
+                    "REDIS_POOL_SIZE",
+                    options.redacted_url(),
+                    "the multiplexed mode with Sentinel (a pool of Sentinel-found connections is \
+                     not supported yet)",
+                ));
             }
             #[cfg(feature = "pool")]
             ConnectionMode::Pool { max_size } => Links::Pool(crate::pool::RedisPool::new(
@@ -203,6 +217,80 @@ impl Connection {
             Failure::NoConnection(e) => e,
         }
     }
+}
+
+/// A maker that asks the sentinels for the master on every connect: the sentinels'
+/// addresses and their own user and password (from the first sentinel URL), the data nodes'
+/// user, password, database and TLS from the options' target.
+#[cfg(feature = "sentinel")]
+fn sentinel_maker(options: &RedisOptions) -> Result<crate::multiplexed::Maker> {
+    use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+    let Some(sentinel) = options.sentinel() else {
+        return Err(Error::config("REDIS_SENTINELS", "", "sentinel addresses"));
+    };
+    let bad = |e: RedisError| {
+        Error::config(
+            "REDIS_SENTINELS",
+            options.redacted_url(),
+            format!("usable sentinel addresses ({e})"),
+        )
+    };
+    let addrs = sentinel.sentinels.iter().map(|s| {
+        if s.tls() {
+            ConnectionAddr::TcpTls {
+                host: s.host().to_owned(),
+                port: s.port(),
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(s.host().to_owned(), s.port())
+        }
+    });
+    let mut builder =
+        SentinelClientBuilder::new(addrs, &sentinel.master, SentinelServerType::Master)
+            .map_err(bad)?
+            .set_client_to_redis_db(i64::from(options.target().db()))
+            .set_client_to_redis_tcp_settings(tcp_settings())
+            .set_client_to_sentinel_tcp_settings(tcp_settings());
+    let data = options.target();
+    if let Some(user) = data.username() {
+        builder = builder.set_client_to_redis_username(user);
+    }
+    if let Some(password) = data.password() {
+        builder = builder.set_client_to_redis_password(password.expose());
+    }
+    if data.tls() {
+        builder = builder.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
+        #[cfg(feature = "tls")]
+        {
+            builder = builder.set_client_to_redis_certificates(crate::tls::certificates(options)?);
+        }
+    }
+    if let Some(first) = sentinel.sentinels.first() {
+        if let Some(user) = first.username() {
+            builder = builder.set_client_to_sentinel_username(user);
+        }
+        if let Some(password) = first.password() {
+            builder = builder.set_client_to_sentinel_password(password.expose());
+        }
+        if first.tls() {
+            builder = builder.set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+        }
+    }
+    let client = builder.build().map_err(bad)?;
+    Ok(crate::multiplexed::Maker::Sentinel(
+        tokio::sync::Mutex::new(client),
+    ))
+}
+
+#[cfg(not(feature = "sentinel"))]
+fn sentinel_maker(options: &RedisOptions) -> Result<crate::multiplexed::Maker> {
+    Err(Error::config(
+        "REDIS_SENTINELS",
+        options.redacted_url(),
+        "one server: session-redis was built without the `sentinel` feature",
+    ))
 }
 
 #[cfg(feature = "cluster")]

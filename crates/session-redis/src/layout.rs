@@ -366,6 +366,37 @@ pub(crate) fn info_from_replies(id: SessionId, hmget: Value, pttl: Value, prefix
     }
 }
 
+/// Whether a listing's replies show a key that exists (`PTTL`) but none of `m`, `v`, `c`
+/// (`HMGET`): a session created between the two commands, or a hash that lacks the session
+/// fields. A second `HMGET` tells them apart ([`info_after_second_look`]).
+pub(crate) fn needs_second_look(hmget: &Value, pttl: &Value) -> bool {
+    ttl_of(pttl).is_some()
+        && matches!(hmget, Value::Array(items)
+            if items.len() == 3 && items.iter().all(|v| matches!(v, Value::Nil)))
+}
+
+/// The listing entry from a second `HMGET key m v c` (and the first `PTTL`) after
+/// [`needs_second_look`]: still none of the fields is a hash without them (corrupt: listed,
+/// so that it can be found and deleted); a session created meanwhile reads as one.
+pub(crate) fn info_after_second_look(
+    id: SessionId,
+    hmget: Value,
+    pttl: Value,
+    prefix: &str,
+) -> Listed {
+    if needs_second_look(&hmget, &pttl) {
+        let zero = Timestamp::from_millis(0);
+        let meta = Meta::new(zero, zero, 0, Summary::new());
+        let ttl = ttl_of(&pttl).flatten();
+        let error = Error::corrupt(
+            &id,
+            "the session hash lacks its meta (m) and version (v) fields",
+        );
+        return Listed::Corrupt(SessionInfo::new(id, meta, 0, ttl), error);
+    }
+    info_from_replies(id, hmget, pttl, prefix)
+}
+
 fn parse_info(id: &SessionId, hmget: Value, prefix: &str) -> Result<Option<(Meta, u64, Owner)>> {
     server_error(id, &hmget)?;
     let items = match hmget {
@@ -574,6 +605,20 @@ mod tests {
         assert!(matches!(
             info_from_replies(id("new"), absent, Value::Int(3_600_000), "p:"),
             Listed::Gone
+        ));
+        // The store looks again: all nil again is a hash without the session fields
+        // (corrupt, listed); the fields there now are the session created in between.
+        let absent = Value::Array(vec![Value::Nil, Value::Nil, Value::Nil]);
+        assert!(needs_second_look(&absent, &Value::Int(3_600_000)));
+        assert!(!needs_second_look(&absent, &Value::Int(-2)));
+        assert!(matches!(
+            info_after_second_look(id("half"), absent, Value::Int(10), "p:"),
+            Listed::Corrupt(..)
+        ));
+        let created = Value::Array(vec![Value::BulkString(meta()), bulk(b"1"), Value::Nil]);
+        assert!(matches!(
+            info_after_second_look(id("new"), created, Value::Int(10), "p:"),
+            Listed::Entry(SessionInfo { version: 1, .. })
         ));
         // A hash with only some of the fields is still corrupt.
         let partial = Value::Array(vec![Value::Nil, bulk(b"2"), Value::Nil]);

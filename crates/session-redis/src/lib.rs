@@ -264,7 +264,7 @@ pub mod __fuzz;
 pub use info::ServerInfo;
 pub use options::{
     ClientIdentity, ConnectionMode, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_KEY_PREFIX, MAX_TIMEOUT, RedisOptions, ReplicatedAck, TlsFiles,
+    DEFAULT_KEY_PREFIX, MAX_TIMEOUT, RedisOptions, ReplicatedAck, SentinelConfig, TlsFiles,
 };
 #[cfg(feature = "pool")]
 pub use pool::VERIFY_AFTER_IDLE;

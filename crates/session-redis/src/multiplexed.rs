@@ -61,8 +61,40 @@ pub(crate) struct Multiplexed {
     shared: Arc<Shared>,
 }
 
+/// How a connection is made: from a fixed address, or from the master the sentinels name
+/// at the time (feature `sentinel`), so that every reconnect after a failover asks again.
+pub(crate) enum Maker {
+    Direct(Client),
+    #[cfg(feature = "sentinel")]
+    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
+}
+
+impl Maker {
+    async fn connect(
+        &self,
+        config: &AsyncConnectionConfig,
+    ) -> Result<MultiplexedConnection, RedisError> {
+        match self {
+            Self::Direct(client) => {
+                client
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await
+            }
+            #[cfg(feature = "sentinel")]
+            Self::Sentinel(sentinels) => {
+                // The sentinels name the master, and redis-rs checks with `ROLE` that it is
+                // one before handing out its client.
+                let client = sentinels.lock().await.async_get_client().await?;
+                client
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await
+            }
+        }
+    }
+}
+
 struct Shared {
-    client: Client,
+    client: Maker,
     config: AsyncConnectionConfig,
     connect_timeout: Duration,
     url: Arc<str>,
@@ -134,14 +166,12 @@ impl Multiplexed {
     /// Connects the first connection: its failure (refused credentials, nothing listening)
     /// is the caller's to report. Not bounded here: the caller bounds it.
     pub(crate) async fn connect(
-        client: Client,
+        client: Maker,
         config: AsyncConnectionConfig,
         connect_timeout: Duration,
         url: Arc<str>,
     ) -> Result<Self, RedisError> {
-        let conn = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let conn = client.connect(&config).await?;
         let state = State {
             link: Link::Up {
                 id: 0,
@@ -313,9 +343,7 @@ impl Shared {
     }
 
     async fn connect_once(&self) -> Result<MultiplexedConnection, String> {
-        let connect = self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.config);
+        let connect = self.client.connect(&self.config);
         match tokio::time::timeout(self.connect_timeout, connect).await {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(e)) => Err(errors::describe(&e)),
@@ -438,7 +466,7 @@ mod tests {
         };
         Multiplexed {
             shared: Arc::new(Shared {
-                client,
+                client: Maker::Direct(client),
                 config: AsyncConnectionConfig::new(),
                 connect_timeout: Duration::from_millis(100),
                 url: Arc::from("redis://127.0.0.1:1/0"),

@@ -148,6 +148,16 @@ pub struct RedisOptions {
     read_limit: Option<usize>,
     cluster: Vec<RedisTarget>,
     replicated_ack: Option<ReplicatedAck>,
+    sentinel: Option<SentinelConfig>,
+}
+
+/// Where Sentinel finds the master ([`RedisOptions::with_sentinels`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelConfig {
+    /// The sentinels; their own user and password come from the first one's URL.
+    pub sentinels: Vec<RedisTarget>,
+    /// The name the sentinels monitor the master under (`sentinel monitor <name> ...`).
+    pub master: String,
 }
 
 /// Replicated acknowledgement ([`RedisOptions::with_replicated_ack`]): a write counts as done
@@ -174,7 +184,54 @@ impl RedisOptions {
             read_limit: None,
             cluster: Vec::new(),
             replicated_ack: None,
+            sentinel: None,
         }
+    }
+
+    /// Finds the master through Redis Sentinel (feature `sentinel` to connect): on every
+    /// (re)connect the store asks `sentinels` for the master monitored as `master`, checks
+    /// with `ROLE` that it is one, and connects to it. A connection that answers `READONLY`
+    /// (a demoted master) or drops is replaced, and the replacement asks the sentinels again:
+    /// the store follows a failover within its time bounds. The options' target gives the
+    /// data nodes' user, password, database and TLS (its host and port are not used); each
+    /// sentinel URL may carry the sentinels' own user and password (the first one's apply).
+    ///
+    /// Errors: [`Error::Config`] naming `REDIS_SENTINELS` for no sentinel or an empty master
+    /// name, or a cluster as well.
+    pub fn with_sentinels(
+        mut self,
+        sentinels: Vec<RedisTarget>,
+        master: impl Into<String>,
+    ) -> Result<Self> {
+        let master = master.into();
+        if sentinels.is_empty() {
+            return Err(Error::config(
+                "REDIS_SENTINELS",
+                "",
+                "at least one sentinel URL (redis://host:26379, comma-separated)",
+            ));
+        }
+        if master.trim().is_empty() || master.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Error::config(
+                "REDIS_SENTINEL_MASTER",
+                master,
+                "the master's name as the sentinels monitor it (no spaces)",
+            ));
+        }
+        if self.is_cluster() {
+            return Err(Error::config(
+                "REDIS_SENTINELS",
+                "(with REDIS_CLUSTER_NODES)",
+                "either Sentinel or a cluster, not both",
+            ));
+        }
+        self.sentinel = Some(SentinelConfig { sentinels, master });
+        Ok(self)
+    }
+
+    /// Where Sentinel finds the master, if set.
+    pub fn sentinel(&self) -> Option<&SentinelConfig> {
+        self.sentinel.as_ref()
     }
 
     /// Options for a Redis Cluster (or Valkey in cluster mode) reached through `nodes`: a few
@@ -401,7 +458,19 @@ impl RedisOptions {
 
     /// The target URL with the password masked.
     pub fn redacted_url(&self) -> String {
-        if self.cluster.is_empty() {
+        if let Some(sentinel) = &self.sentinel {
+            let sentinels: Vec<String> = sentinel
+                .sentinels
+                .iter()
+                .map(|s| format!("{}:{}", s.host(), s.port()))
+                .collect();
+            format!(
+                "{} (master {:?} through sentinels {})",
+                self.target.redacted_url(),
+                sentinel.master,
+                sentinels.join(",")
+            )
+        } else if self.cluster.is_empty() {
             self.target.redacted_url()
         } else {
             let n = self.cluster.len();

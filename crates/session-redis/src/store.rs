@@ -195,6 +195,34 @@ impl RedisStore {
         }
     }
 
+    /// A listed key that exists but showed none of the session fields: asked again (see
+    /// `layout::needs_second_look`). Rare: one more round trip for such a key only.
+    pub(crate) async fn second_look(&self, id: SessionId, pttl: Value) -> Result<Listed> {
+        let mut hmget = redis::cmd("HMGET");
+        hmget
+            .arg(self.key_of(&id))
+            .arg(layout::FIELD_META)
+            .arg(layout::FIELD_VERSION)
+            .arg(layout::FIELD_CREATED);
+        let hmget = match self
+            .send(Request::Cmd(&hmget), Retry::Idempotent, "list")
+            .await
+        {
+            Ok(reply) => reply,
+            // The key changed type meanwhile: listed as corrupt, as the first look would.
+            Err(Error::Backend { reason, .. }) if reason.contains("WRONGTYPE") => {
+                Value::Array(vec![Value::Nil, Value::Nil, Value::Nil])
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(layout::info_after_second_look(
+            id,
+            hmget,
+            pttl,
+            &self.inner.prefix,
+        ))
+    }
+
     /// Of `keys`, those whose record is this store's: not one of a store with a longer prefix
     /// that starts with this one (see `layout::Owner`). Gone keys are dropped, unreadable
     /// ones kept (listings show them as corrupt).
@@ -466,7 +494,12 @@ impl SessionStore for RedisStore {
                 let (Some(hmget), Some(pttl)) = (replies.next(), replies.next()) else {
                     break;
                 };
-                match layout::info_from_replies(id, hmget, pttl, &self.inner.prefix) {
+                let listed = if layout::needs_second_look(&hmget, &pttl) {
+                    self.second_look(id, pttl).await?
+                } else {
+                    layout::info_from_replies(id, hmget, pttl, &self.inner.prefix)
+                };
+                match listed {
                     Listed::Entry(info) => sessions.push(info),
                     Listed::Gone => {}
                     Listed::Corrupt(info, error) => {

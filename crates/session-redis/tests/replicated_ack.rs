@@ -65,7 +65,10 @@ async fn a_write_counts_only_once_a_replica_has_it() {
     let on_replica = replica
         .command(&["HGET", "cql:session:acked", "d"])
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(on_replica.contains("one"), "the replica lacks it: {on_replica:?}");
+    assert!(
+        on_replica.contains("one"),
+        "the replica lacks it: {on_replica:?}"
+    );
 
     // The replica frozen: the primary applies the write, but it is not acknowledged.
     signal(replica.pid(), "-STOP");
