@@ -43,7 +43,7 @@ const MAX_SCAN_COUNT: usize = 1000;
 /// [`MAX_CURSOR_BYTES`] in all), whatever the page size.
 const MAX_CARRIED_BYTES: usize = 2048;
 /// The longest cursor text a listing produces but for one bucket of a hash table holding more
-/// than [`MAX_CARRIED_BYTES`] of ids (a `SCAN` step cannot return less than a bucket).
+/// than 2 KiB of ids (a `SCAN` step cannot return less than a bucket).
 pub const MAX_CURSOR_BYTES: usize = MAX_CARRIED_BYTES + 32 + session_core::MAX_ID_LEN;
 
 /// Sessions in Redis: one HASH per session under `{prefix}{id}` with the TTL on the key.
