@@ -247,18 +247,38 @@ impl Settings {
     /// `sessionctl` that must talk to Redis or fail): target, key prefix, timeouts, connection
     /// mode and TLS files, as loaded.
     ///
+    /// With a cluster the options name its nodes ([`RedisOptions::cluster`]), with Sentinel
+    /// the sentinels and the master ([`RedisOptions::with_sentinels`]); replicated
+    /// acknowledgement (`REDIS_REPLICATED_ACK`) and bounded reads (`SESSION_BOUNDED_READS`,
+    /// at `SESSION_MAX_BYTES`) are applied when set.
+    ///
     /// Errors: [`Error::Config`] when the settings ask for TLS (`rediss://`, `REDIS_TLS`) in a
-    /// build without the `tls` feature, or for `REDIS_MODE=pool` without the `pool` feature;
-    /// the error names the setting as the user spelled it.
+    /// build without the `tls` feature, for `REDIS_MODE=pool` without the `pool` feature, or
+    /// for a cluster or Sentinel without the `cluster` or `sentinel` feature; the error names
+    /// the setting as the user spelled it.
+    ///
+    /// [`RedisOptions::cluster`]: session_redis::RedisOptions::cluster
+    /// [`RedisOptions::with_sentinels`]: session_redis::RedisOptions::with_sentinels
     #[cfg(feature = "redis")]
     pub fn redis_options(&self) -> Result<session_redis::RedisOptions> {
+        use crate::Deployment;
+
         let redis = &self.redis;
-        if redis.target.tls() && !cfg!(feature = "tls") {
+        let tls = match &redis.deployment {
+            Deployment::Single => redis.target.tls(),
+            Deployment::Cluster { nodes } => nodes.iter().any(crate::RedisTarget::tls),
+            Deployment::Sentinel { sentinels, .. } => {
+                redis.target.tls() || sentinels.iter().any(crate::RedisTarget::tls)
+            }
+        };
+        if tls && !cfg!(feature = "tls") {
             let key = redis.asked.tls.unwrap_or("REDIS_URL");
             let value = if key.contains("TLS") || key.contains("tls") {
                 "\"true\"".to_owned()
-            } else {
+            } else if key.contains("URL") || key.contains("url") {
                 format!("{:?}", redis.target.redacted_url())
+            } else {
+                "(rediss://)".to_owned()
             };
             return Err(Error::config(
                 key,
@@ -275,12 +295,45 @@ impl Settings {
                  session-config)",
             ));
         }
-        Ok(session_redis::RedisOptions::new(redis.target.clone())
+        let missing_feature = |feature: &str, default_key: &str| {
+            Error::config(
+                redis.asked.deployment.unwrap_or(default_key),
+                format!("(a {feature} deployment: {})", redis.deployment),
+                format!(
+                    "one server: this build has no {feature} support (enable the feature \
+                     `{feature}` of session-config)"
+                ),
+            )
+        };
+        let options = match &redis.deployment {
+            Deployment::Single => session_redis::RedisOptions::new(redis.target.clone()),
+            Deployment::Cluster { nodes } => {
+                if !cfg!(feature = "cluster") {
+                    return Err(missing_feature("cluster", "REDIS_CLUSTER_NODES"));
+                }
+                session_redis::RedisOptions::cluster(nodes.clone())?
+            }
+            Deployment::Sentinel { sentinels, master } => {
+                if !cfg!(feature = "sentinel") {
+                    return Err(missing_feature("sentinel", "REDIS_SENTINELS"));
+                }
+                session_redis::RedisOptions::new(redis.target.clone())
+                    .with_sentinels(sentinels.clone(), master.clone())?
+            }
+        };
+        let mut options = options
             .with_prefix(redis.key_prefix.clone())
             .with_connect_timeout(redis.connect_timeout)
             .with_command_timeout(redis.command_timeout)
             .with_mode(redis.mode)
-            .with_tls_files(redis.tls.clone()))
+            .with_tls_files(redis.tls.clone());
+        if let Some(ack) = redis.replicated_ack {
+            options = options.with_replicated_ack(ack.replicas, ack.timeout);
+        }
+        if self.session.bounded_reads {
+            options = options.with_read_limit(self.session.max_size);
+        }
+        Ok(options)
     }
 
     /// A [`ManagerBuilder`] on `store` (an `Arc<dyn SessionStore>` or a [`BuiltStore`]) with

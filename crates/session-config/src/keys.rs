@@ -35,6 +35,14 @@ keys! {
     REDIS_POOL_SIZE = "redis.pool_size", "REDIS_POOL_SIZE";
     REDIS_CONNECT_TIMEOUT = "redis.connect_timeout_ms", "REDIS_CONNECT_TIMEOUT_MS";
     REDIS_COMMAND_TIMEOUT = "redis.command_timeout_ms", "REDIS_COMMAND_TIMEOUT_MS";
+    REDIS_DEPLOYMENT = "redis.deployment", "REDIS_DEPLOYMENT";
+    REDIS_CLUSTER_NODES = "redis.cluster_nodes", "REDIS_CLUSTER_NODES";
+    REDIS_SENTINELS = "redis.sentinels", "REDIS_SENTINELS";
+    REDIS_SENTINEL_MASTER = "redis.sentinel_master", "REDIS_SENTINEL_MASTER";
+    REDIS_SENTINEL_USERNAME = "redis.sentinel_username", "REDIS_SENTINEL_USERNAME";
+    REDIS_SENTINEL_PASSWORD = "redis.sentinel_password", "REDIS_SENTINEL_PASSWORD";
+    REDIS_REPLICATED_ACK = "redis.replicated_ack", "REDIS_REPLICATED_ACK";
+    REDIS_REPLICATED_ACK_TIMEOUT = "redis.replicated_ack_timeout_ms", "REDIS_REPLICATED_ACK_TIMEOUT_MS";
     SESSION_TTL = "session.ttl_secs", "SESSION_TTL";
     SESSION_MAX_BYTES = "session.max_bytes", "SESSION_MAX_BYTES";
     SESSION_SLIDING_EXPIRY = "session.sliding_expiry_secs", "SESSION_SLIDING_EXPIRY";
@@ -42,6 +50,7 @@ keys! {
     SESSION_COMPRESSION = "session.compression", "SESSION_COMPRESSION";
     SESSION_COMPRESSION_MIN_BYTES = "session.compression_min_bytes", "SESSION_COMPRESSION_MIN_BYTES";
     SESSION_ENCRYPTION_KEYS = "session.encryption_keys", "SESSION_ENCRYPTION_KEYS";
+    SESSION_BOUNDED_READS = "session.bounded_reads", "SESSION_BOUNDED_READS";
     MEMORY_CAPACITY = "memory.capacity", "MEMORY_CAPACITY";
     FALLBACK_MAX_SESSIONS = "memory.fallback_max_sessions", "SESSION_FALLBACK_MAX_SESSIONS";
     FALLBACK_MAX_BYTES = "memory.fallback_max_bytes", "SESSION_FALLBACK_MAX_BYTES";
@@ -55,6 +64,10 @@ pub(crate) const SECTIONS: &[&str] = &["redis", "session", "memory"];
 pub(crate) const APP_ENV: &str = "APP_ENV";
 /// Points at the configuration directory; read from the environment or `.env` only.
 pub(crate) const CONFIG_DIR: &str = "CONFIG_DIR";
+
+/// Settings that hold a comma-separated list of URLs: a TOML file may give them as an array
+/// of strings too.
+pub(crate) const LISTS: &[Key] = &[REDIS_CLUSTER_NODES, REDIS_SENTINELS];
 
 /// The TOML key `toml`, if it is a known setting.
 pub(crate) fn by_toml(toml: &str) -> Option<Key> {

@@ -83,6 +83,14 @@
 //! | `REDIS_POOL_SIZE` | `redis.pool_size` | most connections of the pool, 1-1024 (with `pool`) | `8` |
 //! | `REDIS_CONNECT_TIMEOUT_MS` | `redis.connect_timeout_ms` | connect timeout, ms, 1-3600000 | `2000` |
 //! | `REDIS_COMMAND_TIMEOUT_MS` | `redis.command_timeout_ms` | timeout of one command, ms, 1-3600000 | `1000` |
+//! | `REDIS_DEPLOYMENT` | `redis.deployment` | `single`, `cluster` or `sentinel`; unset: `cluster` when `REDIS_CLUSTER_NODES` is set, `sentinel` when `REDIS_SENTINELS` is, else `single` (both lists set without it is an error) | unset |
+//! | `REDIS_CLUSTER_NODES` | `redis.cluster_nodes` | Redis Cluster seed nodes, comma-separated `redis://`/`rediss://` URLs (a TOML array of strings too); user, password and TLS as for one server (`REDIS_USERNAME`, `REDIS_PASSWORD`, `REDIS_TLS`), database 0 only; feature `cluster` | unset |
+//! | `REDIS_SENTINELS` | `redis.sentinels` | Sentinel addresses, comma-separated URLs (a TOML array too) that may carry the sentinels' own user and password; the data nodes' user, password, database and TLS are the server's settings; feature `sentinel` | unset |
+//! | `REDIS_SENTINEL_MASTER` | `redis.sentinel_master` | the master's name as the sentinels monitor it (required with `REDIS_SENTINELS`) | unset |
+//! | `REDIS_SENTINEL_USERNAME` | `redis.sentinel_username` | the sentinels' ACL user (fills the sentinel URLs, as `REDIS_USERNAME` fills `REDIS_URL`) | unset |
+//! | `REDIS_SENTINEL_PASSWORD` | `redis.sentinel_password` | the sentinels' password (never shown) | unset |
+//! | `REDIS_REPLICATED_ACK` | `redis.replicated_ack` | replicated acknowledgement: every write waits (`WAIT`) until this many replicas have it, else ends as `OutcomeUnknown`; `off` (or `0`), or 1-1000 | `off` |
+//! | `REDIS_REPLICATED_ACK_TIMEOUT_MS` | `redis.replicated_ack_timeout_ms` | how long the primary waits for them, ms; below `REDIS_COMMAND_TIMEOUT_MS` | `100` |
 //! | `SESSION_TTL` | `session.ttl_secs` | session lifetime after its last write, seconds (at least 1) | `3600` |
 //! | `SESSION_MAX_BYTES` | `session.max_bytes` | largest encoded session, bytes, 64 to 512 MiB | `1048576` |
 //! | `SESSION_SLIDING_EXPIRY` | `session.sliding_expiry_secs` | reads refresh the TTL, at most once per this many seconds; `off` (or `0`) | `off` |
@@ -90,6 +98,7 @@
 //! | `SESSION_COMPRESSION` | `session.compression` | how sessions are written: `off`, or `lz4` (LZ4 for bodies of at least the threshold, when that makes them smaller); sessions are read either way | `off` |
 //! | `SESSION_COMPRESSION_MIN_BYTES` | `session.compression_min_bytes` | the smallest MessagePack body `lz4` compresses, bytes, 0 to 512 MiB | `1024` |
 //! | `SESSION_ENCRYPTION_KEYS` | `session.encryption_keys` | encryption at rest (AES-256-GCM): `id:base64key,id:base64key`, each key 32 bytes in base64 (`openssl rand -base64 32`), ids of 1-32 `A-Z a-z 0-9 _ . -`; the first key encrypts every write, all of them decrypt (rotation: put the new key first, run `sessionctl rekey`, then drop the old one); plain and compressed sessions are read either way. Never shown: only the ids | unset (no encryption) |
+//! | `SESSION_BOUNDED_READS` | `session.bounded_reads` | the Redis store refuses a stored session larger than `SESSION_MAX_BYTES` before reading it (about 10 µs of server time per load) | `false` |
 //! | `SESSION_FALLBACK_MAX_SESSIONS` | `memory.fallback_max_sessions` | with `runtime`: sessions that may be changed during an outage, waiting for the write-back; beyond, a change fails with `Unavailable` | `50000` |
 //! | `SESSION_FALLBACK_MAX_BYTES` | `memory.fallback_max_bytes` | with `runtime`: their bytes, 1024 to 1 TiB | `67108864` |
 //! | `MEMORY_CAPACITY` | `memory.capacity` | most sessions the memory store keeps (least recently used evicted); `unbounded` (or `0`) | `unbounded` |
@@ -187,7 +196,25 @@
 //!   key first, the old ones after it; `sessionctl rekey` rewrites every session under the new
 //!   key (resumable, conditional writes); then the old key can go. A key is never shown: the
 //!   settings' `Display` and `Debug` and every error name the key ids only.
-//! - Cluster nodes and sentinel come with later versions, as new keys in the `[redis]` table.
+//! - **Deployments have their own key, `REDIS_DEPLOYMENT`**, not `REDIS_MODE`: `REDIS_MODE` is
+//!   the connection mode (multiplexed or pool), which is a different question (`REDIS_MODE=
+//!   cluster` is refused with a pointer to `REDIS_DEPLOYMENT`). Usually it need not be set:
+//!   `REDIS_CLUSTER_NODES` means a cluster and `REDIS_SENTINELS` means Sentinel; both at once
+//!   is an error naming both, unless `REDIS_DEPLOYMENT` chooses (`single` turns off a cluster
+//!   or Sentinel of an earlier layer). A cluster takes `REDIS_USERNAME`, `REDIS_PASSWORD` and
+//!   `REDIS_TLS` as one server does (a part set in a later layer than the node list overrides
+//!   the nodes' own, one in the same layer must agree, one in an earlier layer fills nodes
+//!   without one); `REDIS_DB` other than 0 is an error naming both. Sentinel keeps the
+//!   sentinels' credentials apart from the data nodes': `REDIS_SENTINEL_USERNAME` and
+//!   `REDIS_SENTINEL_PASSWORD` (or the sentinel URLs), by the same rule. `REDIS_URL`,
+//!   `REDIS_HOST` or `REDIS_PORT` next to a cluster or Sentinel is a [`Warning`]: their host
+//!   and port are not used. The pool is refused with either (a cluster multiplexes per node;
+//!   a pool of Sentinel-found connections is not supported).
+//! - **Replicated acknowledgement is off by default** (`REDIS_REPLICATED_ACK`): it costs about
+//!   one primary-to-replica round trip per write, and only matters where a failover can
+//!   happen. Its wait (default 100 ms) must be below the command timeout, checked at load.
+//! - **Bounded reads are one switch, `SESSION_BOUNDED_READS`**, at the session size limit
+//!   (`SESSION_MAX_BYTES`), not a second number: a session this library wrote is never larger.
 //!
 //! # Features
 //!
@@ -200,11 +227,16 @@
 //! - `tls` (implies `redis`): `rediss://` targets. Without it they fail at `build_store` and
 //!   `redis_options` with a configuration error naming the setting.
 //! - `pool` (implies `redis`): `REDIS_MODE=pool`. Without it, likewise.
+//! - `cluster` (implies `redis`; session-redis' `cluster`): `REDIS_CLUSTER_NODES`. Without
+//!   it, a cluster fails at `build_store` and `redis_options` with a configuration error naming
+//!   the setting and the feature.
+//! - `sentinel` (implies `redis`; session-redis' `sentinel`): `REDIS_SENTINELS`. Likewise.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![deny(missing_docs)]
 
 mod build;
+mod deployment;
 mod encryption;
 mod keys;
 mod settings;
@@ -213,17 +245,20 @@ mod target;
 mod values;
 
 pub use build::{BuiltStore, FALLBACK_ACTIVE_GAUGE, Fallback};
+pub use deployment::Deployment;
 /// The Redis target types, defined once in session-redis (which compiles them without its
 /// driver) and re-exported here so that configuration code needs one import.
 pub use session_redis::{
     ClientIdentity, ConnectionMode, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOST,
-    DEFAULT_PORT, InvalidPrefix, KeyPrefix, MAX_PREFIX_LEN, RedisTarget, Secret, TlsFiles,
+    DEFAULT_PORT, InvalidPrefix, KeyPrefix, MAX_PREFIX_LEN, RedisTarget, ReplicatedAck, Secret,
+    SentinelConfig, TlsFiles,
 };
 #[cfg(feature = "redis")]
 pub use session_redis::{RedisOptions, RedisStore};
 pub use settings::{
-    DEFAULT_POOL_SIZE, MAX_MODIFY_ATTEMPTS, MAX_POOL_SIZE, MAX_SESSION_BYTES, MIN_SESSION_BYTES,
-    MemorySettings, RedisSettings, SessionSettings, Settings, Warning,
+    DEFAULT_POOL_SIZE, DEFAULT_REPLICATED_ACK_TIMEOUT, MAX_MODIFY_ATTEMPTS, MAX_POOL_SIZE,
+    MAX_SESSION_BYTES, MIN_SESSION_BYTES, MemorySettings, RedisSettings, SessionSettings, Settings,
+    Warning,
 };
 pub use sources::{DEFAULT_APP_ENV, Sources};
 

@@ -8,8 +8,9 @@ use session_core::{
 };
 
 use crate::{
-    ClientIdentity, ConnectionMode, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, KeyPrefix,
-    RedisTarget, Sources, TlsFiles,
+    ClientIdentity, ConnectionMode, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, Deployment,
+    KeyPrefix, RedisTarget, ReplicatedAck, Sources, TlsFiles,
+    deployment::{ChosenDeployment, deployment},
     encryption::encryption_keys,
     keys::{self, Key},
     sources::{DEFAULT_APP_ENV, Given, Resolved, resolve},
@@ -24,6 +25,9 @@ pub const MAX_POOL_SIZE: usize = 1024;
 pub const MIN_SESSION_BYTES: u64 = 64;
 /// The largest accepted `SESSION_MAX_BYTES`: 512 MiB, Redis' limit for one value.
 pub const MAX_SESSION_BYTES: u64 = 512 * 1024 * 1024;
+/// How long the primary waits for the replicas' acknowledgement when `REDIS_REPLICATED_ACK`
+/// is set and `REDIS_REPLICATED_ACK_TIMEOUT_MS` is not: 100 ms.
+pub const DEFAULT_REPLICATED_ACK_TIMEOUT: Duration = Duration::from_millis(100);
 /// The largest accepted `SESSION_MAX_MODIFY_ATTEMPTS`.
 pub const MAX_MODIFY_ATTEMPTS: u32 = 10_000;
 
@@ -69,6 +73,13 @@ pub struct RedisSettings {
     /// CA and client certificate files for TLS. They are only accepted with a TLS target
     /// (`rediss://` or `REDIS_TLS=true`), and must exist when the settings are loaded.
     pub tls: TlsFiles,
+    /// One server, a cluster or Sentinel (`REDIS_DEPLOYMENT`, `REDIS_CLUSTER_NODES`,
+    /// `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER`, `REDIS_SENTINEL_USERNAME`,
+    /// `REDIS_SENTINEL_PASSWORD`).
+    pub deployment: Deployment,
+    /// Replicated acknowledgement: every write waits until this many replicas have it
+    /// (`REDIS_REPLICATED_ACK`, `REDIS_REPLICATED_ACK_TIMEOUT_MS`); off by default.
+    pub replicated_ack: Option<ReplicatedAck>,
     /// The keys, as the user spelled them, that ask for an optional feature: named in the
     /// error when this build lacks it.
     pub(crate) asked: Asked,
@@ -81,6 +92,7 @@ pub struct RedisSettings {
 pub(crate) struct Asked {
     pub(crate) tls: Option<&'static str>,
     pub(crate) pool: Option<&'static str>,
+    pub(crate) deployment: Option<&'static str>,
 }
 
 /// How sessions are kept.
@@ -106,6 +118,10 @@ pub struct SessionSettings {
     /// first encrypting, all decrypting); `None`, the default: sessions are written
     /// unencrypted, and encrypted ones are refused. `Debug` shows the key ids only.
     pub encryption: Option<EncryptionKeys>,
+    /// Bounded reads (`SESSION_BOUNDED_READS`; off by default): the Redis store refuses a
+    /// stored session larger than [`max_size`](Self::max_size) before any of it leaves
+    /// Redis, at about 10 µs of server time per load.
+    pub bounded_reads: bool,
 }
 
 impl Default for SessionSettings {
@@ -117,6 +133,7 @@ impl Default for SessionSettings {
             max_modify_attempts: DEFAULT_MAX_ATTEMPTS,
             compression: Compression::Off,
             encryption: None,
+            bounded_reads: false,
         }
     }
 }
@@ -155,6 +172,8 @@ impl Default for RedisSettings {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             tls: TlsFiles::default(),
+            deployment: Deployment::default(),
+            replicated_ack: None,
             asked: Asked::default(),
         }
     }
@@ -178,10 +197,11 @@ impl Default for Settings {
 /// Something in the configuration that is allowed but probably not meant. Logged with
 /// `tracing::warn!` when the settings are loaded, and kept in [`Settings::warnings`].
 ///
-/// No setting gives one at present: a Redis part beside a `REDIS_URL`, which used to, now
-/// either overrides that part of the URL (set in a later layer), fills it (a user or password
-/// the URL lacks), yields to it (an earlier layer) or, contradicting the URL of its own layer,
-/// is an error (see the crate documentation).
+/// One setting gives one at present: a server's host or port (`REDIS_URL`, `REDIS_HOST`,
+/// `REDIS_PORT`) next to a cluster or Sentinel, which do not use them. A Redis part beside a
+/// `REDIS_URL`, which used to, now either overrides that part of the URL (set in a later
+/// layer), fills it (a user or password the URL lacks), yields to it (an earlier layer) or,
+/// contradicting the URL of its own layer, is an error (see the crate documentation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {
     keys: Vec<String>,
@@ -189,6 +209,10 @@ pub struct Warning {
 }
 
 impl Warning {
+    pub(crate) fn new(keys: Vec<String>, message: String) -> Self {
+        Self { keys, message }
+    }
+
     /// The keys concerned, as the user spelled them.
     pub fn keys(&self) -> &[String] {
         &self.keys
@@ -251,7 +275,7 @@ impl Settings {
     }
 
     fn from_resolved(r: &Resolved) -> Result<Self> {
-        let warnings = Vec::new();
+        let mut warnings = Vec::new();
         let use_redis = opt(r, keys::USE_REDIS, values::boolean)?.unwrap_or(false);
         let fallback = opt(r, keys::FALLBACK, values::fallback)?.unwrap_or_default();
         let Chosen {
@@ -269,9 +293,21 @@ impl Settings {
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         let command_timeout = opt(r, keys::REDIS_COMMAND_TIMEOUT, values::timeout)?
             .unwrap_or(DEFAULT_COMMAND_TIMEOUT);
-        let tls = tls_files(r, &target)?;
+        let ChosenDeployment {
+            deployment,
+            asked_by: deployment_asked_by,
+            tls_asked_by: nodes_tls_asked_by,
+        } = deployment(r, &target, mode, &mut warnings)?;
+        let tls_anywhere = target.tls()
+            || match &deployment {
+                Deployment::Cluster { nodes } => nodes.iter().any(RedisTarget::tls),
+                _ => false,
+            };
+        let tls = tls_files(r, &target, tls_anywhere)?;
+        let replicated_ack = replicated_ack(r, command_timeout)?;
         let asked = Asked {
-            tls: tls_asked_by,
+            tls: tls_asked_by.or(nodes_tls_asked_by),
+            deployment: deployment_asked_by,
             pool: matches!(mode, ConnectionMode::Pool { .. })
                 .then(|| r.get(keys::REDIS_MODE).map(|g| g.spelled))
                 .flatten(),
@@ -290,6 +326,7 @@ impl Settings {
             .map_or(DEFAULT_MAX_ATTEMPTS, |n| n as u32),
             compression: compression(r)?,
             encryption: opt(r, keys::SESSION_ENCRYPTION_KEYS, encryption_keys)?.flatten(),
+            bounded_reads: opt(r, keys::SESSION_BOUNDED_READS, values::boolean)?.unwrap_or(false),
         };
         let defaults = MemorySettings::default();
         let memory = MemorySettings {
@@ -314,6 +351,8 @@ impl Settings {
                 connect_timeout,
                 command_timeout,
                 tls,
+                deployment,
+                replicated_ack,
                 asked,
             },
             session,
@@ -338,13 +377,46 @@ fn compression(r: &Resolved) -> Result<Compression> {
     })
 }
 
+/// `REDIS_REPLICATED_ACK` with its timeout, which must be below the command timeout (or the
+/// request would time out before `WAIT` answers). The timeout is validated even when the
+/// acknowledgement is off.
+fn replicated_ack(r: &Resolved, command_timeout: Duration) -> Result<Option<ReplicatedAck>> {
+    let timeout = opt(r, keys::REDIS_REPLICATED_ACK_TIMEOUT, values::timeout)?;
+    let Some(replicas) = opt(r, keys::REDIS_REPLICATED_ACK, values::replicas)?.flatten() else {
+        return Ok(None);
+    };
+    let timeout_given = r.get(keys::REDIS_REPLICATED_ACK_TIMEOUT);
+    let timeout = timeout.unwrap_or(DEFAULT_REPLICATED_ACK_TIMEOUT);
+    if timeout >= command_timeout {
+        let command = r
+            .get(keys::REDIS_COMMAND_TIMEOUT)
+            .map_or("REDIS_COMMAND_TIMEOUT_MS (default)".to_owned(), |g| {
+                format!("{} (set in {})", g.spelled, g.origin)
+            });
+        let expected = format!(
+            "a wait below the command timeout, {} ms of {command}: the request would time out \
+             before WAIT answers; lower this wait or raise the command timeout",
+            command_timeout.as_millis()
+        );
+        return Err(match timeout_given {
+            Some(given) => given.invalid(expected),
+            None => Error::config(
+                "REDIS_REPLICATED_ACK_TIMEOUT_MS",
+                format!("{} (default)", timeout.as_millis()),
+                expected,
+            ),
+        });
+    }
+    Ok(Some(ReplicatedAck { replicas, timeout }))
+}
+
 /// A value that is set and not empty (an empty TOML string clears an optional setting).
 fn non_empty(r: &Resolved, key: Key) -> Option<&Given> {
     r.get(key).filter(|g| !g.text.is_empty())
 }
 
 /// The TLS files: each must exist, certificate and key come together, and only with TLS.
-fn tls_files(r: &Resolved, target: &RedisTarget) -> Result<TlsFiles> {
+fn tls_files(r: &Resolved, target: &RedisTarget, tls: bool) -> Result<TlsFiles> {
     let file = |key| {
         non_empty(r, key)
             .map(|g| values::file(g).map(|p| (g, p)))
@@ -359,7 +431,7 @@ fn tls_files(r: &Resolved, target: &RedisTarget) -> Result<TlsFiles> {
         (Some((given, _)), None) => return Err(missing_pair(given, keys::REDIS_TLS_KEY_FILE)),
         (None, Some((given, _))) => return Err(missing_pair(given, keys::REDIS_TLS_CERT_FILE)),
     };
-    if !target.tls() {
+    if !tls {
         let first = [
             keys::REDIS_TLS_CA_FILE,
             keys::REDIS_TLS_CERT_FILE,
@@ -415,6 +487,15 @@ impl fmt::Display for Settings {
         writeln!(f, "redis.mode = {}", redis.mode)?;
         writeln!(f, "redis.connect_timeout = {:?}", redis.connect_timeout)?;
         writeln!(f, "redis.command_timeout = {:?}", redis.command_timeout)?;
+        writeln!(f, "redis.deployment = {}", redis.deployment)?;
+        match redis.replicated_ack {
+            Some(ack) => writeln!(
+                f,
+                "redis.replicated_ack = {} replica(s) within {:?}",
+                ack.replicas, ack.timeout
+            )?,
+            None => writeln!(f, "redis.replicated_ack = off")?,
+        }
         writeln!(f, "redis.tls.ca_file = {}", path(&redis.tls.ca_file))?;
         let (cert, key) = match &redis.tls.client {
             Some(c) => (Some(c.cert_file.clone()), Some(c.key_file.clone())),
@@ -444,6 +525,7 @@ impl fmt::Display for Settings {
             Some(keys) => writeln!(f, "session.encryption_keys = {keys}")?,
             None => writeln!(f, "session.encryption_keys = off")?,
         }
+        writeln!(f, "session.bounded_reads = {}", self.session.bounded_reads)?;
         match self.memory.capacity {
             Some(n) => writeln!(f, "memory.capacity = {n}")?,
             None => writeln!(f, "memory.capacity = unbounded")?,

@@ -450,6 +450,22 @@ fn toml_layer(path: &Path) -> Result<Layer, Error> {
             ValueKind::U64(n) => n.to_string(),
             ValueKind::U128(n) => n.to_string(),
             ValueKind::Float(n) => n.to_string(),
+            ValueKind::Array(items) if keys::LISTS.contains(&key) => {
+                let mut texts = Vec::with_capacity(items.len());
+                for item in items {
+                    match item.kind {
+                        ValueKind::String(s) => texts.push(s.trim().to_owned()),
+                        _ => {
+                            return Err(Error::config(
+                                key.toml,
+                                "(a list with a non-string item)",
+                                format!("URLs as strings (set in {file})"),
+                            ));
+                        }
+                    }
+                }
+                texts.join(",")
+            }
             ValueKind::Nil | ValueKind::Array(_) | ValueKind::Table(_) => {
                 return Err(Error::config(
                     key.toml,

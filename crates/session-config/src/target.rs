@@ -202,7 +202,7 @@ fn from_url(r: &Resolved, url: &Given) -> Result<Chosen> {
 /// it); the URL's own wins over an earlier layer's and must agree with its own layer's; the
 /// setting fills a URL without one from any layer. `shown` is the setting's value as an
 /// error may show it, `says` what the URL holds instead, in words.
-fn credential(
+pub(crate) fn credential(
     r: &Resolved,
     key: Key,
     url: &Given,

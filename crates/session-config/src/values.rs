@@ -131,7 +131,26 @@ pub(crate) fn mode(given: &Given, pool_size: NonZeroUsize) -> Result<ConnectionM
         "pool" => Ok(ConnectionMode::Pool {
             max_size: pool_size,
         }),
+        "cluster" | "sentinel" => Err(given.invalid(
+            "multiplexed or pool: this setting is the connection mode; a cluster or Sentinel is \
+             chosen with REDIS_DEPLOYMENT (redis.deployment), REDIS_CLUSTER_NODES or \
+             REDIS_SENTINELS",
+        )),
         _ => Err(given.invalid("multiplexed or pool")),
+    }
+}
+
+/// `off` (or `0`, `false`, `no`, `none`) or a number of replicas, 1 to 1000.
+pub(crate) fn replicas(given: &Given) -> Result<Option<u32>, Error> {
+    match given.text.to_ascii_lowercase().as_str() {
+        "off" | "false" | "no" | "none" | "0" => Ok(None),
+        _ => integer(
+            given,
+            1,
+            1000,
+            "off, or a number of replicas that must confirm every write",
+        )
+        .map(|n| Some(n as u32)),
     }
 }
 
