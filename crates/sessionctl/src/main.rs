@@ -23,6 +23,9 @@
 //! The store (`session_redis::RedisStore`) does what it offers (listing, loading, saving,
 //! deleting, touching, counting, pinging); a plain connection to the same server does the rest
 //! (SCAN + UNLINK for `purge`, `PTTL`, `HGETALL` for `show --raw`, `INFO` and `CONFIG GET`).
+//! With a cluster (`REDIS_CLUSTER_NODES`) those go to every primary (`purge`, `doctor`) or to
+//! the primary of the key's slot; with Sentinel (`REDIS_SENTINELS`) to the master the
+//! sentinels name.
 #![forbid(unsafe_code)]
 // The doc comments of the clap structs are the `--help` text users read, with glob and URL
 // syntax such as `[abc]` and `[user][:password@]`: rustdoc must not take those for links.
@@ -33,6 +36,7 @@ mod cli;
 mod commands;
 mod error;
 mod glob;
+mod nodes;
 mod output;
 mod progress;
 mod state;
@@ -126,9 +130,20 @@ impl Context {
         target::connect_store(&self.options).await
     }
 
-    /// Opens a plain connection for commands the store does not offer.
-    pub(crate) async fn raw(&self) -> CliResult<MultiplexedConnection> {
-        target::connect_raw(&self.options).await
+    /// Opens a plain connection, for commands the store does not offer, to the primary that
+    /// holds `key`: the one server, the master the sentinels name, or the cluster's node
+    /// serving the key's slot.
+    pub(crate) async fn raw_for(&self, key: &str) -> CliResult<MultiplexedConnection> {
+        nodes::primary_for(&self.options, key)
+            .await?
+            .connect()
+            .await
+    }
+
+    /// The primaries: the one server, the master the sentinels name, or every primary of
+    /// the cluster.
+    pub(crate) async fn primaries(&self) -> CliResult<Vec<nodes::Node>> {
+        nodes::primaries(&self.options).await
     }
 
     /// A library error as a command error.

@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use redis::aio::MultiplexedConnection;
 use session_config::{Settings, Sources};
 use session_core::Error;
 use session_redis::{ConnectionMode, RedisOptions, RedisStore, RedisTarget};
@@ -76,20 +75,6 @@ pub(crate) async fn connect_store(options: &RedisOptions) -> CliResult<RedisStor
     RedisStore::connect(options.clone())
         .await
         .map_err(|e| CliError::from_store(e, &options.redacted_url()))
-}
-
-/// A plain connection for the commands the store does not offer (SCAN + UNLINK, PTTL, HGETALL,
-/// INFO, CONFIG GET), with the same target, credentials, database, TLS files and timeouts as
-/// the store ([`RedisOptions::client`]).
-pub(crate) async fn connect_raw(options: &RedisOptions) -> CliResult<MultiplexedConnection> {
-    let url = options.redacted_url();
-    let client = options
-        .client()
-        .map_err(|e| CliError::from_store(e, &url))?;
-    client
-        .get_multiplexed_async_connection_with_config(&options.connection_config())
-        .await
-        .map_err(|e| redis_error(e, "connecting", &url))
 }
 
 /// A redis-rs error as a failure, classified like the store does.

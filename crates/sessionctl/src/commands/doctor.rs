@@ -16,6 +16,7 @@ use crate::{
     Context,
     cli::DoctorArgs,
     error::{CliResult, EXIT_FAILURE},
+    nodes::Node,
     output::{self, human_duration, human_size},
 };
 
@@ -109,22 +110,21 @@ async fn checks(ctx: &Context, pings: u32) -> Vec<Check> {
             micros(started.elapsed())
         ),
     ));
-    match ctx.raw().await {
-        Ok(mut con) => {
-            let info = info(&mut con).await;
-            let config = config_get(
-                &mut con,
-                &["maxmemory", "maxmemory-policy", "save", "appendonly"],
-            )
-            .await;
-            checks.push(server_check(&info));
-            checks.push(memory_check(&info, &config));
-            checks.push(persistence_check(&info, &config));
+    match ctx.primaries().await {
+        Ok(nodes) => {
+            let managed = ctx.options.is_cluster() || ctx.options.sentinel().is_some();
+            if managed {
+                checks.push(deployment_check(ctx, &nodes));
+            }
+            let several = nodes.len() > 1 || ctx.options.is_cluster();
+            for node in &nodes {
+                node_checks(ctx, node, several, &mut checks).await;
+            }
         }
         Err(e) => checks.push(Check::new(
-            "server",
-            Status::Warn,
-            format!("INFO not available: {}", first_line(&e.to_string())),
+            "deployment",
+            Status::Fail,
+            first_line(&e.to_string()),
         )),
     }
     checks.push(latency_check(&store, pings).await);
@@ -137,6 +137,126 @@ async fn checks(ctx: &Context, pings: u32) -> Vec<Check> {
         Err(e) => Check::new("sessions", Status::Fail, format!("cannot count: {e}")),
     });
     checks
+}
+
+/// What the store goes through: one server, Sentinel (which master, found through which
+/// sentinels, now at which address) or a cluster (how many primaries).
+fn deployment_check(ctx: &Context, nodes: &[Node]) -> Check {
+    let options = &ctx.options;
+    if let Some(sentinel) = options.sentinel() {
+        let sentinels: Vec<String> = sentinel
+            .sentinels
+            .iter()
+            .map(|s| format!("{}:{}", s.host(), s.port()))
+            .collect();
+        let at = nodes.first().map_or("unknown", |n| n.address.as_str());
+        return Check::new(
+            "deployment",
+            Status::Ok,
+            format!(
+                "Sentinel: master {:?} at {at}, found through the sentinels {}",
+                sentinel.master,
+                sentinels.join(", ")
+            ),
+        );
+    }
+    if options.is_cluster() {
+        let served: u32 = nodes
+            .iter()
+            .flat_map(|n| &n.slots)
+            .map(|&(a, b)| u32::from(b) - u32::from(a) + 1)
+            .sum();
+        let detail = format!(
+            "cluster: {} primaries serving {served} of 16384 slots (from {} seed nodes)",
+            nodes.len(),
+            options.cluster_nodes().len()
+        );
+        return if served == 16384 {
+            Check::new("deployment", Status::Ok, detail)
+        } else {
+            Check::new("deployment", Status::Fail, detail)
+                .advice("some slots have no live primary: writes to their sessions fail")
+        };
+    }
+    Check::new("deployment", Status::Ok, "one server")
+}
+
+/// The checks of one primary: reachability and role, then server, memory and persistence.
+/// With several nodes each check names the node.
+async fn node_checks(ctx: &Context, node: &Node, several: bool, checks: &mut Vec<Check>) {
+    let name = |text: String| {
+        if several {
+            format!("{}: {text}", node.address)
+        } else {
+            text
+        }
+    };
+    let started = Instant::now();
+    let managed = several || ctx.options.sentinel().is_some();
+    let mut con = match node.connect().await {
+        Ok(con) => con,
+        Err(e) if managed => {
+            checks.push(Check::new(
+                "node",
+                Status::Fail,
+                format!(
+                    "{} unreachable: {}",
+                    node.address,
+                    first_line(&e.to_string())
+                ),
+            ));
+            return;
+        }
+        Err(e) => {
+            checks.push(Check::new(
+                "server",
+                Status::Warn,
+                format!("INFO not available: {}", first_line(&e.to_string())),
+            ));
+            return;
+        }
+    };
+    let info = info(&mut con).await;
+    let config = config_get(
+        &mut con,
+        &["maxmemory", "maxmemory-policy", "save", "appendonly"],
+    )
+    .await;
+    let role = info.get("role").map_or("unknown role", String::as_str);
+    let slots = if ctx.options.is_cluster() {
+        format!(", slots {}", node.slots_text())
+    } else {
+        String::new()
+    };
+    let detail = format!(
+        "{} {role}{slots}, reachable in {}",
+        node.address,
+        micros(started.elapsed())
+    );
+    // One server has no "node" check (its "connect" says it all), unless it is a replica.
+    if role == "slave" {
+        checks.push(
+            Check::new(
+                "node",
+                if managed { Status::Fail } else { Status::Warn },
+                detail,
+            )
+            .advice(
+                "a replica answers where a primary was expected: writes fail (READONLY); a \
+                 failover in progress?",
+            ),
+        );
+    } else if managed {
+        checks.push(Check::new("node", Status::Ok, detail));
+    }
+    for mut check in [
+        server_check(&info),
+        memory_check(&info, &config),
+        persistence_check(&info, &config),
+    ] {
+        check.detail = name(check.detail);
+        checks.push(check);
+    }
 }
 
 fn first_line(text: &str) -> String {

@@ -27,29 +27,47 @@ const UNLINK_BATCH: usize = 500;
 pub(crate) async fn run(ctx: &Context, args: PurgeArgs) -> CliResult<ExitCode> {
     let glob = IdGlob::parse(&args.pattern)?;
     let prefix = ctx.options.key_prefix().to_owned();
-    let mut con = ctx.raw().await?;
-    let mut scan = Scan::new(glob.redis_pattern(&prefix));
+    // Every primary: the one server, Sentinel's master, or each primary of a cluster (whose
+    // keys are spread over them).
+    let mut cons = Vec::new();
+    for node in ctx.primaries().await? {
+        cons.push(node.connect().await?);
+    }
+    let cluster = ctx.options.is_cluster();
+    let pattern = glob.redis_pattern(&prefix);
     let (deleted, matched) = if args.dry_run || args.yes {
         let (mut deleted, mut matched) = (0u64, 0u64);
-        while let Some(keys) = scan.next(ctx, &mut con, &prefix, &glob).await? {
-            matched += keys.len() as u64;
-            if !args.dry_run {
-                deleted += unlink(ctx, &mut con, &keys).await?;
+        for con in &mut cons {
+            let mut scan = Scan::new(pattern.clone());
+            while let Some(keys) = scan.next(ctx, con, &prefix, &glob).await? {
+                matched += keys.len() as u64;
+                if !args.dry_run {
+                    deleted += unlink(ctx, con, &keys, cluster).await?;
+                }
             }
         }
         (deleted, matched)
     } else {
-        let mut keys = Vec::new();
-        while let Some(batch) = scan.next(ctx, &mut con, &prefix, &glob).await? {
-            keys.extend(batch);
+        let mut per_node = Vec::new();
+        for con in &mut cons {
+            let mut scan = Scan::new(pattern.clone());
+            let mut keys = Vec::new();
+            while let Some(batch) = scan.next(ctx, con, &prefix, &glob).await? {
+                keys.extend(batch);
+            }
+            keys.sort_unstable();
+            keys.dedup();
+            per_node.push(keys);
         }
-        keys.sort_unstable();
-        keys.dedup();
-        let matched = keys.len() as u64;
+        let matched = per_node.iter().map(|k| k.len() as u64).sum();
         if matched > 0 {
             confirm(ctx, &glob, matched)?;
         }
-        (unlink(ctx, &mut con, &keys).await?, matched)
+        let mut deleted = 0;
+        for (con, keys) in cons.iter_mut().zip(&per_node) {
+            deleted += unlink(ctx, con, keys, cluster).await?;
+        }
+        (deleted, matched)
     };
     if ctx.json {
         output::print_json(&json!({
@@ -150,14 +168,32 @@ impl Scan {
     }
 }
 
-/// UNLINKs `keys` in batches; returns how many existed.
-async fn unlink(ctx: &Context, con: &mut MultiplexedConnection, keys: &[String]) -> CliResult<u64> {
+/// UNLINKs `keys` in batches; returns how many existed. In a cluster one UNLINK may only
+/// name keys of one slot: each key gets its own, pipelined in batches.
+async fn unlink(
+    ctx: &Context,
+    con: &mut MultiplexedConnection,
+    keys: &[String],
+    cluster: bool,
+) -> CliResult<u64> {
     let mut deleted = 0;
     for batch in keys.chunks(UNLINK_BATCH) {
-        let mut cmd = redis::cmd("UNLINK");
-        cmd.arg(batch);
-        let n: u64 = ctx.query(con, &cmd, "UNLINK").await?;
-        deleted += n;
+        if cluster {
+            let mut pipe = redis::pipe();
+            for key in batch {
+                pipe.cmd("UNLINK").arg(key);
+            }
+            let counts: Vec<u64> = pipe
+                .query_async(con)
+                .await
+                .map_err(|e| crate::target::redis_error(e, "UNLINK", &ctx.url()))?;
+            deleted += counts.iter().sum::<u64>();
+        } else {
+            let mut cmd = redis::cmd("UNLINK");
+            cmd.arg(batch);
+            let n: u64 = ctx.query(con, &cmd, "UNLINK").await?;
+            deleted += n;
+        }
     }
     Ok(deleted)
 }

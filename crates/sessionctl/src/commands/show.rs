@@ -58,7 +58,7 @@ pub(crate) fn not_found(id: &SessionId) -> CliError {
 /// `--raw`: TYPE, HGETALL and PTTL of the key, each field shown as stored.
 async fn raw(ctx: &Context, id: &SessionId) -> CliResult<ExitCode> {
     let key = format!("{}{}", ctx.options.key_prefix(), id);
-    let mut con = ctx.raw().await?;
+    let mut con = ctx.raw_for(&key).await?;
     let kind: String = ctx
         .query(&mut con, redis::cmd("TYPE").arg(&key), "TYPE")
         .await?;

@@ -34,7 +34,7 @@ pub(crate) async fn run(ctx: &Context, args: TtlArgs) -> CliResult<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let key = format!("{}{}", ctx.options.key_prefix(), id);
-    let mut con = ctx.raw().await?;
+    let mut con = ctx.raw_for(&key).await?;
     let pttl: i64 = ctx
         .query(&mut con, redis::cmd("PTTL").arg(&key), "PTTL")
         .await?;
