@@ -32,6 +32,10 @@ ENVIRONMENT:
     RUST_LOG         log filter, such as `info` (default) or `session_core=debug,info`
     USE_REDIS        keep sessions in Redis (default false: in memory)
     REDIS_URL        redis://[user][:password@]host[:port][/db] (or REDIS_HOST, REDIS_PORT ...)
+    REDIS_CLUSTER_NODES
+                     a Redis Cluster instead: redis://host:port,redis://host:port,...
+    REDIS_SENTINELS, REDIS_SENTINEL_MASTER
+                     or the master found through Redis Sentinel (sentinel URLs, master name)
     SESSION_TTL      session lifetime after the last write, seconds (default 3600)
     SESSION_FALLBACK `runtime` (serve from memory while Redis is down, at start or later,
                      and write back when it answers), `startup` (use memory for the
