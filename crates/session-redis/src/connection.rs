@@ -223,7 +223,7 @@ impl Connection {
 /// addresses and their own user and password (from the first sentinel URL), the data nodes'
 /// user, password, database and TLS from the options' target.
 #[cfg(feature = "sentinel")]
-fn sentinel_maker(options: &RedisOptions) -> Result<crate::multiplexed::Maker> {
+pub(crate) fn sentinel_maker(options: &RedisOptions) -> Result<crate::multiplexed::Maker> {
     use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
     let Some(sentinel) = options.sentinel() else {
         return Err(Error::config("REDIS_SENTINELS", "", "sentinel addresses"));
@@ -285,7 +285,7 @@ fn sentinel_maker(options: &RedisOptions) -> Result<crate::multiplexed::Maker> {
 }
 
 #[cfg(not(feature = "sentinel"))]
-fn sentinel_maker(options: &RedisOptions) -> Result<crate::multiplexed::Maker> {
+pub(crate) fn sentinel_maker(options: &RedisOptions) -> Result<crate::multiplexed::Maker> {
     Err(Error::config(
         "REDIS_SENTINELS",
         options.redacted_url(),

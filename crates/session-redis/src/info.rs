@@ -106,7 +106,8 @@ impl RedisOptions {
     /// does, sends `INFO server`, `INFO memory`, `INFO persistence` and `INFO replication` in
     /// one pipeline, then `CONFIG GET save` (whose refusal only leaves
     /// [`rdb_save_points`](ServerInfo::rdb_save_points) unset), and closes the connection.
-    /// Returns within connect timeout + command timeout.
+    /// Returns within connect timeout + command timeout. Through Sentinel it asks the master
+    /// the sentinels name; in a cluster, the first seed node.
     ///
     /// # Errors
     /// As [`RedisStore::connect`](crate::RedisStore::connect): [`Unavailable`] when nothing
@@ -129,11 +130,18 @@ impl RedisOptions {
     }
 
     async fn ask_server_info(&self, url: &str) -> Result<ServerInfo> {
-        let mut con = self
-            .client()?
-            .get_multiplexed_async_connection_with_config(&self.connection_config())
-            .await
-            .map_err(|e| errors::map(e, "connect", url))?;
+        // Through Sentinel the server is the master the sentinels name now; in a cluster, the
+        // first seed node (one node's facts).
+        let mut con = if self.sentinel().is_some() {
+            crate::connection::sentinel_maker(self)?
+                .connect(&self.connection_config())
+                .await
+        } else {
+            self.client()?
+                .get_multiplexed_async_connection_with_config(&self.connection_config())
+                .await
+        }
+        .map_err(|e| errors::map(e, "connect", url))?;
         let mut pipe = redis::pipe();
         for section in ["server", "memory", "persistence", "replication"] {
             pipe.cmd("INFO").arg(section);

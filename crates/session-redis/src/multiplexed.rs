@@ -70,7 +70,7 @@ pub(crate) enum Maker {
 }
 
 impl Maker {
-    async fn connect(
+    pub(crate) async fn connect(
         &self,
         config: &AsyncConnectionConfig,
     ) -> Result<MultiplexedConnection, RedisError> {

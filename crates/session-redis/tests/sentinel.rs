@@ -279,3 +279,20 @@ async fn a_killed_master_is_followed_and_with_acknowledgement_nothing_acknowledg
         assert!(tally.succeeded > 0, "{tally:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_info_through_sentinel_asks_the_master() {
+    let Some(env) = redis_harness::env::sentinels("server_info_through_sentinel_asks_the_master")
+    else {
+        return;
+    };
+    let sentinels = env.sentinels.iter().map(|u| target(u)).collect();
+    let options = RedisOptions::new(target("redis://placeholder:1/0"))
+        .with_sentinels(sentinels, env.master)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let info = options
+        .server_info()
+        .await
+        .unwrap_or_else(|e| panic!("INFO through the sentinels: {e}"));
+    assert_eq!(info.role.as_deref(), Some("master"), "{info:?}");
+}
