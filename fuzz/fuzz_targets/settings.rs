@@ -18,12 +18,16 @@ use libfuzzer_sys::fuzz_target;
 use session_config::{Settings, Sources};
 use session_core::Error;
 
-/// The password placed by `Secret`: a marker no fuzzed text may contain.
+/// The password placed by `Secret`: a marker fuzzed text is cleaned of.
 const SECRET: &str = "Pw9sEcReTmArKeR";
-/// The encryption key placed by `Secret`, in base64 (32 bytes): no fuzzed text may contain it.
+/// The encryption key placed by `Secret`, in base64 (32 bytes), and as searched for (the
+/// setting also takes URL-safe base64 without padding; this key reads the same in both).
 const KEY_B64: &str = "UHc5c0VjUmVUbUFyS2VSLWVuY3J5cHRpb24ta2V5ISE=";
-/// The same key in URL-safe base64 without padding, which the setting accepts too.
 const KEY_B64_URL: &str = "UHc5c0VjUmVUbUFyS2VSLWVuY3J5cHRpb24ta2V5ISE";
+/// Another password and key of the same lengths: a marker an output shows with these placed
+/// instead came from the fuzzed text (a TOML escape can spell one), not from the secret.
+const OTHER_SECRET: &str = "Qx8tFdSfUnBsLfS";
+const OTHER_KEY_B64: &str = "UXg4dEZkU2ZVbkJzTGZTLWVuY3J5cHRpb24ta2V5ISE=";
 
 /// The environment variables session-config reads (and two it does not).
 const NAMES: &[&str] = &[
@@ -124,64 +128,57 @@ fn with_line(text: Option<String>, line: &str) -> Option<String> {
     Some(format!("{}\n{line}\n", text.unwrap_or_default()))
 }
 
-fn assert_no_secret(what: &str, shown: &str) {
-    assert!(
-        !shown.contains(SECRET),
-        "{what} shows the password: {shown}"
-    );
-    assert!(
-        !shown.contains(KEY_B64_URL),
-        "{what} shows the encryption key: {shown}"
-    );
+/// What one load shows: every output that must not hold a secret, and how it ended.
+struct Shown {
+    texts: Vec<(&'static str, String)>,
+    outcome: Result<Settings, Error>,
 }
 
-fuzz_target!(|input: Input| {
-    let Input {
-        env,
-        dotenv,
-        default_toml,
-        fuzz_toml,
-        secret,
-    } = input;
-    let mut vars: Vec<(String, String)> = env
-        .into_iter()
+/// Loads the settings the input describes with `password` and `key` as the placed secrets.
+fn load(input: &Input, password: &str, key: &str) -> Shown {
+    let mut vars: Vec<(String, String)> = input
+        .env
+        .iter()
         .map(|(name, value)| {
             let name = match name {
-                Name::Known(n) => NAMES[usize::from(n) % NAMES.len()].to_owned(),
-                Name::Other(name) => clean(name),
+                Name::Known(n) => NAMES[usize::from(*n) % NAMES.len()].to_owned(),
+                Name::Other(name) => clean(name.clone()),
             };
-            (name, clean(value))
+            (name, clean(value.clone()))
         })
         .filter(|(name, _)| name != "CONFIG_DIR")
         .collect();
-    let mut dotenv = dotenv.map(clean);
-    let mut default_toml = default_toml.map(clean);
-    let fuzz_toml = fuzz_toml.map(clean);
-    let url = format!("redis://app:{SECRET}@cache.internal:6379/0");
-    match secret {
+    let mut dotenv = input.dotenv.clone().map(clean);
+    let mut default_toml = input.default_toml.clone().map(clean);
+    let fuzz_toml = input.fuzz_toml.clone().map(clean);
+    let url = format!("redis://app:{password}@cache.internal:6379/0");
+    match &input.secret {
         Secret::None => {}
-        Secret::EnvPassword => vars.push(("REDIS_PASSWORD".into(), SECRET.into())),
+        Secret::EnvPassword => vars.push(("REDIS_PASSWORD".into(), password.into())),
         Secret::EnvUrl => vars.push(("REDIS_URL".into(), url)),
-        Secret::DotEnvPassword => dotenv = with_line(dotenv, &format!("REDIS_PASSWORD={SECRET}")),
+        Secret::DotEnvPassword => {
+            dotenv = with_line(dotenv, &format!("REDIS_PASSWORD={password}"));
+        }
         Secret::TomlPassword => {
-            default_toml = with_line(default_toml, &format!("redis.password = \"{SECRET}\""));
+            default_toml = with_line(default_toml, &format!("redis.password = \"{password}\""));
         }
         Secret::TomlUrl => {
-            default_toml = with_line(default_toml, &format!("redis.url = \"{url}\""))
+            default_toml = with_line(default_toml, &format!("redis.url = \"{url}\""));
         }
         Secret::EnvKeys { prefix, suffix } => {
-            let keys = format!("{}k1:{KEY_B64}{}", clean(prefix), clean(suffix));
+            let keys = format!("{}k1:{key}{}", clean(prefix.clone()), clean(suffix.clone()));
             vars.push(("SESSION_ENCRYPTION_KEYS".into(), keys));
         }
         Secret::TomlKeys { prefix, suffix } => {
             // Only what a TOML basic string holds as it is.
             let [prefix, suffix] = [prefix, suffix].map(|p| {
-                clean(p)
-                    .chars()
-                    .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
-                    .collect::<String>()
+                clean(
+                    p.chars()
+                        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+                        .collect(),
+                )
             });
-            let line = format!("session.encryption_keys = \"{prefix}k1:{KEY_B64}{suffix}\"");
+            let line = format!("session.encryption_keys = \"{prefix}k1:{key}{suffix}\"");
             default_toml = with_line(default_toml, &line);
         }
     }
@@ -194,29 +191,66 @@ fuzz_target!(|input: Input| {
         .envs(vars)
         .dotenv(dir.join(".env"))
         .config_dir(dir.join("config"));
-    assert_no_secret("Sources' Debug", &format!("{sources:?}"));
-
-    match Settings::load_from(&sources) {
+    let mut texts = vec![("Sources' Debug", format!("{sources:?}"))];
+    let outcome = Settings::load_from(&sources);
+    match &outcome {
         Ok(settings) => {
-            assert_no_secret("Display", &settings.to_string());
-            assert_no_secret("Debug", &format!("{settings:?}"));
-            assert_no_secret("the target", &settings.redis.target.to_string());
+            texts.push(("Display", settings.to_string()));
+            texts.push(("Debug", format!("{settings:?}")));
+            texts.push(("the target", settings.redis.target.to_string()));
             let again = Settings::load_from(&sources).expect("loads again");
-            assert_eq!(again, settings);
-            assert_eq!(
-                settings.codec().max_size(),
-                settings.session.max_size.max(session_core::HEADER_LEN + 1)
-            );
+            assert_eq!(&again, settings, "loading is not deterministic");
         }
+        Err(e) => {
+            texts.push(("the error", e.to_string()));
+            texts.push(("the error's Debug", format!("{e:?}")));
+        }
+    }
+    Shown { texts, outcome }
+}
+
+/// The outputs of `shown` that hold `marker` (a placed secret).
+fn showing<'a>(shown: &'a Shown, marker: &str) -> Vec<&'a str> {
+    shown
+        .texts
+        .iter()
+        .filter(|(_, text)| text.contains(marker))
+        .map(|(what, _)| *what)
+        .collect()
+}
+
+fuzz_target!(|input: Input| {
+    let shown = load(&input, SECRET, KEY_B64);
+    match &shown.outcome {
+        Ok(settings) => assert_eq!(
+            settings.codec().max_size(),
+            settings.session.max_size.max(session_core::HEADER_LEN + 1)
+        ),
         Err(e) => {
             assert!(
                 matches!(e, Error::Config { .. }),
                 "{e:?} is not Error::Config"
             );
-            let shown = e.to_string();
-            assert_no_secret("the error", &shown);
-            assert_no_secret("the error's Debug", &format!("{e:?}"));
-            assert!(!shown.chars().any(char::is_control), "{shown:?}");
+            let text = e.to_string();
+            assert!(!text.chars().any(char::is_control), "{text:?}");
         }
+    }
+    for marker in [SECRET, KEY_B64_URL] {
+        let leaks = showing(&shown, marker);
+        if leaks.is_empty() {
+            continue;
+        }
+        // Shown with other secrets placed too: the fuzzed text spelled it, not a leak.
+        let other = load(&input, OTHER_SECRET, OTHER_KEY_B64);
+        let from_input = showing(&other, marker);
+        let leaked: Vec<&str> = leaks
+            .into_iter()
+            .filter(|w| !from_input.contains(w))
+            .collect();
+        assert!(
+            leaked.is_empty(),
+            "{leaked:?} show the placed secret {marker}: {:?}",
+            shown.texts
+        );
     }
 });
