@@ -288,7 +288,8 @@ async fn an_acl_user_with_only_the_commands_the_store_needs_works() {
         ">app-secret",
         "resetkeys",
         "~cql:session:*",
-        // The write path stages each new record under `{<session key>}~w<nonce>`.
+        // The write path stages each new record under `{<session key>}~w<nonce>`, and a
+        // delete leaves its marker under `{<session key>}~d<nonce>`.
         "~{cql:session:*",
         "-@all",
         "+ping",
@@ -306,6 +307,8 @@ async fn an_acl_user_with_only_the_commands_the_store_needs_works() {
         "+exists",
         "+hget",
         "+hset",
+        // The delete script's marker of the call (`SET marker 1 PX ...`).
+        "+set",
     ];
     server
         .command(&acl)
