@@ -121,12 +121,11 @@ fn limit(max_size: u32) -> usize {
     (max_size % (4 << 20)) as usize
 }
 
-/// Whether the text of a state that does not decode is checked for control characters too.
-/// Off for now: `Codec::decode` puts serde's message in the `Corrupt` reason as it is, and
+/// Whether the text of a state that does not decode is checked for control characters too:
 /// serde quotes an unknown variant or field name unescaped (`unknown variant `a\x1b[2Jb``),
-/// so a stored session can put terminal escapes into a log line. The envelope's own errors
-/// are checked. See fuzz/README.md, findings.
-const CHECK_STATE_ERROR_TEXT: bool = false;
+/// and `Codec::decode` escapes control characters in the `Corrupt` reason (this target found
+/// it; see fuzz/README.md, findings).
+const CHECK_STATE_ERROR_TEXT: bool = true;
 
 fn assert_decode_error(e: &Error, from_state: bool) {
     assert!(

@@ -397,8 +397,14 @@ impl Codec {
         let mut de = rmp_serde::Deserializer::from_read_ref(&body[..]);
         // The scan bounded the depth already; keep rmp-serde's own bound out of its way.
         de.set_max_depth(self.max_depth.saturating_add(1));
-        T::deserialize(&mut de)
-            .map_err(|e| Error::corrupt(id, format!("state does not decode: {e}")))
+        T::deserialize(&mut de).map_err(|e| {
+            // serde quotes the stored names it did not expect as they are: a stored
+            // session must not put terminal escapes into logs and error bodies.
+            Error::corrupt(
+                id,
+                format!("state does not decode: {}", printable(&e.to_string())),
+            )
+        })
     }
 
     /// Checks that `body` is exactly one MessagePack value nested at most
@@ -612,6 +618,19 @@ fn unknown_flags(id: &SessionId, flags: u8) -> Error {
             flags & !KNOWN_FLAGS
         ),
     )
+}
+
+/// `text` with every control character escaped (`\u{1b}`), printable characters kept.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

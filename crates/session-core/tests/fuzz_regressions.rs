@@ -13,10 +13,8 @@ enum Phase {
 /// codec_decode: a session whose state names an unknown variant `a<ESC>[2Jb` (found as
 /// `Escalat\x1ad` in the fuzzer's own state type). `Codec::decode` puts serde's message into
 /// the `Corrupt` reason unescaped, so the terminal escape reaches every log line and error body
-/// that shows the error. Ignored until codec.rs escapes the reason (e.g. with
-/// `quote_for_humans`, as every other error that quotes stored data does).
+/// that shows the error. Fixed: codec.rs escapes control characters in the reason.
 #[test]
-#[ignore = "open: Codec::decode quotes serde's message unescaped (fuzz/README.md, findings)"]
 fn corrupt_state_text_has_no_control_characters() {
     let id = SessionId::new("user-1").unwrap();
     // The envelope header, then the MessagePack string "a\x1b[2Jb" where a `Phase` belongs.
