@@ -8,7 +8,7 @@
 //!    example or benchmark that uses an unpublished workspace crate (redis-harness): cargo
 //!    drops such a dev-dependency from the package, so it could not build from there;
 //! 3. **the packages**: one `cargo package --allow-dirty -p ... -p ...` for all of them, which
-//!    writes `target/package/<name>-<version>.crate` and, unless `--no-verify`, builds each one
+//!    writes `target/package-check/package/<name>-<version>.crate` and, unless `--no-verify`, builds each one
 //!    from its `.crate` alone: its workspace dependencies come from the others' packages (cargo
 //!    puts them in a temporary local registry), everything else from crates.io.
 //!
@@ -119,7 +119,15 @@ pub(crate) fn step(args: &Args) -> Result<u8> {
     if args.list {
         return Ok(0);
     }
+    forget_extracted_packages(&crates);
+    // A target directory of its own: cargo takes a registry package (which is what the
+    // packages are built against here) as never changing, so in the workspace's target
+    // directory a build of an earlier run's session-core 0.1.0 would be reused. Here only
+    // those of this workspace's packages are removed before each run; dependencies stay.
+    let verify_target = process::target_dir().join("package-check");
+    forget_built_packages(&verify_target, &crates);
     let mut cmd = process::cargo();
+    cmd.env("CARGO_TARGET_DIR", &verify_target);
     cmd.args(["package", "--allow-dirty"]);
     if args.no_verify {
         cmd.arg("--no-verify");
@@ -133,7 +141,7 @@ pub(crate) fn step(args: &Args) -> Result<u8> {
         eprintln!("xtask package: `cargo package` failed (exit code {code})");
         return Ok(code);
     }
-    let out = process::target_dir().join("package");
+    let out = verify_target.join("package");
     println!(
         "\nxtask package: {} packages {}:",
         crates.len(),
@@ -249,6 +257,84 @@ fn metadata_problems(krate: &Crate) -> Vec<String> {
         problems.push("no `[package.metadata.docs.rs]` (which features docs.rs documents)".into());
     }
     problems
+}
+
+/// Removes cargo's extracted copies of this workspace's own packages from the source cache of
+/// the temporary registry `cargo package` builds them from
+/// (`$CARGO_HOME/registry/src/-<hash>/<name>-<version>`, never crates.io's
+/// `index.crates.io-*`). Cargo extracts a registry package once per name and version and
+/// reuses the directory after, so a package changed since the last run (same version 0.1.0)
+/// would be verified against the sources of the earlier run, which fails on anything new.
+fn forget_extracted_packages(crates: &[Crate]) {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")));
+    let Some(src) = home.map(|h| h.join("registry").join("src")) else {
+        return;
+    };
+    let Ok(registries) = std::fs::read_dir(&src) else {
+        return;
+    };
+    for registry in registries.flatten() {
+        // The temporary registry of `cargo package` is a local one: its cache directory has no
+        // host name, only `-<hash>`.
+        if !registry.file_name().to_string_lossy().starts_with('-') {
+            continue;
+        }
+        for krate in crates {
+            let extracted = registry
+                .path()
+                .join(format!("{}-{}", krate.name, krate.version));
+            if extracted.is_dir()
+                && let Err(err) = std::fs::remove_dir_all(&extracted)
+            {
+                eprintln!(
+                    "xtask package: warning: cannot remove the stale {}: {err}",
+                    extracted.display()
+                );
+            }
+        }
+    }
+}
+
+/// Removes what earlier runs built of this workspace's packages in `target` (their
+/// fingerprints and artifacts, for every profile), so that `cargo package` builds them anew.
+fn forget_built_packages(target: &std::path::Path, crates: &[Crate]) {
+    let Ok(profiles) = std::fs::read_dir(target) else {
+        return;
+    };
+    let names: Vec<(String, String)> = crates
+        .iter()
+        .map(|k| {
+            (
+                format!("{}-", k.name),
+                format!("{}-", k.name.replace('-', "_")),
+            )
+        })
+        .collect();
+    for profile in profiles.flatten() {
+        for sub in [".fingerprint", "deps", "build"] {
+            let Ok(entries) = std::fs::read_dir(profile.path().join(sub)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let file = entry.file_name().to_string_lossy().into_owned();
+                let ours = names.iter().any(|(dashed, snake)| {
+                    file.starts_with(dashed.as_str())
+                        || file.starts_with(snake.as_str())
+                        || file.starts_with(&format!("lib{snake}"))
+                });
+                if ours {
+                    let path = entry.path();
+                    let _ = if path.is_dir() {
+                        std::fs::remove_dir_all(&path)
+                    } else {
+                        std::fs::remove_file(&path)
+                    };
+                }
+            }
+        }
+    }
 }
 
 /// `cargo package --list` of one crate.
