@@ -129,7 +129,24 @@ pub(crate) fn deployment(
     mode: ConnectionMode,
     warnings: &mut Vec<Warning>,
 ) -> Result<ChosenDeployment> {
-    let explicit = r.get(keys::REDIS_DEPLOYMENT).filter(|g| !g.text.is_empty());
+    // `redis.mode = "cluster"` (or `sentinel`) chooses the deployment as `REDIS_DEPLOYMENT`
+    // does; the two must not disagree.
+    let by_mode = r
+        .get(keys::REDIS_MODE)
+        .filter(|g| matches!(g.text.to_ascii_lowercase().as_str(), "cluster" | "sentinel"));
+    let explicit = match (
+        r.get(keys::REDIS_DEPLOYMENT).filter(|g| !g.text.is_empty()),
+        by_mode,
+    ) {
+        (Some(deployment), Some(mode)) if !deployment.text.eq_ignore_ascii_case(&mode.text) => {
+            return Err(mode.invalid(format!(
+                "the deployment {} says ({} is set in {}): remove one of them or make them agree",
+                deployment.spelled, deployment.spelled, deployment.origin
+            )));
+        }
+        (Some(deployment), _) => Some(deployment),
+        (None, mode) => mode,
+    };
     let nodes = non_empty(r, keys::REDIS_CLUSTER_NODES);
     let sentinels = non_empty(r, keys::REDIS_SENTINELS);
     let master = non_empty(r, keys::REDIS_SENTINEL_MASTER);

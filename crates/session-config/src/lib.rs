@@ -79,7 +79,7 @@
 //! | `REDIS_TLS_CERT_FILE` | `redis.tls.cert_file` | PEM client certificate (with the key) | unset |
 //! | `REDIS_TLS_KEY_FILE` | `redis.tls.key_file` | PEM client key (with the certificate) | unset |
 //! | `REDIS_KEY_PREFIX` | `redis.key_prefix` | prefix of every session key | `cql:session:` |
-//! | `REDIS_MODE` | `redis.mode` | `multiplexed` (one shared connection) or `pool` (feature `pool`) | `multiplexed` |
+//! | `REDIS_MODE` | `redis.mode` | `multiplexed` (one shared connection) or `pool` (feature `pool`); `cluster` / `sentinel` choose the deployment as `REDIS_DEPLOYMENT` does | `multiplexed` |
 //! | `REDIS_POOL_SIZE` | `redis.pool_size` | most connections of the pool, 1-1024 (with `pool`) | `8` |
 //! | `REDIS_CONNECT_TIMEOUT_MS` | `redis.connect_timeout_ms` | connect timeout, ms, 1-3600000 | `2000` |
 //! | `REDIS_COMMAND_TIMEOUT_MS` | `redis.command_timeout_ms` | timeout of one command, ms, 1-3600000 | `1000` |
@@ -197,8 +197,9 @@
 //!   key (resumable, conditional writes); then the old key can go. A key is never shown: the
 //!   settings' `Display` and `Debug` and every error name the key ids only.
 //! - **Deployments have their own key, `REDIS_DEPLOYMENT`**, not `REDIS_MODE`: `REDIS_MODE` is
-//!   the connection mode (multiplexed or pool), which is a different question (`REDIS_MODE=
-//!   cluster` is refused with a pointer to `REDIS_DEPLOYMENT`). Usually it need not be set:
+//!   the connection mode (multiplexed or pool), which is a different question; `REDIS_MODE=
+//!   cluster` (or `sentinel`) is accepted as a synonym of the deployment, multiplexed, and an
+//!   error naming both when it disagrees with `REDIS_DEPLOYMENT`. Usually it need not be set:
 //!   `REDIS_CLUSTER_NODES` means a cluster and `REDIS_SENTINELS` means Sentinel; both at once
 //!   is an error naming both, unless `REDIS_DEPLOYMENT` chooses (`single` turns off a cluster
 //!   or Sentinel of an earlier layer). A cluster takes `REDIS_USERNAME`, `REDIS_PASSWORD` and

@@ -124,19 +124,19 @@ pub(crate) fn key_prefix(given: &Given) -> Result<KeyPrefix, Error> {
     KeyPrefix::new(given.text.clone()).map_err(|_| given.invalid(KeyPrefix::EXPECTED))
 }
 
-/// `multiplexed` or `pool`; the pool size comes separately.
+/// `multiplexed` or `pool`; the pool size comes separately. `cluster` and `sentinel` name a
+/// deployment (as `REDIS_DEPLOYMENT` does, see `deployment.rs`), whose connection is
+/// multiplexed.
 pub(crate) fn mode(given: &Given, pool_size: NonZeroUsize) -> Result<ConnectionMode, Error> {
     match given.text.to_ascii_lowercase().as_str() {
-        "multiplexed" => Ok(ConnectionMode::Multiplexed),
+        "multiplexed" | "cluster" | "sentinel" => Ok(ConnectionMode::Multiplexed),
         "pool" => Ok(ConnectionMode::Pool {
             max_size: pool_size,
         }),
-        "cluster" | "sentinel" => Err(given.invalid(
-            "multiplexed or pool: this setting is the connection mode; a cluster or Sentinel is \
-             chosen with REDIS_DEPLOYMENT (redis.deployment), REDIS_CLUSTER_NODES or \
-             REDIS_SENTINELS",
+        _ => Err(given.invalid(
+            "multiplexed or pool (or cluster or sentinel, which choose the deployment as \
+             REDIS_DEPLOYMENT does)",
         )),
-        _ => Err(given.invalid("multiplexed or pool")),
     }
 }
 

@@ -178,9 +178,33 @@ fn a_deployment_named_without_its_list_is_an_error() {
 }
 
 #[test]
-fn redis_mode_stays_the_connection_mode_and_points_at_redis_deployment() {
-    let (key, _, expected) = config_error(Settings::load_from(
+fn redis_mode_cluster_or_sentinel_chooses_the_deployment_and_pool_still_conflicts() {
+    // `redis.mode = "cluster"` as the issue spells it: the deployment, multiplexed.
+    let s = load(
+        &Sources::new()
+            .env("REDIS_MODE", "cluster")
+            .env("REDIS_CLUSTER_NODES", "redis://10.0.0.1:7000"),
+    );
+    assert_eq!(s.redis.deployment.kind(), "cluster");
+    let s = load(
+        &Sources::new()
+            .env("REDIS_MODE", "sentinel")
+            .env("REDIS_SENTINELS", "redis://s:26379")
+            .env("REDIS_SENTINEL_MASTER", "m"),
+    );
+    assert_eq!(s.redis.deployment.kind(), "sentinel");
+    // Without its list it is the same error as REDIS_DEPLOYMENT's.
+    let (_, _, expected) = config_error(Settings::load_from(
         &Sources::new().env("REDIS_MODE", "cluster"),
+    ));
+    assert!(expected.contains("REDIS_CLUSTER_NODES"), "{expected}");
+    // Disagreeing with REDIS_DEPLOYMENT names both.
+    let (key, _, expected) = config_error(Settings::load_from(
+        &Sources::new()
+            .env("REDIS_MODE", "cluster")
+            .env("REDIS_DEPLOYMENT", "sentinel")
+            .env("REDIS_SENTINELS", "redis://s:26379")
+            .env("REDIS_SENTINEL_MASTER", "m"),
     ));
     assert_eq!(key, "REDIS_MODE");
     assert!(expected.contains("REDIS_DEPLOYMENT"), "{expected}");

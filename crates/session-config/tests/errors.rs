@@ -78,7 +78,9 @@ fn unknown_fallback_policy() {
 
 #[test]
 fn unknown_connection_mode_and_bad_pool_size() {
-    assert_env_error("REDIS_MODE", "cluster", "multiplexed or pool");
+    assert_env_error("REDIS_MODE", "sharded", "multiplexed or pool");
+    // `cluster` chooses the deployment, whose list is missing here.
+    assert_env_error("REDIS_MODE", "cluster", "REDIS_CLUSTER_NODES");
     assert_env_error("REDIS_POOL_SIZE", "0", "from 1 to 1024");
     assert_env_error("REDIS_POOL_SIZE", "5000", "from 1 to 1024");
 }
