@@ -14,9 +14,7 @@ use std::collections::HashSet;
 use redis::Value;
 use session_core::{Cursor, Error, Page, Result, SessionId, SessionInfo};
 
-use super::{
-    MAX_CARRIED_BYTES, MAX_PAGE, MAX_SCAN_COUNT, MAX_SCANS_PER_PAGE, MIN_SCAN_COUNT, RedisStore,
-};
+use super::{MAX_PAGE, MAX_SCANS_PER_PAGE, RedisStore};
 use crate::{
     cluster::{Primary, parse_shards},
     cursor::ClusterPosition,
@@ -123,51 +121,32 @@ impl RedisStore {
         let mut index = index.unwrap_or(0);
         let mut seen: HashSet<SessionId> = position.pending.iter().cloned().collect();
         let mut scans = 0;
-        'filling: while position.pending.len() < limit && scans < MAX_SCANS_PER_PAGE {
+        while position.pending.len() < limit && scans < MAX_SCANS_PER_PAGE {
             let Some(primary) = primaries.get(index) else {
                 break;
             };
-            let wanted = limit - position.pending.len();
-            let mut count = wanted.clamp(MIN_SCAN_COUNT, MAX_SCAN_COUNT);
-            loop {
-                let (next, keys) = self
-                    .scan_on(Some(&primary.node), position.scan, count)
-                    .await?;
-                scans += 1;
-                let fresh: Vec<SessionId> = keys
-                    .iter()
-                    .filter_map(|key| self.id_of_key(key))
-                    .filter(|id| !seen.contains(id))
-                    .collect::<HashSet<_>>()
-                    .into_iter()
-                    .collect();
-                let past = (position.pending.len() + fresh.len()).saturating_sub(limit);
-                let carried: usize = fresh[fresh.len() - past.min(fresh.len())..]
-                    .iter()
-                    .map(|id| id.as_str().len() + 1)
-                    .sum();
-                if carried > MAX_CARRIED_BYTES {
-                    if !position.pending.is_empty() {
-                        break 'filling;
-                    }
-                    if count > 1 {
-                        count = (count / 4).max(1);
-                        continue;
-                    }
+            let step = self
+                .capped_scan_step(
+                    Some(&primary.node),
+                    position.scan,
+                    position.pending.len(),
+                    limit,
+                    &seen,
+                    &mut scans,
+                )
+                .await?;
+            let Some((next, fresh)) = step else { break };
+            match next {
+                Some(n) => position.scan = n,
+                None => {
+                    index += 1;
+                    position.scan = 0;
+                    position.slot = first_slot(&primaries, index);
                 }
-                match next {
-                    Some(n) => position.scan = n,
-                    None => {
-                        index += 1;
-                        position.scan = 0;
-                        position.slot = first_slot(&primaries, index);
-                    }
-                }
-                for id in fresh {
-                    seen.insert(id.clone());
-                    position.pending.push(id);
-                }
-                break;
+            }
+            for id in fresh {
+                seen.insert(id.clone());
+                position.pending.push(id);
             }
         }
         if position.slot == ClusterPosition::DONE {

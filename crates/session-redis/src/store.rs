@@ -263,6 +263,54 @@ impl RedisStore {
             .collect())
     }
 
+    /// One `SCAN` step of a listing page, on `node` (a cluster's primary) or the one server,
+    /// from `from`, for a page of `limit` that holds `pending` ids already: the next SCAN
+    /// cursor and the ids found that `seen` lacks. A step that would leave more than
+    /// [`MAX_CARRIED_BYTES`] of ids past the page for the cursor to carry is not taken:
+    /// `None` when the page already holds ids (it ends before this step), else the step is
+    /// taken again with a smaller `COUNT` (down to one bucket, which is carried whatever its
+    /// size: the only way not to skip). Counts every `SCAN` sent in `scans`.
+    async fn capped_scan_step(
+        &self,
+        node: Option<&Node>,
+        from: u64,
+        pending: usize,
+        limit: usize,
+        seen: &HashSet<SessionId>,
+        scans: &mut usize,
+    ) -> Result<Option<(Option<u64>, Vec<SessionId>)>> {
+        let mut count = limit
+            .saturating_sub(pending)
+            .clamp(MIN_SCAN_COUNT, MAX_SCAN_COUNT);
+        loop {
+            let (next, keys) = self.scan_on(node, from, count).await?;
+            *scans += 1;
+            let fresh: Vec<SessionId> = keys
+                .iter()
+                .filter_map(|key| self.id_of_key(key))
+                .filter(|id| !seen.contains(id))
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            // What this step would leave for the cursor to carry: the ids past the page.
+            let past = (pending + fresh.len()).saturating_sub(limit);
+            let carried: usize = fresh[fresh.len() - past.min(fresh.len())..]
+                .iter()
+                .map(|id| id.as_str().len() + 1)
+                .sum();
+            if carried > MAX_CARRIED_BYTES {
+                if pending > 0 {
+                    return Ok(None);
+                }
+                if count > 1 {
+                    count = (count / 4).max(1);
+                    continue;
+                }
+            }
+            return Ok(Some((next, fresh)));
+        }
+    }
+
     /// One `SCAN` step: the next cursor (`None` when finished) and the keys found.
     async fn scan(&self, from: u64, count: usize) -> Result<(Option<u64>, Vec<Vec<u8>>)> {
         self.scan_on(None, from, count).await
@@ -420,43 +468,17 @@ impl SessionStore for RedisStore {
         // pages are full whenever more sessions follow; bounded, for sparse keyspaces.
         let mut scans = 0;
         let mut seen: HashSet<SessionId> = position.pending.iter().cloned().collect();
-        'filling: while position.pending.len() < limit && scans < MAX_SCANS_PER_PAGE {
+        while position.pending.len() < limit && scans < MAX_SCANS_PER_PAGE {
             let Some(from) = position.scan else { break };
-            let wanted = limit - position.pending.len();
-            let mut count = wanted.clamp(MIN_SCAN_COUNT, MAX_SCAN_COUNT);
-            loop {
-                let (next, keys) = self.scan(from, count).await?;
-                scans += 1;
-                let fresh: Vec<SessionId> = keys
-                    .iter()
-                    .filter_map(|key| self.id_of_key(key))
-                    .filter(|id| !seen.contains(id))
-                    .collect::<HashSet<_>>()
-                    .into_iter()
-                    .collect();
-                // What this step would leave for the cursor to carry: the ids past the page.
-                let past = (position.pending.len() + fresh.len()).saturating_sub(limit);
-                let carried: usize = fresh[fresh.len() - past.min(fresh.len())..]
-                    .iter()
-                    .map(|id| id.as_str().len() + 1)
-                    .sum();
-                if carried > MAX_CARRIED_BYTES {
-                    if !position.pending.is_empty() {
-                        // End the page before this step; the next page takes it from `from`.
-                        break 'filling;
-                    }
-                    if count > 1 {
-                        count = (count / 4).max(1);
-                        continue;
-                    }
-                    // One bucket holds more than the cap: carry it, the only way not to skip.
-                }
-                position.scan = next;
-                for id in fresh {
-                    seen.insert(id.clone());
-                    position.pending.push(id);
-                }
-                break;
+            let step = self
+                .capped_scan_step(None, from, position.pending.len(), limit, &seen, &mut scans)
+                .await?;
+            // `None`: the page ends before this step; the next page takes it from `from`.
+            let Some((next, fresh)) = step else { break };
+            position.scan = next;
+            for id in fresh {
+                seen.insert(id.clone());
+                position.pending.push(id);
             }
         }
         let take = position.pending.len().min(limit);
