@@ -19,7 +19,7 @@ use crate::{
     cluster::{Primary, parse_shards},
     cursor::ClusterPosition,
     errors::BACKEND,
-    layout::{self, Listed},
+    layout,
     transport::{NodeRequest, Request, Retry},
 };
 
@@ -206,26 +206,7 @@ impl RedisStore {
         pttl.arg(&key);
         let hmget = self.reply(&hmget).await?;
         let pttl = self.reply(&pttl).await?;
-        let listed = if layout::needs_second_look(&hmget, &pttl) {
-            self.second_look(id, pttl).await?
-        } else {
-            layout::info_from_replies(id, hmget, pttl, &self.inner.prefix)
-        };
-        Ok(match listed {
-            Listed::Entry(info) => Some(info),
-            Listed::Gone => None,
-            Listed::Corrupt(info, error) => {
-                tracing::warn!(
-                    component = "session",
-                    backend = BACKEND,
-                    session_id = %info.id,
-                    event_type = session_core::observe::event::SESSION_CORRUPT,
-                    error = %error,
-                    "listing a session whose metadata cannot be read"
-                );
-                Some(info)
-            }
-        })
+        self.listed(id, hmget, pttl).await
     }
 
     /// One listing command's reply. A key of another type (`WRONGTYPE`) is the entry's

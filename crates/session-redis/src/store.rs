@@ -4,8 +4,8 @@ use std::{collections::HashSet, fmt, sync::Arc, time::Instant};
 
 use redis::Value;
 use session_core::{
-    Cursor, Error, Page, Record, Result, SessionId, SessionStore, Ttl, Write, WriteOutcome,
-    async_trait,
+    Cursor, Error, Page, Record, Result, SessionId, SessionInfo, SessionStore, Ttl, Write,
+    WriteOutcome, async_trait,
 };
 
 use crate::{
@@ -193,6 +193,38 @@ impl RedisStore {
             }
             _ => Err(unexpected()),
         }
+    }
+
+    /// The listing entry of `id` from its `HMGET key m v c` and `PTTL key` replies, if it is
+    /// to be shown: a key without the session fields is looked at twice
+    /// ([`second_look`](Self::second_look)); a corrupt entry is logged and shown, so that it
+    /// can be found and deleted.
+    pub(crate) async fn listed(
+        &self,
+        id: SessionId,
+        hmget: Value,
+        pttl: Value,
+    ) -> Result<Option<SessionInfo>> {
+        let listed = if layout::needs_second_look(&hmget, &pttl) {
+            self.second_look(id, pttl).await?
+        } else {
+            layout::info_from_replies(id, hmget, pttl, &self.inner.prefix)
+        };
+        Ok(match listed {
+            Listed::Entry(info) => Some(info),
+            Listed::Gone => None,
+            Listed::Corrupt(info, error) => {
+                tracing::warn!(
+                    component = "session",
+                    backend = BACKEND,
+                    session_id = %info.id,
+                    event_type = session_core::observe::event::SESSION_CORRUPT,
+                    error = %error,
+                    "listing a session whose metadata cannot be read"
+                );
+                Some(info)
+            }
+        })
     }
 
     /// A listed key that exists but showed none of the session fields: asked again (see
@@ -516,25 +548,8 @@ impl SessionStore for RedisStore {
                 let (Some(hmget), Some(pttl)) = (replies.next(), replies.next()) else {
                     break;
                 };
-                let listed = if layout::needs_second_look(&hmget, &pttl) {
-                    self.second_look(id, pttl).await?
-                } else {
-                    layout::info_from_replies(id, hmget, pttl, &self.inner.prefix)
-                };
-                match listed {
-                    Listed::Entry(info) => sessions.push(info),
-                    Listed::Gone => {}
-                    Listed::Corrupt(info, error) => {
-                        tracing::warn!(
-                            component = "session",
-                            backend = BACKEND,
-                            session_id = %info.id,
-                            event_type = session_core::observe::event::SESSION_CORRUPT,
-                            error = %error,
-                            "listing a session whose metadata cannot be read"
-                        );
-                        sessions.push(info);
-                    }
+                if let Some(info) = self.listed(id, hmget, pttl).await? {
+                    sessions.push(info);
                 }
             }
         }

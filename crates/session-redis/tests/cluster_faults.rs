@@ -78,11 +78,20 @@ async fn a_listing_while_slots_migrate_shows_every_session_at_least_once() {
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut cursor: Option<Cursor> = None;
     let mut pages = 0;
+    let mut retried = 0;
     loop {
-        let page = store
-            .list_page(cursor.as_ref(), 50)
-            .await
-            .unwrap_or_else(|e| panic!("list_page during a migration: {e}"));
+        // A page whose read waited out its bound while redis-rs refreshed its slot map is
+        // `Unavailable`, and the same cursor continues the listing (as documented); anything
+        // else, or more than a few such pages, fails the test.
+        let page = match store.list_page(cursor.as_ref(), 50).await {
+            Ok(page) => page,
+            Err(e @ Error::Unavailable { .. }) if retried < 3 => {
+                retried += 1;
+                eprintln!("a page during the migration failed ({e}); the same cursor again");
+                continue;
+            }
+            Err(e) => panic!("list_page during a migration: {e}"),
+        };
         pages += 1;
         for info in page.sessions {
             *seen.entry(info.id.as_str().to_owned()).or_insert(0) += 1;
@@ -103,9 +112,10 @@ async fn a_listing_while_slots_migrate_shows_every_session_at_least_once() {
         .collect();
     let repeated = seen.values().filter(|n| **n > 1).count();
     eprintln!(
-        "listing during the migration of {} slots: {} pages, {} sessions seen, {} repeated, {} missing",
+        "listing during the migration of {} slots: {} pages ({} retried), {} sessions seen, {} repeated, {} missing",
         moved.len(),
         pages,
+        retried,
         seen.len(),
         repeated,
         missing.len()
