@@ -15,7 +15,8 @@ fn replicate(replica: &RedisServer, primary: &RedisServer) {
     replica
         .command(&["REPLICAOF", "127.0.0.1", &primary.port().to_string()])
         .unwrap_or_else(|e| panic!("REPLICAOF: {e}"));
-    for _ in 0..100 {
+    // Within 20 s: a loaded 2-core machine can be slow to fork and load the snapshot.
+    for _ in 0..400 {
         let info = replica
             .command(&["INFO", "replication"])
             .unwrap_or_else(|e| panic!("INFO: {e}"));
@@ -38,7 +39,13 @@ fn signal(pid: u32, sig: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_counts_only_once_a_replica_has_it() {
     const TEST: &str = "a_write_counts_only_once_a_replica_has_it";
-    let Some(primary) = private_server(TEST, ServerOptions::default()) else {
+    // A full sync otherwise waits `repl-diskless-sync-delay` (5 s by default) for more
+    // replicas to join before it starts.
+    let primary_options = ServerOptions {
+        extra_args: vec!["--repl-diskless-sync-delay".into(), "0".into()],
+        ..ServerOptions::default()
+    };
+    let Some(primary) = private_server(TEST, primary_options) else {
         return;
     };
     let Some(replica) = private_server(TEST, ServerOptions::default()) else {
