@@ -24,6 +24,7 @@ mod agent;
 mod chart;
 mod compression;
 mod encryption;
+mod layout_cost;
 mod many;
 #[cfg(feature = "peers")]
 mod peers;
@@ -69,8 +70,8 @@ OPTIONS:
     --chart-title TEXT    the chart's title (default: what it shows)
     --only WORD           run only the sections whose tag contains WORD (tags: ops,
                           peers, pool, list, throughput, many, size, compression,
-                          encryption, cpu, memory); the peers need the cargo feature
-                          `peers`
+                          encryption, layout, cpu, memory); the peers need the cargo
+                          feature `peers`
     --memory-cpus LIST    before the memory-store section, widen this process' CPU set to
                           LIST with `taskset -a -p -c LIST` (it was pinned for Redis)
     --iters N             measured iterations per latency measure (default 5000, quick 300)
@@ -367,6 +368,9 @@ async fn redis_benches(args: &Args, rows: &mut Vec<Row>) -> BoxResult<()> {
     }
     if wants(args, "encryption") {
         encryption::section(args, stats, &url0, rows).await?;
+    }
+    if wants(args, "layout") {
+        layout_cost::section(args, stats, &url0, rows).await?;
     }
     if wants(args, "cpu") {
         cpu_section(args, rows).await?;
