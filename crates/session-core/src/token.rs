@@ -59,9 +59,25 @@ impl WriteToken {
     }
 }
 
+/// `v` as 16 lowercase hex digits (what `{:016x}` writes, without the formatting machinery:
+/// every write formats the record's tokens).
+fn hex16(v: u64) -> [u8; TOKEN_HEX_LEN] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; TOKEN_HEX_LEN];
+    for (i, digit) in out.iter_mut().enumerate() {
+        *digit = DIGITS[((v >> ((TOKEN_HEX_LEN - 1 - i) * 4)) & 0xf) as usize];
+    }
+    out
+}
+
+/// The hex digits as text (they are ASCII).
+fn hex_str(digits: &[u8; TOKEN_HEX_LEN]) -> &str {
+    std::str::from_utf8(digits).unwrap_or_default()
+}
+
 impl fmt::Display for WriteToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
+        f.write_str(hex_str(&hex16(self.0)))
     }
 }
 
@@ -153,7 +169,7 @@ impl RecentTokens {
     pub fn to_hex(&self) -> String {
         let mut out = String::with_capacity(self.len() * TOKEN_HEX_LEN);
         for token in self.iter() {
-            out.push_str(&token.to_string());
+            out.push_str(hex_str(&hex16(token.0)));
         }
         out
     }
@@ -235,6 +251,20 @@ mod tests {
         }
         let too_many = "0000000000000001".repeat(RECENT_TOKENS + 1);
         assert_eq!(RecentTokens::parse_hex(too_many.as_bytes()), None);
+    }
+
+    #[test]
+    fn tokens_display_as_16_lowercase_hex_digits() {
+        for v in [1, 0xabc, 0x0123_4567_89ab_cdef, u64::MAX, 1 << 63] {
+            assert_eq!(t(v).to_string(), format!("{v:016x}"));
+        }
+        for _ in 0..1000 {
+            let token = WriteToken::random();
+            assert_eq!(
+                WriteToken::parse_hex(token.to_string().as_bytes()),
+                Some(token)
+            );
+        }
     }
 
     #[test]
