@@ -558,6 +558,11 @@ impl RedisCluster {
         self.primary_of_slot(key_slot(key.as_bytes()))
     }
 
+    /// The server process of node `node` (by index, as [`command`](Self::command) takes it).
+    pub fn node(&self, node: usize) -> &RedisServer {
+        &self.nodes[node].server
+    }
+
     /// Sends one command to node `node` (see [`RedisServer::command`]). A key of another
     /// node's slot is answered with an error `MOVED <slot> <addr>`.
     pub fn command(&self, node: usize, args: &[&str]) -> io::Result<String> {

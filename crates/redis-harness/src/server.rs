@@ -301,6 +301,30 @@ impl RedisServer {
         command_at(self.addr(), self.password(), args)
     }
 
+    /// Waits until at least `replicas` replicas have every write this server took so far:
+    /// `WAIT replicas 1000` asked again (it answers how many confirmed, fewer when it timed
+    /// out) until it says enough, for at most `within`. A replica that `INFO` shows attached
+    /// may still owe its first acknowledgement.
+    pub fn wait_replicated(&self, replicas: usize, within: Duration) -> io::Result<()> {
+        let want = replicas.to_string();
+        let deadline = Instant::now() + within;
+        loop {
+            let acked = self.command(&["WAIT", &want, "1000"])?;
+            if acked.parse::<usize>().is_ok_and(|n| n >= replicas) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "{}: {replicas} replica(s) did not confirm the writes within {within:?} (WAIT: {acked})",
+                        self.addr()
+                    ),
+                ));
+            }
+        }
+    }
+
     /// The client connections of the server (`CLIENT LIST`), without the one that asks: to
     /// see whether a client replaced its connection (the ids change), or how many it holds.
     pub fn clients(&self) -> io::Result<Vec<ClientInfo>> {

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use redis_harness::{ClusterOptions, SLOTS, env, key_slot};
 
@@ -92,7 +92,9 @@ fn killing_a_primary_promotes_its_replica_and_it_rejoins_as_a_replica() -> io::R
     let old = cluster.primary_of_slot(slot)?;
     let replica = cluster.replicas_of(old)?[0];
     // The write reached the replica before the kill.
-    cluster.command(old, &["WAIT", "1", "5000"])?;
+    cluster
+        .node(old)
+        .wait_replicated(1, Duration::from_secs(30))?;
 
     let started = Instant::now();
     let killed = cluster.kill_primary_of(slot)?;

@@ -3,7 +3,7 @@
 //! none, unless `SESSION_REQUIRE_SENTINEL=1` or `SESSION_REQUIRE_REDIS=1`.
 
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use redis_harness::{SentinelOptions, env};
 
@@ -55,7 +55,8 @@ fn a_sentinel_failover_moves_the_master_to_the_replica() -> io::Result<()> {
             .starts_with("redis://:data-secret@127.0.0.1:")
     );
     set.data_node(0).command(&["SET", "k", "v"])?;
-    set.data_node(0).command(&["WAIT", "1", "5000"])?;
+    set.data_node(0)
+        .wait_replicated(1, Duration::from_secs(30))?;
 
     let started = Instant::now();
     assert_eq!(set.failover()?, old);
