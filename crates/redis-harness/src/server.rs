@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::group::wait_for;
 use crate::resp::command_at;
 use crate::tls::TlsFiles;
 
@@ -307,22 +308,19 @@ impl RedisServer {
     /// may still owe its first acknowledgement.
     pub fn wait_replicated(&self, replicas: usize, within: Duration) -> io::Result<()> {
         let want = replicas.to_string();
-        let deadline = Instant::now() + within;
-        loop {
-            let acked = self.command(&["WAIT", &want, "1000"])?;
-            if acked.parse::<usize>().is_ok_and(|n| n >= replicas) {
-                return Ok(());
+        let what = format!(
+            "{}: {replicas} replica(s) confirming the writes",
+            self.addr()
+        );
+        wait_for(&what, within, || {
+            let acked = self
+                .command(&["WAIT", &want, "1000"])
+                .map_err(|e| e.to_string())?;
+            match acked.parse::<usize>() {
+                Ok(n) if n >= replicas => Ok(()),
+                _ => Err(format!("WAIT answered {acked}")),
             }
-            if Instant::now() >= deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "{}: {replicas} replica(s) did not confirm the writes within {within:?} (WAIT: {acked})",
-                        self.addr()
-                    ),
-                ));
-            }
-        }
+        })
     }
 
     /// The client connections of the server (`CLIENT LIST`), without the one that asks: to
