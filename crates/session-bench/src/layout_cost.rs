@@ -24,10 +24,10 @@ use session_core::{Codec, SessionManager};
 use session_redis::ConnectionMode;
 
 use crate::agent::Agent;
-use crate::recorder::measure;
+use crate::recorder::{Latency, Plan};
 use crate::report::Row;
-use crate::server_stats::{PerOp, per_op, snapshot, usec_per_call};
-use crate::{Args, BoxResult, Stats, connect_store, id, plan, raw_manager};
+use crate::server_stats::PerOp;
+use crate::{Args, BoxResult, Stats, connect_store, id, plan, raw_manager, timed};
 
 /// The library's guard (`session-redis` `scripts::GUARD_LUA`), without the refusal branches
 /// this measure never takes.
@@ -95,8 +95,8 @@ pub(crate) async fn section(
     let plan = plan(args);
     let store = Arc::new(connect_store(url, ConnectionMode::Multiplexed).await?);
     let mut con = raw_manager(url).await?;
-    let hash_guard = redis::Script::new(HASH_GUARD);
-    let string_guard = redis::Script::new(STRING_GUARD);
+    let hash_sha = load(&mut con, HASH_GUARD).await?;
+    let string_sha = load(&mut con, STRING_GUARD).await?;
     for messages in [10, 100] {
         let m: SessionManager<Agent> = SessionManager::builder(store.clone())
             .summarize(session_core::Summarize::summary)
@@ -123,18 +123,6 @@ pub(crate) async fn section(
         let k = |name: &str| format!("layout{messages}.{name}");
 
         let staged = |key: &str, i: usize| format!("{{{key}}}~w{i:016x}");
-        let hash_sha = hash_guard.get_hash().to_owned();
-        let string_sha = string_guard.get_hash().to_owned();
-        for (sha, source) in [(&hash_sha, HASH_GUARD), (&string_sha, STRING_GUARD)] {
-            let loaded: String = redis::cmd("SCRIPT")
-                .arg("LOAD")
-                .arg(source)
-                .query_async(&mut con)
-                .await?;
-            if &loaded != sha {
-                return Err("SCRIPT LOAD returned another SHA1".into());
-            }
-        }
 
         println!(" write, hash layout");
         let mut c = con.clone();
@@ -289,35 +277,22 @@ fn check(written: i64) -> BoxResult<()> {
     }
 }
 
-/// Like [`crate::timed`], with the server time counted as the `usec` of exactly the
-/// commands in `sent` (one call each per operation; `in_scripts` names what the script runs):
-/// the library's accounting of script internals is for its own scripts, not these.
+/// [`crate::timed`], with the server time counted as the `usec` of exactly the commands in
+/// `sent` (one call each per operation; `in_scripts` names what the script runs): the report's
+/// accounting of script internals is for the library's own scripts, not these.
 async fn server_timed(
     stats: &Stats,
-    plan: crate::recorder::Plan,
+    plan: Plan,
     sent: &[&str],
     in_scripts: &str,
-    mut op: impl AsyncFnMut(usize) -> BoxResult<()>,
-) -> BoxResult<(crate::recorder::Latency, PerOp)> {
-    for i in 0..plan.warmup {
-        op(i).await?;
-    }
-    let mut conn = stats.conn.clone();
-    let before = snapshot(&mut conn).await?;
-    let latency = measure(
-        crate::recorder::Plan {
-            warmup: 0,
-            iters: plan.iters,
-        },
-        async |i| op(plan.warmup + i).await,
-    )
-    .await?;
-    let after = snapshot(&mut conn).await?;
-    let mut per = per_op(&before, &after, plan.iters as u64, &stats.costs);
-    per.server_us = sent
+    op: impl AsyncFnMut(usize) -> BoxResult<()>,
+) -> BoxResult<(Latency, PerOp)> {
+    let (latency, mut per) = timed(stats, plan, op).await?;
+    per.server_us = per
+        .by_command
         .iter()
-        .map(|name| usec_per_call(&before, &after, name))
-        .filter(|v| v.is_finite())
+        .filter(|c| sent.contains(&c.name.as_str()))
+        .map(|c| c.usec)
         .sum();
     per.commands = sent
         .iter()
@@ -329,11 +304,23 @@ async fn server_timed(
             .push_str(&format!(" [in scripts: {in_scripts}]"));
     }
     println!(
-        "  p50 {:>8.1} µs  p99 {:>8.1} µs  server {:>5.1} µs/op ({})",
-        latency.p50_us,
-        latency.p99_us,
+        "  counted: server {:>5.1} µs/op ({})",
         per.server_us,
         sent.join(" + ")
     );
     Ok((latency, per))
+}
+
+/// Loads a script (`SCRIPT LOAD`) and returns its SHA1, checked against the one redis-rs
+/// computes.
+async fn load(con: &mut ConnectionManager, source: &str) -> BoxResult<String> {
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(source)
+        .query_async(con)
+        .await?;
+    if sha != redis::Script::new(source).get_hash() {
+        return Err("SCRIPT LOAD returned another SHA1".into());
+    }
+    Ok(sha)
 }
