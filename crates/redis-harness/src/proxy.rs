@@ -149,7 +149,20 @@ impl FaultProxy {
     /// flight on the same connection are lost too. Faults armed several times fire in the order
     /// they were armed, one per matching chunk.
     pub fn drop_reply_after(&self, needle: &[u8]) {
-        self.shared.arm(needle, FaultKind::DropReply);
+        self.shared
+            .arm(needle, FaultKind::DropReply { then_stall: false });
+    }
+
+    /// Like [`FaultProxy::drop_reply_after`], and the whole proxy stalls (as
+    /// [`FaultProxy::set_stalled`]`(true)`) the moment the server's first reply byte to that
+    /// request arrives: the request was executed, and nothing the client does next (a new
+    /// connection that asks what happened, say) reaches the server until the test calls
+    /// `set_stalled(false)`. A test that stalled the proxy itself once the fault fired could not
+    /// tell whether the request had been forwarded yet: a fault counts as fired before its
+    /// chunk is forwarded, so a stall set then may hold the request itself.
+    pub fn drop_reply_after_then_stall(&self, needle: &[u8]) {
+        self.shared
+            .arm(needle, FaultKind::DropReply { then_stall: true });
     }
 
     /// Arms a one-shot "lost request": the request never reaches the server.
@@ -203,6 +216,12 @@ impl FaultProxy {
         self.shared.stalled.store(stalled, Ordering::SeqCst);
     }
 
+    /// Whether the network hangs now ([`FaultProxy::set_stalled`],
+    /// [`FaultProxy::drop_reply_after_then_stall`]).
+    pub fn is_stalled(&self) -> bool {
+        self.shared.stalled()
+    }
+
     /// The connections open now hang for good: nothing more is forwarded on them, either way
     /// (bytes already read are held), until [`FaultProxy::cut_all`] or the proxy's drop, while
     /// connections accepted afterwards work normally. A connection that stopped answering
@@ -231,7 +250,11 @@ impl Drop for FaultProxy {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FaultKind {
-    DropReply,
+    /// The request is forwarded, its reply dropped; with `then_stall`, the proxy stalls when
+    /// the reply's first byte arrives.
+    DropReply {
+        then_stall: bool,
+    },
     DropRequest,
 }
 
@@ -330,6 +353,8 @@ struct LostReply {
     since: Instant,
     /// When the server last sent bytes after that (all dropped).
     last_reply: Option<Instant>,
+    /// Stall the proxy when the first reply byte arrives (`FaultKind::DropReply { then_stall }`).
+    stall_on_reply: bool,
 }
 
 impl LostReply {
@@ -530,11 +555,12 @@ fn client_to_server(shared: &Shared, conn: &Conn) {
                 conn.close();
                 return;
             }
-            Some(FaultKind::DropReply) => {
+            Some(FaultKind::DropReply { then_stall }) => {
                 // Before forwarding: no byte of the reply may reach the client.
                 *conn.lost_reply() = Some(LostReply {
                     since: Instant::now(),
                     last_reply: None,
+                    stall_on_reply: then_stall,
                 });
             }
             None => {}
@@ -580,6 +606,9 @@ fn server_to_client(shared: &Shared, conn: &Conn) {
             }
         };
         if let Some(lost) = conn.lost_reply().as_mut() {
+            if lost.last_reply.is_none() && lost.stall_on_reply {
+                shared.stalled.store(true, Ordering::SeqCst);
+            }
             lost.last_reply = Some(Instant::now());
             continue; // dropped
         }
@@ -622,14 +651,17 @@ mod tests {
     fn a_fault_fires_once() {
         let shared = Shared::new(SocketAddr::from((Ipv4Addr::LOCALHOST, 1)));
         shared.arm(b"INCR", FaultKind::DropRequest);
-        shared.arm(b"GET", FaultKind::DropReply);
+        shared.arm(b"GET", FaultKind::DropReply { then_stall: false });
         assert_eq!(shared.take_fault(b"", b"SET k v"), None);
         assert_eq!(
             shared.take_fault(b"", b"GET INCR"),
             Some(FaultKind::DropRequest)
         );
         assert_eq!(shared.take_fault(b"", b"INCR"), None);
-        assert_eq!(shared.take_fault(b"", b"GET"), Some(FaultKind::DropReply));
+        assert_eq!(
+            shared.take_fault(b"", b"GET"),
+            Some(FaultKind::DropReply { then_stall: false })
+        );
         assert_eq!(shared.take_fault(b"", b"GET"), None);
         assert_eq!(shared.fired.load(Ordering::SeqCst), 2);
     }

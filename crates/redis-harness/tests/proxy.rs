@@ -121,6 +121,38 @@ fn a_lost_reply_applies_the_write_but_the_client_never_sees_it() -> io::Result<(
 }
 
 #[test]
+fn a_lost_reply_can_stall_the_proxy_once_the_server_answered() -> io::Result<()> {
+    let Some((server, proxy)) = setup("a_lost_reply_can_stall_the_proxy_once_the_server_answered")
+    else {
+        return Ok(());
+    };
+    proxy.drop_reply_after_then_stall(b"INCR");
+    assert!(!proxy.is_stalled());
+    let lost = command_on(proxy.port(), None, &["INCR", "counter"]);
+    assert!(lost.is_err(), "the reply came through: {lost:?}");
+    // The request was executed before the stall began ...
+    assert_eq!(server.command(&["GET", "counter"])?, "1");
+    assert!(proxy.is_stalled());
+    // ... and what comes next waits for the release.
+    let port = proxy.port();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(command_on(port, None, &["INCR", "counter"]));
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_millis(200)).is_err(),
+        "a request went through the stalled proxy"
+    );
+    assert_eq!(server.command(&["GET", "counter"])?, "1");
+    proxy.set_stalled(false);
+    let after = rx
+        .recv_timeout(PATIENCE)
+        .map_err(|e| io::Error::other(format!("no answer after the stall: {e}")))?;
+    assert_eq!(after?, "2");
+    Ok(())
+}
+
+#[test]
 fn a_lost_reply_to_a_large_request_forwards_all_of_it() -> io::Result<()> {
     let Some((server, proxy)) = setup("a_lost_reply_to_a_large_request_forwards_all_of_it") else {
         return Ok(());

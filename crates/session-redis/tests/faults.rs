@@ -239,23 +239,29 @@ async fn a_lost_write_buried_under_other_writes_is_never_applied_twice() {
             .get_or_create(&id, || 0)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let fired = harness.proxy.faults_fired();
-        harness.proxy.drop_reply_after(b"PEXPIRE");
+        // The proxy stalls as soon as the server answers the lost write, which holds the
+        // resolve until the other writes have landed on top of it. (Stalling from here once
+        // the fault fired raced with the proxy's forwarding: the stall could hold the write
+        // itself, which then came after the others, failed its guard and was retried, a
+        // correct answer to a different test.)
+        harness.proxy.drop_reply_after_then_stall(b"PEXPIRE");
         let lost = {
             let m = through_proxy.clone();
             let id = id.clone();
             tokio::spawn(async move { m.modify(&id, |n| *n += 1).await })
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while harness.proxy.faults_fired() == fired {
+        loop {
+            let seen = other.get(&id).await.unwrap_or_else(|e| panic!("{e}"));
+            if seen.is_some_and(|session| *session == 1) {
+                break;
+            }
             assert!(
                 std::time::Instant::now() < deadline,
-                "the fault never fired"
+                "the lost write never landed"
             );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        // Hold the proxy (and with it the resolve) until the other writes have landed.
-        harness.proxy.set_stalled(true);
         for _ in 0..on_top {
             other
                 .modify(&id, |n| *n += 1000)
