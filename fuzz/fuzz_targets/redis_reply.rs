@@ -1,5 +1,6 @@
-//! Redis replies into records: arbitrary RESP through `redis::parse_redis_value`, and
-//! structured replies (fields of every kind, readable meta as the store writes it), into
+//! Redis replies into records: arbitrary RESP through `redis::parse_redis_value`, structured
+//! replies of the earlier hash layouts (fields of every kind, readable meta as the store
+//! writes it), and string records as the store writes them with bytes altered, into
 //! `record_from_replies` (a load) and `info_from_replies` (a listing), through
 //! `session_redis::__fuzz`.
 //!
@@ -94,6 +95,19 @@ enum Input {
     Resp {
         hmget: Vec<u8>,
         pttl: Vec<u8>,
+        reader: u8,
+    },
+    /// A string record as a write stages it, then some of its bytes overwritten (offset,
+    /// byte), and cut to a length.
+    Record {
+        tokens: Vec<u64>,
+        version: u64,
+        created_at: u64,
+        m: MetaField,
+        payload: Vec<u8>,
+        changes: Vec<(u16, u8)>,
+        cut: Option<u16>,
+        pttl: Pttl,
         reader: u8,
     },
     /// `HMGET d m v c t` field by field (and the listing's `HMGET m v c` of the same fields).
@@ -302,13 +316,19 @@ fn check(hmget: Value, pttl: Value, reader: &str, written: Option<&Written>) {
         Some([_, m, v, c, _]) => Value::Array(vec![m.clone(), v.clone(), c.clone()]),
         None => hmget.clone(),
     };
-    let listed = __fuzz::info_from_replies(id.clone(), listing_hmget, pttl.clone(), reader);
+    let listed = __fuzz::info_from_replies(id.clone(), pttl.clone(), listing_hmget, reader);
 
     match &loaded {
         Ok(Some(record)) => {
             assert!(!matches!(pttl, Value::Int(-2) | Value::ServerError(_)));
-            let fields = fields.as_ref().expect("a record from five fields");
-            check_record(record, fields, &pttl, written);
+            match fields.as_ref() {
+                Some(fields) => check_record(record, fields, &pttl, written),
+                // A string record.
+                None => {
+                    assert!(matches!(hmget, Value::BulkString(_)), "a record from {hmget:?}");
+                    assert_eq!(record.ttl, ttl(&pttl));
+                }
+            }
             if let Some(theirs) = written.and_then(|w| w.prefix.as_deref()) {
                 assert_eq!(theirs, reader, "another store's record was read");
             }
@@ -370,6 +390,13 @@ fn check(hmget: Value, pttl: Value, reader: &str, written: Option<&Written>) {
                 panic!("loaded {record:?} but not listed");
             }
         }
+        // A hash's first look (WRONGTYPE), or a string whose meta runs past its end.
+        Listed::Again(n) => {
+            if let Value::BulkString(b) = &hmget {
+                assert!(n > b.len(), "asked for {n} bytes of {}", b.len());
+                assert!(!matches!(loaded, Ok(Some(_))), "loaded but not listed");
+            }
+        }
     }
 }
 
@@ -379,6 +406,65 @@ fuzz_target!(|input: Input| match input {
         pttl,
         reader,
     } => check(resp(&hmget), resp(&pttl), prefix(reader), None),
+    Input::Record {
+        tokens,
+        version,
+        created_at,
+        m,
+        payload,
+        changes,
+        cut,
+        pttl,
+        reader,
+    } => {
+        let (m, written) = meta(m);
+        let m = match m {
+            Value::BulkString(b) => b,
+            _ => Vec::new(),
+        };
+        let tokens: RecentTokens = tokens
+            .iter()
+            .filter_map(|&t| session_core::WriteToken::from_u64(t))
+            .collect();
+        let mut value = __fuzz::encode_record(
+            &tokens,
+            version,
+            Timestamp::from_millis(created_at % 10_000_000_000_000_000),
+            &m,
+            &payload,
+        );
+        let unchanged = changes.is_empty() && cut.is_none();
+        for (at, byte) in changes {
+            if let Some(b) = value.get_mut(usize::from(at)) {
+                *b = byte;
+            }
+        }
+        if let Some(cut) = cut {
+            value.truncate(usize::from(cut));
+        }
+        let pttl = match pttl {
+            Pttl::Millis(ms) => Value::Int(i64::from(ms)),
+            Pttl::NoExpiry => Value::Int(-1),
+            Pttl::Gone => Value::Int(-2),
+            Pttl::Raw(f) => field(f),
+        };
+        let reader = prefix(reader);
+        let loaded = __fuzz::record_from_replies(
+            &SessionId::new("user-1").expect("a valid id"),
+            Value::BulkString(value.clone()),
+            pttl.clone(),
+            Some(reader),
+        );
+        // Unaltered and readable: exactly what was written.
+        if let (true, Ok(Some(record))) = (unchanged, &loaded) {
+            assert_eq!(&record.payload[..], &payload[..]);
+            assert_eq!(record.version, version);
+            assert_eq!(record.tokens, tokens);
+        }
+        // Altered bytes may rename the meta's prefix: what was written says nothing then.
+        let written = if unchanged { written.as_ref() } else { None };
+        check(Value::BulkString(value), pttl, reader, written);
+    }
     Input::Fields {
         d,
         m,

@@ -23,6 +23,11 @@ use integration_tests::unique;
 use redis_harness::{FaultProxy, ServerOptions};
 use serde_json::{Value, json};
 
+/// The bytes that start the staging `SET` of every write pipeline on the wire (RESP: the
+/// command name as a bulk string of 3 bytes). Reads, resolves and deletes never send a `SET`
+/// of their own, and script sources are sent as one longer bulk string.
+const STAGING_SET: &[u8] = b"\r\n$3\r\nSET\r\n";
+
 /// How long a demo may take to get through to a restarted Redis.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -66,7 +71,7 @@ fn a_rollback_loses_no_acknowledged_message_across_two_demo_processes() {
 
     // A creates the session: version 1. The snapshot is taken here.
     a.say(&id, said[0]);
-    assert_eq!(hget(&server, &key, "v"), "1");
+    assert_eq!(stored_version(&server, &key), "1");
     let snapshot = scratch.path().join("snapshot.rdb");
     assert_eq!(
         server
@@ -79,14 +84,14 @@ fn a_rollback_loses_no_acknowledged_message_across_two_demo_processes() {
 
     // A writes version 2 and keeps it as its local copy.
     a.say(&id, said[1]);
-    assert_eq!(hget(&server, &key, "v"), "2");
+    assert_eq!(stored_version(&server, &key), "2");
 
     // Redis restarts from the snapshot: message 2 is lost.
     server
         .restart_with(|dir| std::fs::copy(&snapshot, dir.join("dump.rdb")).map(drop))
         .unwrap_or_else(|e| panic!("restarting redis-server from the snapshot: {e}"));
     assert_eq!(
-        hget(&server, &key, "v"),
+        stored_version(&server, &key),
         "1",
         "the restart from the snapshot did not roll the session back"
     );
@@ -94,7 +99,7 @@ fn a_rollback_loses_no_acknowledged_message_across_two_demo_processes() {
     // B reads version 1 and writes version 2: acknowledged.
     let reply = say_after_restart(&b, &id, said[2]);
     assert_eq!(reply["session_id"], id.as_str(), "{reply}");
-    assert_eq!(hget(&server, &key, "v"), "2");
+    assert_eq!(stored_version(&server, &key), "2");
     let after_b = b.session(&id);
     assert_eq!(user_messages(&after_b), [said[0], said[2]], "{after_b}");
 
@@ -145,10 +150,10 @@ fn a_resend_with_the_same_idempotency_key_after_a_dropped_reply_is_stored_once()
     let demo = Demo::start(&bins.demo, &env, "proxied", scratch.path());
 
     // (a) A lost Redis reply, resolved by the store itself. Every write pipeline of the store
-    // gives its staged record a TTL with `PEXPIRE`; no read (and no resolve) sends one.
+    // stages its record with a `SET`; no read (and no resolve) sends one.
     let lost = unique("lost-reply");
     let first = "my laptop drops the wifi connection";
-    proxy.drop_reply_after(b"PEXPIRE");
+    proxy.drop_reply_after(STAGING_SET);
     let response = post_message(&demo, &lost, first, Some("k-1"));
     assert_eq!(
         proxy.faults_fired(),
@@ -171,7 +176,7 @@ fn a_resend_with_the_same_idempotency_key_after_a_dropped_reply_is_stored_once()
 
     // The same on an existing session (a write from the demo's local copy) ...
     let second = "since the update yesterday, every ten minutes";
-    proxy.drop_reply_after(b"PEXPIRE");
+    proxy.drop_reply_after(STAGING_SET);
     let response = post_message(&demo, &lost, second, Some("k-1b"));
     assert_eq!(
         proxy.faults_fired(),
@@ -186,7 +191,7 @@ fn a_resend_with_the_same_idempotency_key_after_a_dropped_reply_is_stored_once()
     // ... and without an idempotency key, where only the store can keep it from being
     // applied twice.
     let third = "no, same as before";
-    proxy.drop_reply_after(b"PEXPIRE");
+    proxy.drop_reply_after(STAGING_SET);
     let response = post_message(&demo, &lost, third, None);
     assert_eq!(
         proxy.faults_fired(),
@@ -287,9 +292,15 @@ fn say_after_restart(demo: &Demo, id: &str, message: &str) -> Value {
     }
 }
 
-/// `HGET key field` on the server, straight (no demo, no proxy).
-fn hget(server: &redis_harness::RedisServer, key: &str, field: &str) -> String {
-    server
-        .command(&["HGET", key, field])
-        .unwrap_or_else(|e| panic!("HGET {key} {field}: {e}"))
+/// The version of the session record under `key`, read on the server straight (no demo, no
+/// proxy): its header's 20 digits at offset 164 (`session-redis/src/record.rs`).
+fn stored_version(server: &redis_harness::RedisServer, key: &str) -> String {
+    let digits = server
+        .command(&["GETRANGE", key, "164", "183"])
+        .unwrap_or_else(|e| panic!("GETRANGE {key}: {e}"));
+    digits
+        .trim()
+        .parse::<u64>()
+        .map(|v| v.to_string())
+        .unwrap_or_else(|e| panic!("{key}: version {digits:?}: {e}"))
 }

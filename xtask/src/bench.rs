@@ -280,14 +280,14 @@ fn bench_with(
          \"server µs/op\" is command time: the `usec` of the commands the clients sent, per \
          operation. A command a script runs is counted by Redis and Valkey both in its own \
          `cmdstat_` entry and inside the script's `evalsha`, so it is taken out once: \
-         `rename`, `hmset` and `hget` run only inside this project's scripts and are left out \
-         whole whenever a script ran; for `hmget`, `pttl`, `unlink` and `exists`, which the \
-         store also sends itself, the calls that ran inside scripts are counted from the \
-         scripts' structure (one leading `HMGET` per script; a refusal's `UNLINK`, and its \
-         `HMGET` + `PTTL` of the record; the store's own `UNLINK` only after a `RENAMENX`) and \
-         their time is subtracted at a per-call cost measured at the start of the same run \
-         (a script's leading `HMGET` from `modify` of a session this instance wrote last, where \
-         every `HMGET` is the guard's; a record `HMGET` and a `PTTL` from `get`), or whole when \
+         `getrange`, `setrange`, `rename` and `exists` run only inside this project's scripts \
+         (listings send `GETRANGE` without scripts) and are left out whole whenever a script \
+         ran; for `get`, `pttl`, `unlink` and `set`, which the store also sends itself, the \
+         calls that ran inside scripts are counted from the scripts' structure (a refusal's \
+         `UNLINK`, and its `GET` + `PTTL` of the record; a delete's `EXISTS`, `UNLINK` and \
+         marker `SET`; the store's own `UNLINK` only after a `RENAMENX`) and their time is \
+         subtracted at a per-call cost measured at the start of the same run (a record `GET` \
+         and a `PTTL` from `get`), or whole when \
          every call of the name ran inside scripts. \"server CPU µs/op\" is the server's main \
          thread CPU time (`used_cpu_user_main_thread` + `used_cpu_sys_main_thread` of \
          `INFO cpu`) per operation: the whole cost of serving it, reading and writing the \

@@ -290,10 +290,9 @@ pub(crate) async fn timed(
     Ok((latency, per))
 }
 
-/// What one call of `HMGET` and `PTTL` costs where scripts run them, measured on a
-/// 10-message session of its own: `modify` of a session this manager wrote last (every `HMGET`
-/// is the guard's, inside its script) and `get` (every `HMGET` reads the whole record, as a
-/// refused script does for its reply; every `PTTL` is the read's).
+/// What one call of `GET` and `PTTL` costs where scripts run them (a refusal's reply),
+/// measured on a 10-message session of its own with `get` (every `GET` reads the whole record,
+/// as a refused script does for its reply; every `PTTL` is the read's).
 async fn calibrate(conn: &ConnectionManager, url: &str, args: &Args) -> BoxResult<InnerCosts> {
     let plan = plan(args);
     let m = manager(Arc::new(
@@ -303,28 +302,21 @@ async fn calibrate(conn: &ConnectionManager, url: &str, args: &Args) -> BoxResul
     m.update(&sid, &Agent::with_messages(10)).await?;
     let mut conn = conn.clone();
     for _ in 0..plan.warmup {
-        m.modify(&sid, Agent::bump).await?;
+        m.get(&sid).await?.ok_or("session vanished")?;
     }
-    let before = snapshot(&mut conn).await?;
-    for _ in 0..plan.iters {
-        m.modify(&sid, Agent::bump).await?;
-    }
-    let after = snapshot(&mut conn).await?;
-    let hmget_lead_us = server_stats::usec_per_call(&before, &after, "hmget");
     let before = snapshot(&mut conn).await?;
     for _ in 0..plan.iters {
         m.get(&sid).await?.ok_or("session vanished")?;
     }
     let after = snapshot(&mut conn).await?;
     let costs = InnerCosts {
-        hmget_lead_us,
-        hmget_record_us: server_stats::usec_per_call(&before, &after, "hmget"),
+        get_record_us: server_stats::usec_per_call(&before, &after, "get"),
         pttl_us: server_stats::usec_per_call(&before, &after, "pttl"),
     };
     m.delete(&sid).await?;
     println!(
-        "calibration: a script's leading HMGET {:.2} µs/call, HMGET of a 10-message record {:.2} µs/call, PTTL {:.2} µs/call",
-        costs.hmget_lead_us, costs.hmget_record_us, costs.pttl_us
+        "calibration: GET of a 10-message record {:.2} µs/call, PTTL {:.2} µs/call",
+        costs.get_record_us, costs.pttl_us
     );
     Ok(costs)
 }
@@ -808,13 +800,14 @@ async fn fill(url: &str, count: usize) -> BoxResult<Duration> {
     let store = connect_store(url, ConnectionMode::Multiplexed).await?;
     let template_key = store.key_of(&template);
     let mut con = raw_manager(url).await?;
-    let fields: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL")
+    // The template's record, copied under every other key (one `SET ... PX` each).
+    let record: Option<Vec<u8>> = redis::cmd("GET")
         .arg(&template_key)
         .query_async(&mut con)
         .await?;
-    if fields.is_empty() {
+    let Some(record) = record else {
         return Err("the template session was not written".into());
-    }
+    };
     let prefix = &template_key[..template_key.len() - "s000000".len()];
     const BATCH: usize = 1000;
     let mut i = 1;
@@ -822,13 +815,12 @@ async fn fill(url: &str, count: usize) -> BoxResult<Duration> {
         let mut pipe = redis::pipe();
         for j in i..(i + BATCH).min(count) {
             let key = format!("{prefix}s{j:06}");
-            let mut hset = redis::cmd("HSET");
-            hset.arg(&key);
-            for (f, v) in &fields {
-                hset.arg(f).arg(v);
-            }
-            pipe.add_command(hset).ignore();
-            pipe.cmd("PEXPIRE").arg(&key).arg(3_600_000).ignore();
+            pipe.cmd("SET")
+                .arg(&key)
+                .arg(&record)
+                .arg("PX")
+                .arg(3_600_000)
+                .ignore();
         }
         let _: () = pipe.query_async(&mut con).await?;
         i += BATCH;
@@ -887,7 +879,7 @@ async fn list_section(args: &Args, stats: &Stats, rows: &mut Vec<Row>) -> BoxRes
         warmup: plan.warmup / 10 + 1,
         iters: plan.iters / 10 + 1,
     };
-    println!(" seed-style listing: SCAN all + one HGET per key, 100 stored");
+    println!(" seed-style listing: SCAN all + one GET per key, 100 stored");
     let (l, s) = timed(stats, seed_plan, async |_| {
         let mut cursor = 0u64;
         let mut keys: Vec<String> = Vec::new();
@@ -907,11 +899,7 @@ async fn list_section(args: &Args, stats: &Stats, rows: &mut Vec<Row>) -> BoxRes
             cursor = next;
         }
         for key in keys.iter().take(100) {
-            let _: Option<Vec<u8>> = redis::cmd("HGET")
-                .arg(key)
-                .arg("d")
-                .query_async(&mut con)
-                .await?;
+            let _: Option<Vec<u8>> = redis::cmd("GET").arg(key).query_async(&mut con).await?;
         }
         Ok(())
     })
@@ -920,7 +908,7 @@ async fn list_section(args: &Args, stats: &Stats, rows: &mut Vec<Row>) -> BoxRes
         Row::latency(
             "list.seed100",
             section,
-            "seed-style: SCAN all + 1 HGET per key (sequential), 100 stored",
+            "seed-style: SCAN all + 1 GET per key (sequential), 100 stored",
             l,
             Some(s),
         )
@@ -971,7 +959,7 @@ async fn list_section(args: &Args, stats: &Stats, rows: &mut Vec<Row>) -> BoxRes
         )
         .target(Target::P50AtMostUs(2000.0))
         .note(format!(
-            "first page held {listed} sessions; filled by pipelined HSET in {:.1}s",
+            "first page held {listed} sessions; filled by pipelined SET in {:.1}s",
             fill_time.as_secs_f64()
         )),
     );

@@ -245,7 +245,8 @@ async fn measure_peer<P: Peer>(
 ) -> BoxResult<(Row, Row)> {
     let session = peer.create(agent).await?;
     let redis_key = peer.redis_key(&session);
-    // The peers keep a string; session-tower (this library) a hash with the payload in `d`.
+    // Every store keeps a string (this library's: its 210-byte header, the meta, the payload:
+    // all of it counted); a hash of this library's earlier layouts counts its payload `d`.
     let kind: String = redis::cmd("TYPE")
         .arg(&redis_key)
         .query_async(&mut *con)

@@ -60,13 +60,9 @@ pub(crate) struct CommandDetail {
 /// inside scripts in one measure.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub(crate) struct InnerCosts {
-    /// The `HMGET` every guard and update script starts with (`t` and the fence field, or
-    /// `v c t` and the fence field: no payload), µs per call; from `modify` of a session this
-    /// instance wrote last, where every `HMGET` is the guard's.
-    pub(crate) hmget_lead_us: f64,
-    /// An `HMGET key d m v c t` (the whole 10-message record, as a refused script reads it for
-    /// its reply), µs per call; from `get`, where every `HMGET` is this one, sent on its own.
-    pub(crate) hmget_record_us: f64,
+    /// A `GET` of the whole 10-message record (as a refused script reads it for its reply), µs
+    /// per call; from `get`, where every `GET` is this one, sent on its own.
+    pub(crate) get_record_us: f64,
     /// A `PTTL`, µs per call; from `get`.
     pub(crate) pttl_us: f64,
 }
@@ -120,23 +116,29 @@ fn parse(text: &str) -> Snapshot {
     snap
 }
 
-/// Command names that, in this project, only ever run inside the write scripts
-/// (`session-redis/src/scripts.rs`): `RENAME` (guard, update), `HMSET` (update), `HGET`
-/// (resolve). The store never sends them itself. Counted as inner only when a script ran in
-/// the measure: the seed-style listing baseline sends `HGET` itself.
-const SCRIPT_ONLY: [&str; 3] = ["rename", "hmset", "hget"];
+/// Command names that, in this project, only ever run inside the scripts
+/// (`session-redis/src/scripts.rs`): `GETRANGE` (the guard's, update's and resolve's look at
+/// the header), `SETRANGE` (update, resolve), `RENAME` (guard, update), `EXISTS` (delete, and a
+/// guard that finds no record), and the hash commands of the earlier layouts' fallback. The
+/// store never sends them itself in a measure with writes (listings send `GETRANGE`, the
+/// seed-style listing baseline `GET`, both without scripts). Counted as inner only when a
+/// script ran in the measure.
+const SCRIPT_ONLY: [&str; 8] = [
+    "getrange", "setrange", "rename", "exists", "hmget", "hget", "hset", "hmset",
+];
 
 /// How many calls of each command ran inside scripts, from the counts alone, for the commands
-/// the store sends itself *and* the scripts run (`HMGET`, `PTTL`, `UNLINK`, `EXISTS`). What the
-/// counting relies on (the three scripts and the store's pipelines, see session-redis'
-/// `write.rs` and `scripts.rs`):
+/// the store sends itself *and* the scripts run (`GET`, `PTTL`, `UNLINK`, `SET`). What the
+/// counting relies on (the scripts and the store's pipelines, see session-redis' `write.rs`
+/// and `scripts.rs`):
 ///
-/// - every guard and update script starts with one `HMGET` (the resolve script with `HGET`);
-/// - a script that reads the whole record for its reply (a refusal that found the session, a
-///   resolve) runs `HMGET key d m v c t` + `PTTL key` after removing its staged record
-///   (`UNLINK`), or after its `HGET` (resolve);
-/// - every `UNLINK` the store sends itself closes a create (`RENAMENX` + `UNLINK`), and the
-///   store sends `EXISTS` only for `exists`, which no measure with writes calls.
+/// - a delete script runs one `EXISTS` (its marker), one `UNLINK` and, when the session
+///   existed, one `SET` (the marker); no other script runs `SET`, and the store's own `SET`s
+///   stage records;
+/// - a script that reads the whole record for its reply (a refusal that found the session)
+///   runs `GET key` + `PTTL key` after removing its staged record (`UNLINK`);
+/// - every `UNLINK` the store sends itself closes a create (`RENAMENX` + `UNLINK`);
+/// - no measure loses a reply, so no resolve script runs.
 ///
 /// Returns (name, inner calls, of which calls that read the record) for the mixed names.
 fn inner_calls(d: &BTreeMap<String, u64>) -> BTreeMap<&'static str, (u64, u64)> {
@@ -146,16 +148,18 @@ fn inner_calls(d: &BTreeMap<String, u64>) -> BTreeMap<&'static str, (u64, u64)> 
     if scripts == 0 {
         return inner;
     }
-    let resolves = get("hget").min(scripts);
+    let deletes = get("exists").min(scripts);
     let unlink_in = get("unlink").saturating_sub(get("renamenx"));
     // Reads of the whole record inside scripts: one per refusal that found the session (each
-    // refusal removed its staged record first) and one per resolve; never more than the PTTLs.
-    let record_reads = (unlink_in + resolves).min(get("pttl"));
-    let hmget_in = (scripts - resolves + record_reads).min(get("hmget"));
-    inner.insert("hmget", (hmget_in, record_reads.min(hmget_in)));
+    // refusal removed its staged record first); never more than the GETs or the PTTLs.
+    let record_reads = unlink_in
+        .saturating_sub(deletes)
+        .min(get("get"))
+        .min(get("pttl"));
+    inner.insert("get", (record_reads, record_reads));
     inner.insert("pttl", (record_reads, record_reads));
     inner.insert("unlink", (unlink_in, 0));
-    inner.insert("exists", (get("exists"), 0));
+    inner.insert("set", (deletes.min(get("set")), 0));
     inner
 }
 
@@ -255,10 +259,7 @@ fn inner_share(name: &str, n: u64, n_in: u64, n_record: u64, usec: f64, c: &Inne
     let average = usec / n as f64;
     let or_average = |v: f64| if v.is_finite() { v } else { average };
     let share = match name {
-        "hmget" => {
-            (n_in - n_record) as f64 * or_average(c.hmget_lead_us)
-                + n_record as f64 * or_average(c.hmget_record_us)
-        }
+        "get" => n_record as f64 * or_average(c.get_record_us),
         "pttl" => n_in as f64 * or_average(c.pttl_us),
         _ => n_in as f64 * average,
     };
@@ -283,8 +284,7 @@ mod tests {
     }
 
     const COSTS: InnerCosts = InnerCosts {
-        hmget_lead_us: 0.5,
-        hmget_record_us: 1.0,
+        get_record_us: 1.0,
         pttl_us: 0.2,
     };
 
@@ -307,14 +307,13 @@ mod tests {
 
     #[test]
     fn a_guarded_write_counts_the_script_not_its_inner_commands() {
-        // 10 modifies: HSET + PEXPIRE + EVALSHA (HMGET + RENAME inside).
+        // 10 modifies: SET + EVALSHA (GETRANGE + RENAME inside).
         let before = snap(&[], 0, 1.0);
         let after = snap(
             &[
-                ("hset", 10, 20),
-                ("pexpire", 10, 5),
+                ("set", 10, 20),
                 ("evalsha", 10, 30),
-                ("hmget", 10, 5),
+                ("getrange", 10, 5),
                 ("rename", 10, 8),
                 ("info", 1, 50),
             ],
@@ -322,75 +321,82 @@ mod tests {
             1.0001,
         );
         let p = per_op(&before, &after, 10, &COSTS);
-        assert!((p.server_us - 5.5).abs() < 1e-9, "{p:?}");
+        assert!((p.server_us - 5.0).abs() < 1e-9, "{p:?}");
         assert!((p.reads - 1.0).abs() < 1e-9);
         assert!((p.cpu_us - 10.0).abs() < 1e-6, "{p:?}");
         assert_eq!(
             p.commands,
-            "evalsha 1.00 · hset 1.00 · pexpire 1.00 [in scripts: hmget 1.00 · rename 1.00]"
+            "evalsha 1.00 · set 1.00 [in scripts: getrange 1.00 · rename 1.00]"
         );
     }
 
     #[test]
-    fn a_read_then_a_guarded_write_keeps_the_read_hmget() {
-        // 10 modifies that read first: HMGET + PTTL, then the guarded write.
+    fn a_read_then_a_guarded_write_keeps_the_read() {
+        // 10 modifies that read first: GET + PTTL, then the guarded write.
         let after = snap(
             &[
-                ("hmget", 20, 25),
+                ("get", 10, 25),
                 ("pttl", 10, 2),
-                ("hset", 10, 20),
-                ("pexpire", 10, 5),
+                ("set", 10, 20),
                 ("evalsha", 10, 30),
+                ("getrange", 10, 5),
                 ("rename", 10, 8),
             ],
             20,
             0.0,
         );
         let p = per_op(&Snapshot::default(), &after, 10, &COSTS);
-        // hmget: 25 - 10 * 0.5 = 20 stays; pttl 2 stays; rename goes.
-        assert!((p.server_us - (20.0 + 2.0 + 20.0 + 5.0 + 30.0) / 10.0).abs() < 1e-9);
+        // get and pttl stay; getrange and rename go.
+        assert!((p.server_us - (25.0 + 2.0 + 20.0 + 30.0) / 10.0).abs() < 1e-9);
         assert_eq!(
             p.commands,
-            "evalsha 1.00 · hmget 1.00 · hset 1.00 · pexpire 1.00 · pttl 1.00 \
-             [in scripts: hmget 1.00 · rename 1.00]"
+            "evalsha 1.00 · get 1.00 · pttl 1.00 · set 1.00 \
+             [in scripts: getrange 1.00 · rename 1.00]"
         );
     }
 
     #[test]
-    fn refusals_and_creates_split_as_the_scripts_and_pipelines_run_them() {
-        // 4 guarded writes, 1 of them refused (UNLINK, EXISTS, HMGET d.., PTTL inside), 2
-        // loads (HMGET + PTTL) and 1 create (HMGET + PTTL + RENAMENX + UNLINK).
+    fn refusals_creates_and_deletes_split_as_the_scripts_and_pipelines_run_them() {
+        // 4 guarded writes, 1 of them refused (UNLINK, GET, PTTL inside), 2 loads (GET +
+        // PTTL), 1 create (SET + GET + PTTL + RENAMENX + UNLINK) and 1 delete (EXISTS,
+        // UNLINK, SET inside).
         let after = snap(
             &[
-                ("evalsha", 4, 40),
+                ("evalsha", 4 + 1, 50),
+                ("set", 4 + 1 + 1, 12),
+                ("getrange", 4, 4),
                 ("rename", 3, 3),
-                ("hmget", 4 + 1 + 2 + 1, 100),
+                ("get", 1 + 2 + 1, 100),
                 ("pttl", 1 + 2 + 1, 10),
-                ("unlink", 1 + 1, 4),
+                ("unlink", 1 + 1 + 1, 6),
                 ("exists", 1, 1),
                 ("renamenx", 1, 1),
             ],
             0,
             0.0,
         );
-        let d = &after.calls;
-        let inner = inner_calls(d);
-        assert_eq!(inner["hmget"], (5, 1));
+        let inner = inner_calls(&after.calls);
+        assert_eq!(inner["get"], (1, 1));
         assert_eq!(inner["pttl"], (1, 1));
-        assert_eq!(inner["unlink"], (1, 0));
-        assert_eq!(inner["exists"], (1, 0));
+        assert_eq!(inner["unlink"], (2, 0));
+        assert_eq!(inner["set"], (1, 0));
         let p = per_op(&Snapshot::default(), &after, 1, &COSTS);
-        // inner: rename 3, exists 1, unlink 2 of 4 us, hmget 4 * 0.5 + 1 * 1.0, pttl 0.2.
-        let expected = 40.0 + 100.0 - 3.0 + 10.0 - 0.2 + 4.0 - 2.0 + 0.0 + 1.0;
+        // inner: getrange 4, rename 3, exists 1, unlink 2 of 6 us, set 1 of 12 us (2 per
+        // call), get 1.0, pttl 0.2.
+        let expected = 50.0 + 12.0 - 2.0 + 100.0 - 1.0 + 10.0 - 0.2 + 6.0 - 4.0 + 1.0;
         assert!((p.server_us - expected).abs() < 1e-9, "{p:?}");
     }
 
     #[test]
     fn without_scripts_nothing_is_inner() {
-        // The seed-style listing sends HGET itself.
-        let after = snap(&[("scan", 1, 10), ("hget", 100, 40)], 0, 0.0);
+        // The seed-style listing sends GET itself, a listing GETRANGE.
+        let after = snap(
+            &[("scan", 1, 10), ("get", 100, 40), ("getrange", 100, 30)],
+            0,
+            0.0,
+        );
         let p = per_op(&Snapshot::default(), &after, 1, &COSTS);
-        assert!((p.server_us - 50.0).abs() < 1e-9);
-        assert_eq!(p.commands, "hget 100.00 · scan 1.00");
+        assert!((p.server_us - 80.0).abs() < 1e-9);
+        assert_eq!(p.commands, "get 100.00 · getrange 100.00 · scan 1.00");
     }
 }

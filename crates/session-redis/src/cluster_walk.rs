@@ -19,7 +19,6 @@ use crate::{
     cluster::{Primary, parse_shards},
     cursor::ClusterPosition,
     errors::BACKEND,
-    layout,
     transport::{NodeRequest, Request, Retry},
 };
 
@@ -169,7 +168,7 @@ impl RedisStore {
         Ok(Page::new(sessions, position.to_cursor()))
     }
 
-    /// The listing entries of `ids`, each read with its own `HMGET` + `PTTL` (routed by its
+    /// The listing entries of `ids`, each read with its own `PTTL` + `GETRANGE` (routed by its
     /// slot), all at once over the cluster connection, in the order of `ids`.
     async fn infos(&self, ids: Vec<SessionId>) -> Result<Vec<SessionInfo>> {
         let mut tasks = tokio::task::JoinSet::new();
@@ -196,17 +195,13 @@ impl RedisStore {
         let key = self.key_of(&id);
         // Two commands, each routed by its slot (a pipeline's keys must share one); redis-rs
         // follows `MOVED` and `ASK` for them.
-        let mut hmget = redis::cmd("HMGET");
-        hmget
-            .arg(&key)
-            .arg(layout::FIELD_META)
-            .arg(layout::FIELD_VERSION)
-            .arg(layout::FIELD_CREATED);
         let mut pttl = redis::cmd("PTTL");
         pttl.arg(&key);
-        let hmget = self.reply(&hmget).await?;
+        let mut getrange = redis::cmd("GETRANGE");
+        getrange.arg(&key).arg(0).arg(crate::record::LIST_READ - 1);
         let pttl = self.reply(&pttl).await?;
-        self.listed(id, hmget, pttl).await
+        let first = self.reply(&getrange).await?;
+        self.listed(id, pttl, first).await
     }
 
     /// One listing command's reply. A key of another type (`WRONGTYPE`) is the entry's

@@ -35,14 +35,35 @@ impl ListCursor {
     }
 }
 
-/// A record from the replies of `HMGET key d m v c t` and `PTTL key`, as `load` builds it.
+/// A record from the replies of a read, as `load` builds it: `GET key` (a string record) or
+/// `HMGET key d m v c t` (a hash of the earlier layouts), and `PTTL key`.
 pub fn record_from_replies(
     id: &SessionId,
-    hmget: Value,
+    data: Value,
     pttl: Value,
     prefix: Option<&str>,
 ) -> Result<Option<Record>> {
-    layout::record_from_replies(id, hmget, pttl, prefix)
+    layout::record_from_replies(id, data, pttl, prefix)
+}
+
+/// A string record as a write stages it (header, meta, payload), so that targets can build
+/// readable records and mutate them.
+pub fn encode_record(
+    tokens: &session_core::RecentTokens,
+    version: u64,
+    created_at: Timestamp,
+    meta: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
+    let staged = crate::record::Staged {
+        header: crate::record::header(Some(tokens), version, created_at, meta.len()),
+        meta,
+        payload,
+    };
+    redis::ToRedisArgs::to_redis_args(&staged)
+        .into_iter()
+        .next()
+        .unwrap_or_default()
 }
 
 /// What a listing shows for one key.
@@ -54,16 +75,37 @@ pub enum Listed {
     Gone,
     /// The key exists but its listing data cannot be read.
     Corrupt(SessionInfo, Error),
+    /// Look again, reading this many bytes (a hash, or a meta longer than the first look).
+    Again(usize),
 }
 
-/// A listing entry from the replies of `HMGET key m v c` and `PTTL key`, as `list_page`
-/// builds it.
-pub fn info_from_replies(id: SessionId, hmget: Value, pttl: Value, prefix: &str) -> Listed {
-    match layout::info_from_replies(id, hmget, pttl, prefix) {
-        layout::Listed::Entry(info) => Listed::Entry(info),
-        layout::Listed::Gone => Listed::Gone,
-        layout::Listed::Corrupt(info, e) => Listed::Corrupt(info, e),
+impl From<layout::Listed> for Listed {
+    fn from(listed: layout::Listed) -> Self {
+        match listed {
+            layout::Listed::Entry(info) => Listed::Entry(info),
+            layout::Listed::Gone => Listed::Gone,
+            layout::Listed::Corrupt(info, e) => Listed::Corrupt(info, e),
+            layout::Listed::Again(n) => Listed::Again(n),
+        }
     }
+}
+
+/// A listing entry from a first look's replies (`PTTL key` and `GETRANGE key 0 1023`, or a
+/// hash's `HMGET key m v c`), as `list_page` builds it.
+pub fn info_from_replies(id: SessionId, pttl: Value, first: Value, prefix: &str) -> Listed {
+    layout::info_from_replies(id, pttl, first, prefix).into()
+}
+
+/// A listing entry from a second look's replies (`PTTL key`, `GETRANGE key 0 n`, `HMGET key m
+/// v c`).
+pub fn info_after_second_look(
+    id: SessionId,
+    pttl: Value,
+    getrange: Value,
+    hmget: Value,
+    prefix: &str,
+) -> Listed {
+    layout::info_after_second_look(id, pttl, getrange, hmget, prefix).into()
 }
 
 /// The `m` field a write stores, so that targets can build readable records.

@@ -1,17 +1,20 @@
-//! The storage layout: one HASH per session under `{prefix}{id}`.
+//! The storage layout: one Redis string per session under `{prefix}{id}` (see `record.rs`
+//! for its header), with the TTL on the key (`PEXPIRE`); and the hashes of the earlier
+//! layouts, which stay readable:
 //!
 //! | field | content |
 //! |---|---|
 //! | `d` | the payload (codec envelope), opaque bytes |
-//! | `m` | MessagePack (named) of `{ updated_at, size, summary }` |
+//! | `m` | MessagePack (named) of `{ updated_at, size, summary, ttl_ms, prefix }` |
 //! | `v` | the version, a decimal integer |
-//! | `c` | `created_at`, decimal milliseconds, written only when the key is created |
+//! | `c` | `created_at`, decimal milliseconds |
 //! | `t` | the write tokens of the last writes, newest first: 16 lowercase hex digits each, no separator |
 //!
-//! Hashes of the older layout carry `i` (an incarnation) instead of `t`: they read with no
-//! tokens, and their next write replaces the whole hash with one of this layout.
-//! The key carries the TTL (`PEXPIRE`). This module turns Redis replies into records and
-//! reports anything unexpected as [`Error::Corrupt`] for the session it concerns.
+//! Hashes of the first layout carry `i` (an incarnation) instead of `t`: they read with no
+//! tokens. Any write replaces a hash with a string record (the staged string is renamed over
+//! it). A read asks for the string (`GET`) and, when the key holds a hash (`WRONGTYPE`), for the
+//! hash fields. This module turns Redis replies into records and reports anything unexpected as
+//! [`Error::Corrupt`] for the session it concerns.
 
 use std::time::Duration;
 
@@ -29,9 +32,22 @@ pub(crate) const FIELD_VERSION: &str = "v";
 pub(crate) const FIELD_CREATED: &str = "c";
 pub(crate) const FIELD_TOKENS: &str = "t";
 
-/// Adds the read of a whole record to `pipe`: `HMGET key d m v c t` and `PTTL key`, whose
-/// replies [`record_from_replies`] takes.
+/// Adds the read of a whole record to `pipe`: `GET key` and `PTTL key`, whose replies
+/// [`record_from_replies`] takes. A hash (`WRONGTYPE` on `GET`) is read again with
+/// [`push_hash_read`].
 pub(crate) fn push_record_read(pipe: &mut redis::Pipeline, key: &str) {
+    pipe.cmd("GET").arg(key);
+    pipe.cmd("PTTL").arg(key);
+}
+
+/// Whether a reply is `WRONGTYPE`: the key holds another type than the command reads.
+pub(crate) fn is_wrong_type(v: &Value) -> bool {
+    matches!(v, Value::ServerError(e) if e.code() == "WRONGTYPE")
+}
+
+/// Adds the read of a record of the hash layouts to `pipe`: `HMGET key d m v c t` and `PTTL
+/// key`, whose replies [`record_from_replies`] takes too.
+pub(crate) fn push_hash_read(pipe: &mut redis::Pipeline, key: &str) {
     pipe.cmd("HMGET")
         .arg(key)
         .arg(FIELD_PAYLOAD)
@@ -140,14 +156,25 @@ pub(crate) fn owner_of_meta(bytes: &[u8], prefix: &str) -> Owner {
         .map_or(Owner::Ours, |stored| owner(&stored, Some(prefix)))
 }
 
-fn decode_meta(
+/// The refusal of a record that a store with a longer prefix wrote (see [`Owner`]).
+pub(crate) fn nested(id: &SessionId) -> Error {
+    Error::corrupt(
+        id,
+        "the key holds a session of another store, whose key prefix extends this store's \
+         (nested prefixes): not read",
+    )
+}
+
+/// Decodes a meta (field `m`, or the string record's meta), with the creation time stored
+/// beside it.
+pub(crate) fn decode_meta(
     id: &SessionId,
     bytes: &[u8],
     created: Option<Timestamp>,
     prefix: Option<&str>,
 ) -> Result<(Meta, Owner)> {
     let stored: StoredMeta = rmp_serde::from_slice(bytes)
-        .map_err(|e| Error::corrupt(id, format!("field m is not readable meta: {e}")))?;
+        .map_err(|e| Error::corrupt(id, format!("the meta is not readable: {e}")))?;
     let owner = owner(&stored, prefix);
     let meta = Meta::new(
         // Records written before `c` existed (or by hand) fall back to the last write.
@@ -234,7 +261,7 @@ fn server_error(id: &SessionId, v: &Value) -> Result<()> {
     match v {
         Value::ServerError(e) if e.code() == "WRONGTYPE" => Err(Error::corrupt(
             id,
-            "the key holds another Redis type, not a session hash (delete it to reuse the id)",
+            "the key holds another Redis type, not a session (delete it to reuse the id)",
         )),
         Value::ServerError(e) => Err(crate::errors::classified(
             redis::RedisError::from(e.clone()),
@@ -272,22 +299,40 @@ fn split5(id: &SessionId, v: Value) -> Result<[Value; 5]> {
     }
 }
 
-/// Builds a record from the replies of `HMGET key d m v c t` and `PTTL key`.
+/// Builds a record from the replies of a read: `GET key` (a string record, or nil) or `HMGET
+/// key d m v c t` (a hash of the earlier layouts), and `PTTL key`.
 ///
 /// With `prefix` (the reader's key prefix), a record written by a store with a longer prefix
 /// that starts with it (`app:s:` under `app:`) is refused as `Corrupt`: it is not this
 /// store's session, although its key looks like one.
 pub(crate) fn record_from_replies(
     id: &SessionId,
-    hmget: Value,
+    data: Value,
     pttl: Value,
     prefix: Option<&str>,
 ) -> Result<Option<Record>> {
-    server_error(id, &hmget)?;
+    server_error(id, &data)?;
     server_error(id, &pttl)?;
     let Some(ttl) = ttl_of(&pttl) else {
         return Ok(None);
     };
+    match data {
+        // The key is absent (a session created between `GET` and `PTTL` reads as absent too).
+        Value::Nil => Ok(None),
+        Value::BulkString(value) => {
+            crate::record::record_from_value(id, value, ttl, prefix).map(Some)
+        }
+        hmget => record_from_hash(id, hmget, ttl, prefix),
+    }
+}
+
+/// A record of the hash layouts from `HMGET key d m v c t`.
+fn record_from_hash(
+    id: &SessionId,
+    hmget: Value,
+    ttl: Option<Duration>,
+    prefix: Option<&str>,
+) -> Result<Option<Record>> {
     let [d, m, v, c, t] = split5(id, hmget)?;
     // HMGET and PTTL are two commands: a session created between them (its key absent for
     // HMGET, present for PTTL) must read as absent, not as a corrupt hash. Writes are atomic,
@@ -313,13 +358,7 @@ pub(crate) fn record_from_replies(
     let meta = match meta {
         Some(m) => match decode_meta(id, &m, created, prefix)? {
             (meta, Owner::Ours) => meta,
-            (_, Owner::Nested) => {
-                return Err(Error::corrupt(
-                    id,
-                    "the key holds a session of another store, whose key prefix extends this \
-                     store's (nested prefixes): not read",
-                ));
-            }
+            (_, Owner::Nested) => return Err(nested(id)),
         },
         None => {
             return Err(Error::corrupt(
@@ -335,66 +374,129 @@ pub(crate) fn record_from_replies(
     ))
 }
 
-/// What a listing shows for one key, from `HMGET key m v c` and `PTTL key`.
+/// Adds a listing's first look at one key to `pipe`: `PTTL key`, then `GETRANGE key 0
+/// LIST_READ-1` (the header and the meta of a string record, never the payload), whose
+/// replies [`info_from_replies`] takes. `PTTL` first: a key deleted between the two reads as
+/// gone, one created between is not listed yet (it is newer than the look).
+pub(crate) fn push_listing_read(pipe: &mut redis::Pipeline, key: &str) {
+    pipe.cmd("PTTL").arg(key);
+    pipe.cmd("GETRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(crate::record::LIST_READ - 1);
+}
+
+/// Adds a listing's second look at one key ([`Listed::Again`]) to `pipe`: `PTTL key`,
+/// `GETRANGE key 0 len-1` and `HMGET key m v c`, for [`info_after_second_look`]: one of the
+/// two reads fits the key's type.
+pub(crate) fn push_second_look(pipe: &mut redis::Pipeline, key: &str, len: usize) {
+    pipe.cmd("PTTL").arg(key);
+    pipe.cmd("GETRANGE").arg(key).arg(0).arg(len.max(1) - 1);
+    pipe.cmd("HMGET")
+        .arg(key)
+        .arg(FIELD_META)
+        .arg(FIELD_VERSION)
+        .arg(FIELD_CREATED);
+}
+
+/// What a listing shows for one key.
 pub(crate) enum Listed {
     /// A readable entry.
     Entry(SessionInfo),
-    /// The key expired or was deleted between SCAN and the fetch.
+    /// The key expired or was deleted between SCAN and the fetch, or is another store's.
     Gone,
     /// The key exists but its listing data cannot be read.
     Corrupt(SessionInfo, Error),
+    /// Look again ([`push_second_look`]), reading this many bytes of a string record: the key
+    /// holds a hash of an earlier layout, or a record whose meta is longer than the first look
+    /// read.
+    Again(usize),
 }
 
-pub(crate) fn info_from_replies(id: SessionId, hmget: Value, pttl: Value, prefix: &str) -> Listed {
+fn corrupt_entry(id: SessionId, ttl: Option<Duration>, error: Error) -> Listed {
+    let zero = Timestamp::from_millis(0);
+    let meta = Meta::new(zero, zero, 0, Summary::new());
+    Listed::Corrupt(SessionInfo::new(id, meta, 0, ttl), error)
+}
+
+/// The listing entry from a first look ([`push_listing_read`]): the replies of `PTTL key` and
+/// `GETRANGE key 0 LIST_READ-1` (or, from a second look, `HMGET key m v c` of a hash).
+pub(crate) fn info_from_replies(id: SessionId, pttl: Value, first: Value, prefix: &str) -> Listed {
     let ttl = match (&pttl, ttl_of(&pttl)) {
         (Value::ServerError(_), _) => None,
         (_, None) => return Listed::Gone,
         (_, Some(ttl)) => ttl,
     };
-    match parse_info(&id, hmget, prefix) {
-        Ok(Some((meta, version, Owner::Ours))) => {
-            Listed::Entry(SessionInfo::new(id, meta, version, ttl))
-        }
-        // A session of a nested prefix (`app:s:` under `app:`) is that store's to list.
-        Ok(Some((_, _, Owner::Nested))) => Listed::Gone,
-        Ok(None) => Listed::Gone,
-        Err(e) => {
-            let zero = Timestamp::from_millis(0);
-            let meta = Meta::new(zero, zero, 0, Summary::new());
-            Listed::Corrupt(SessionInfo::new(id, meta, 0, ttl), e)
-        }
+    match first {
+        Value::ServerError(e) if e.code() == "WRONGTYPE" => Listed::Again(crate::record::LIST_READ),
+        // Deleted since `PTTL` (GETRANGE reads a missing key as empty).
+        Value::Nil => Listed::Gone,
+        Value::BulkString(b) if b.is_empty() => Listed::Gone,
+        Value::BulkString(b) => match crate::record::parse_prefix(&id, &b, prefix) {
+            Ok(crate::record::Prefix::Info {
+                header,
+                meta,
+                owner: Owner::Ours,
+            }) => Listed::Entry(SessionInfo::new(id, meta, header.version, ttl)),
+            // A session of a nested prefix (`app:s:` under `app:`) is that store's to list.
+            Ok(crate::record::Prefix::Info { .. }) => Listed::Gone,
+            Ok(crate::record::Prefix::Longer(n)) if n > b.len() => Listed::Again(n),
+            Ok(crate::record::Prefix::Longer(_)) => corrupt_entry(
+                id.clone(),
+                ttl,
+                Error::corrupt(&id, "the record's meta length does not add up"),
+            ),
+            Err(e) => corrupt_entry(id, ttl, e),
+        },
+        hmget => match parse_info(&id, hmget, prefix) {
+            Ok(Some((meta, version, Owner::Ours))) => {
+                Listed::Entry(SessionInfo::new(id, meta, version, ttl))
+            }
+            Ok(Some((_, _, Owner::Nested))) | Ok(None) => Listed::Gone,
+            Err(e) => corrupt_entry(id, ttl, e),
+        },
     }
 }
 
-/// Whether a listing's replies show a key that exists (`PTTL`) but none of `m`, `v`, `c`
-/// (`HMGET`): a session created between the two commands, or a hash that lacks the session
-/// fields. A second `HMGET` tells them apart ([`info_after_second_look`]).
-pub(crate) fn needs_second_look(hmget: &Value, pttl: &Value) -> bool {
-    ttl_of(pttl).is_some()
-        && matches!(hmget, Value::Array(items)
-            if items.len() == 3 && items.iter().all(|v| matches!(v, Value::Nil)))
-}
-
-/// The listing entry from a second `HMGET key m v c` (and the first `PTTL`) after
-/// [`needs_second_look`]: still none of the fields is a hash without them (corrupt: listed,
-/// so that it can be found and deleted); a session created meanwhile reads as one.
+/// The listing entry from a second look ([`push_second_look`]): the replies of `PTTL key`,
+/// `GETRANGE key 0 len-1` and `HMGET key m v c`. A string record reads from the first, a hash
+/// from the second; a hash without the session fields, an empty string or a key of another
+/// type is corrupt (listed, so that it can be found and deleted).
 pub(crate) fn info_after_second_look(
     id: SessionId,
-    hmget: Value,
     pttl: Value,
+    getrange: Value,
+    hmget: Value,
     prefix: &str,
 ) -> Listed {
-    if needs_second_look(&hmget, &pttl) {
-        let zero = Timestamp::from_millis(0);
-        let meta = Meta::new(zero, zero, 0, Summary::new());
-        let ttl = ttl_of(&pttl).flatten();
-        let error = Error::corrupt(
-            &id,
-            "the session hash lacks its meta (m) and version (v) fields",
-        );
-        return Listed::Corrupt(SessionInfo::new(id, meta, 0, ttl), error);
+    let ttl = match ttl_of(&pttl) {
+        None if !matches!(pttl, Value::ServerError(_)) => return Listed::Gone,
+        ttl => ttl.flatten(),
+    };
+    let corrupt = |why: &str| corrupt_entry(id.clone(), ttl, Error::corrupt(&id, why.to_owned()));
+    match (&getrange, &hmget) {
+        (Value::BulkString(b), _) if !b.is_empty() => {
+            info_from_replies(id.clone(), pttl, getrange, prefix)
+        }
+        (_, Value::Array(items)) if is_wrong_type(&getrange) => {
+            if items.iter().all(|v| matches!(v, Value::Nil)) {
+                corrupt("the session hash lacks its meta (m) and version (v) fields")
+            } else {
+                match info_from_replies(id.clone(), pttl, hmget, prefix) {
+                    Listed::Again(_) => corrupt("the session hash cannot be read"),
+                    listed => listed,
+                }
+            }
+        }
+        // Both reads found nothing: deleted since `PTTL`.
+        (Value::BulkString(_), Value::Array(items))
+            if items.iter().all(|v| matches!(v, Value::Nil)) =>
+        {
+            Listed::Gone
+        }
+        (Value::BulkString(_), _) => corrupt("the key holds an empty string, not a session"),
+        _ => corrupt("the key holds another Redis type, not a session (delete it to reuse the id)"),
     }
-    info_from_replies(id, hmget, pttl, prefix)
 }
 
 fn parse_info(id: &SessionId, hmget: Value, prefix: &str) -> Result<Option<(Meta, u64, Owner)>> {
@@ -415,8 +517,7 @@ fn parse_info(id: &SessionId, hmget: Value, prefix: &str) -> Result<Option<(Meta
         next(FIELD_VERSION)?,
         next(FIELD_CREATED)?,
     );
-    // As for a load: a session created between `HMGET` and `PTTL` (absent for the first,
-    // present for the second) is not listed yet, rather than listed as corrupt.
+    // Deleted since `PTTL`: not listed.
     if m.is_none() && v.is_none() && c.is_none() {
         return Ok(None);
     }
@@ -582,49 +683,130 @@ mod tests {
 
     #[test]
     fn listing_marks_corrupt_entries_and_skips_gone_ones() {
+        // Hash entries come from a second look's HMGET (the first look's GETRANGE gave
+        // WRONGTYPE).
         let ok = Value::Array(vec![Value::BulkString(meta()), bulk(b"2"), Value::Nil]);
         assert!(matches!(
-            info_from_replies(id("a"), ok.clone(), Value::Int(10), "p:"),
+            info_from_replies(id("a"), Value::Int(10), ok.clone(), "p:"),
             Listed::Entry(SessionInfo { version: 2, .. })
         ));
         assert!(matches!(
-            info_from_replies(id("a"), ok, Value::Int(-2), "p:"),
+            info_from_replies(id("a"), Value::Int(-2), ok, "p:"),
             Listed::Gone
         ));
         let bad = Value::Array(vec![bulk(b"zz"), bulk(b"2"), Value::Nil]);
         assert!(matches!(
-            info_from_replies(id("a"), bad, Value::Int(10), "p:"),
+            info_from_replies(id("a"), Value::Int(10), bad, "p:"),
             Listed::Corrupt(SessionInfo { version: 0, .. }, Error::Corrupt { .. })
+        ));
+        // A string that is not a record is corrupt; an empty one is a key deleted since PTTL.
+        assert!(matches!(
+            info_from_replies(id("a"), Value::Int(10), bulk(b"hello"), "p:"),
+            Listed::Corrupt(..)
+        ));
+        assert!(matches!(
+            info_from_replies(id("a"), Value::Int(10), bulk(b""), "p:"),
+            Listed::Gone
+        ));
+    }
+
+    /// A string record as a write stages it: one token, `version`, `meta`, `payload`.
+    fn string_record(token: u64, version: u64, meta: &[u8], payload: &[u8]) -> Vec<u8> {
+        let tokens = RecentTokens::first(session_core::WriteToken::from_u64(token).unwrap());
+        let staged = crate::record::Staged {
+            header: crate::record::header(
+                Some(&tokens),
+                version,
+                Timestamp::from_millis(1),
+                meta.len(),
+            ),
+            meta,
+            payload,
+        };
+        redis::ToRedisArgs::to_redis_args(&staged).remove(0)
+    }
+
+    fn wrong_type() -> Value {
+        redis::parse_redis_value(
+            b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_hash_or_a_long_meta_is_looked_at_again() {
+        assert!(matches!(
+            info_from_replies(id("h"), Value::Int(10), wrong_type(), "p:"),
+            Listed::Again(crate::record::LIST_READ)
+        ));
+        let nil3 = || Value::Array(vec![Value::Nil, Value::Nil, Value::Nil]);
+        // Second look: a hash without the session fields is corrupt, listed.
+        assert!(matches!(
+            info_after_second_look(id("half"), Value::Int(10), wrong_type(), nil3(), "p:"),
+            Listed::Corrupt(..)
+        ));
+        // A hash with them is an entry.
+        let created = Value::Array(vec![Value::BulkString(meta()), bulk(b"1"), Value::Nil]);
+        assert!(matches!(
+            info_after_second_look(id("new"), Value::Int(10), wrong_type(), created, "p:"),
+            Listed::Entry(SessionInfo { version: 1, .. })
+        ));
+        // Deleted between: gone. Another type, or an empty string: corrupt.
+        assert!(matches!(
+            info_after_second_look(id("x"), Value::Int(10), bulk(b""), nil3(), "p:"),
+            Listed::Gone
+        ));
+        assert!(matches!(
+            info_after_second_look(id("x"), Value::Int(10), wrong_type(), wrong_type(), "p:"),
+            Listed::Corrupt(..)
+        ));
+        assert!(matches!(
+            info_after_second_look(id("x"), Value::Int(10), bulk(b""), wrong_type(), "p:"),
+            Listed::Corrupt(..)
+        ));
+        assert!(matches!(
+            info_after_second_look(id("x"), Value::Int(-2), wrong_type(), nil3(), "p:"),
+            Listed::Gone
+        ));
+        // A partial hash is still corrupt.
+        let partial = Value::Array(vec![Value::Nil, bulk(b"2"), Value::Nil]);
+        assert!(matches!(
+            info_after_second_look(id("half"), Value::Int(10), wrong_type(), partial, "p:"),
+            Listed::Corrupt(..)
+        ));
+        // A record whose meta runs past the first look's bytes is read again, as far as
+        // its meta goes.
+        let big = Summary::new().with("notes", "n".repeat(2000));
+        let m = encode_meta(Timestamp::from_millis(1), 3, &big, Ttl::DEFAULT, "p:");
+        let value = string_record(1, 4, &m, b"payload");
+        let first = bulk(&value[..crate::record::LIST_READ]);
+        match info_from_replies(id("long"), Value::Int(10), first, "p:") {
+            Listed::Again(n) => assert_eq!(n, crate::record::HEADER_LEN + m.len()),
+            _ => panic!("expected a second look"),
+        }
+        assert!(matches!(
+            info_after_second_look(id("long"), Value::Int(10), bulk(&value), wrong_type(), "p:"),
+            Listed::Entry(SessionInfo { version: 4, .. })
         ));
     }
 
     #[test]
-    fn a_session_created_between_the_listing_hmget_and_pttl_is_not_listed_as_corrupt() {
-        // HMGET found no key (all fields nil); by PTTL a create had made it.
-        let absent = Value::Array(vec![Value::Nil, Value::Nil, Value::Nil]);
+    fn string_records_read_through_the_same_entry_point() {
+        let m = meta();
+        let value = string_record(5, 3, &m, b"abc");
+        let rec = record_from_replies(&id("s"), bulk(&value), Value::Int(100), Some("p:"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(&rec.payload[..], b"abc");
+        assert_eq!(rec.version, 3);
+        // A key created between GET and PTTL reads as absent; a hash answer is a hash.
         assert!(matches!(
-            info_from_replies(id("new"), absent, Value::Int(3_600_000), "p:"),
-            Listed::Gone
+            record_from_replies(&id("s"), Value::Nil, Value::Int(100), None),
+            Ok(None)
         ));
-        // The store looks again: all nil again is a hash without the session fields
-        // (corrupt, listed); the fields there now are the session created in between.
-        let absent = Value::Array(vec![Value::Nil, Value::Nil, Value::Nil]);
-        assert!(needs_second_look(&absent, &Value::Int(3_600_000)));
-        assert!(!needs_second_look(&absent, &Value::Int(-2)));
         assert!(matches!(
-            info_after_second_look(id("half"), absent, Value::Int(10), "p:"),
-            Listed::Corrupt(..)
-        ));
-        let created = Value::Array(vec![Value::BulkString(meta()), bulk(b"1"), Value::Nil]);
-        assert!(matches!(
-            info_after_second_look(id("new"), created, Value::Int(10), "p:"),
-            Listed::Entry(SessionInfo { version: 1, .. })
-        ));
-        // A hash with only some of the fields is still corrupt.
-        let partial = Value::Array(vec![Value::Nil, bulk(b"2"), Value::Nil]);
-        assert!(matches!(
-            info_from_replies(id("half"), partial, Value::Int(10), "p:"),
-            Listed::Corrupt(..)
+            record_from_replies(&id("s"), wrong_type(), Value::Int(100), None),
+            Err(Error::Corrupt { .. })
         ));
     }
 }

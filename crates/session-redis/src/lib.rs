@@ -20,41 +20,49 @@
 //!
 //! # Layout
 //!
-//! One HASH per session under `{prefix}{id}` (default prefix `cql:session:`), the TTL on the
-//! key (`PEXPIRE`, milliseconds):
+//! One string per session under `{prefix}{id}` (default prefix `cql:session:`), the TTL on
+//! the key (`PEXPIRE`, milliseconds): a fixed-width header, then the meta, then the payload.
 //!
-//! | field | content |
-//! |---|---|
-//! | `d` | the payload (the codec envelope; opaque here) |
-//! | `m` | MessagePack (`to_vec_named`) of `{ updated_at, size, summary }` |
-//! | `v` | the version, a decimal integer: 1 on create, +1 per write |
-//! | `c` | `created_at` in ms |
-//! | `t` | the write tokens of the last 8 writes, newest first, 16 hex digits each: the first one identifies the content (conditional writes compare it, see [`session_core::WriteToken`]) |
+//! | offset | bytes | content |
+//! |---|---|---|
+//! | 0 | 128 | the write tokens of the last 8 writes, newest first, 16 hex digits each (unused slots `-`): the first one identifies the content (conditional writes compare it, see [`session_core::WriteToken`]) |
+//! | 128 | 32 | fences: the tokens of up to two writes a resolve declared lost (see below), `-` when none |
+//! | 160 | 4 | the magic `sr1;` |
+//! | 164 | 20 | the version, decimal, zero-padded: 1 on create, +1 per write |
+//! | 184 | 16 | `created_at` in ms, decimal, zero-padded |
+//! | 200 | 10 | the meta's length, decimal, zero-padded |
+//! | 210 | m | the meta: MessagePack (`to_vec_named`) of `{ updated_at, size, summary, ttl_ms, prefix }` |
+//! | 210 + m | rest | the payload (the codec envelope; opaque here) |
 //!
-//! `created_at` has its own field so that an unconditional rewrite keeps it without reading
-//! anything first. Timestamps are the client's clock ([`session_core::Timestamp::now`]).
-//! Hashes of the older layout (an incarnation `i` instead of `t`) are read with no tokens; a
-//! conditional write on them compares the version, and any write replaces the whole hash
-//! with one of this layout.
+//! The fixed widths let the scripts read what they compare with one `GETRANGE` and write a
+//! header with one `SETRANGE`, never touching the payload; a listing reads the first 1 KiB
+//! (the header and the meta), never the payload. [`RecordParts`] splits a stored record for
+//! tools. Timestamps are the client's clock ([`session_core::Timestamp::now`]).
+//!
+//! Sessions stored by the earlier versions of this crate, one HASH each (fields `d` payload,
+//! `m` meta, `v` version, `c` created_at, `t` tokens; or an incarnation `i` instead of `t`),
+//! are read as they are (a `GET` that meets `WRONGTYPE` reads the hash fields instead), and
+//! their next write replaces them with a string. A conditional write on a hash without tokens
+//! compares the version.
 //!
 //! Two more kinds of key live in the session key's cluster slot, for an instant each: the
 //! staged record of a write in flight, `{<session key>}~w<nonce>` (`<session key>~w<nonce>`
-//! when the prefix has a hash tag of its own), and, only after a lost reply, a fence field
-//! `x<token>` inside the session hash (see below). `~` is not a session id character, so
+//! when the prefix has a hash tag of its own), and a delete's marker, `{<session key>}~d<nonce>`
+//! (see below). `~` is not a session id character, so
 //! listings never show them. An ACL user needs the key patterns `~<prefix>*` and
 //! `~{<prefix>*` (e.g. `~cql:session:* ~{cql:session:*`).
 //!
 //! # Writes
 //!
 //! One round trip, and no script ever touches the payload (Redis 7.0 hashes every byte of a
-//! string a script receives): the new record is staged with a plain `HSET` under the staged
-//! key with the session's TTL, and moved into place by the step that checks the condition.
+//! string a script receives): the new record is staged with a plain `SET staged <record> PX
+//! <ttl>` under the staged key, and moved into place by the step that checks the condition.
 //!
-//! | condition | the pipeline after `HSET staged d m [v c t]` + `PEXPIRE staged ttl` |
+//! | condition | the pipeline after `SET staged <record> PX ttl` |
 //! |---|---|
-//! | `IfUnchanged` (what `SessionManager` sends) | `EVALSHA` guard: `HMGET key t x<token>`, compare the token, `RENAME staged key` |
-//! | `IfAbsent` (create) | `HMGET key d m v c t` + `PTTL key`, `RENAMENX staged key`, `UNLINK staged`: no Lua |
-//! | `Any`, `IfVersion`, `IfUnchanged` on an older-layout record | `EVALSHA` update: `HMGET key v c t x<token>`, check, `RENAME`, `HMSET key v c t` |
+//! | `IfUnchanged` (what `SessionManager` sends) | `EVALSHA` guard: `GETRANGE key 0 159` (tokens and fences), compare the token, `RENAME staged key` |
+//! | `IfAbsent` (create) | `GET key` + `PTTL key`, `RENAMENX staged key`, `UNLINK staged`: no Lua |
+//! | `Any`, `IfVersion`, `IfUnchanged` on a record without tokens | `EVALSHA` update: `GETRANGE key 0 199`, check, `RENAME staged key`, `SETRANGE key 0 <header>` |
 //!
 //! A refused write removes its staged record and returns the current record in the same
 //! reply. The scripts are loaded when the store connects; one the server has forgotten
@@ -65,12 +73,12 @@
 //!
 //! | operation | round trips | commands the client sends |
 //! |---|---|---|
-//! | `load` | 1 | pipeline `HMGET key d m v c t` + `PTTL key`; with [`RedisOptions::with_read_limit`], `EVALSHA` bounded load (`HSTRLEN key d` first: a payload over the limit never leaves the server) |
+//! | `load` | 1 | pipeline `GET key` + `PTTL key` (a hash of the earlier layouts: one more, `HMGET key d m v c t` + `PTTL key`); with [`RedisOptions::with_read_limit`], `EVALSHA` bounded load (`STRLEN key` and the meta's length first: a payload over the limit never leaves the server) |
 //! | `write` / `save` | 1 | the write pipeline above |
 //! | `delete` | 1 | `EVALSHA` delete: `UNLINK key`, and a marker of the call (a few seconds) when the session existed, so that a resend after a lost reply answers truthfully |
 //! | `touch` / `exists` | 1 | `PEXPIRE` / `EXISTS` |
-//! | `list_page` | 2 | `SCAN cursor MATCH <escaped prefix>* COUNT` between 32 and 1000 (the page's size), then one pipeline of `HMGET key m v c` + `PTTL key` per listed key; the SCAN is skipped while the cursor still carries ids. A cursor carries at most 2 KiB of ids ([`MAX_CURSOR_BYTES`] in all): a SCAN step that would leave more waits for the next page, or is taken again with a smaller `COUNT` |
-//! | `count` | keys in db / 1000 | `SCAN ... COUNT 1000` until the cursor is 0; for ids with a `:` (which a nested prefix's keys look like), one pipeline of `HGET key m` per step |
+//! | `list_page` | 2 | `SCAN cursor MATCH <escaped prefix>* COUNT` between 32 and 1000 (the page's size), then one pipeline of `PTTL key` + `GETRANGE key 0 1023` per listed key (a second look, `GETRANGE` as far as the meta goes and `HMGET key m v c`, for a hash of the earlier layouts or a meta longer than 814 bytes); the SCAN is skipped while the cursor still carries ids. A cursor carries at most 2 KiB of ids ([`MAX_CURSOR_BYTES`] in all): a SCAN step that would leave more waits for the next page, or is taken again with a smaller `COUNT` |
+//! | `count` | keys in db / 1000 | `SCAN ... COUNT 1000` until the cursor is 0; for ids with a `:` (which a nested prefix's keys look like), one pipeline of `GETRANGE key 0 1023` + `HGET key m` per step |
 //! | `ping` | 1 | `PING` |
 //!
 //! **Nested prefixes.** Ids may hold `:`, so a store with prefix `app:` sees the key `app:s:u-1` of
@@ -151,7 +159,7 @@
 //! - `OOM command not allowed when used memory > 'maxmemory'` =>
 //!   [`session_core::Error::OutOfMemory`]: nothing was written, and the server needs more
 //!   `maxmemory` or a `maxmemory-policy` that may evict sessions. A write refused for memory
-//!   leaves no staged record (its staging `HSET` is what the server refuses);
+//!   leaves no staged record (its staging `SET` is what the server refuses);
 //! - WRONGPASS, NOAUTH, NOPERM => [`session_core::Error::Auth`]; anything else =>
 //!   [`session_core::Error::Backend`]. Error replies inside a pipeline's reply and errors a
 //!   Lua script raises are classified like a failed command. No error, log line or `Debug`
@@ -162,8 +170,8 @@
 //!   record). There: the write landed, and `write` returns exactly what the lost reply
 //!   carried (even when other instances have written on top of it since). Not there, and the
 //!   record still shows the place the write would have taken (its version is within the
-//!   recent tokens, or not reached yet): the script *fences* the write (a field `x<token>`
-//!   that both guards refuse), so that the request can never land later from a dead
+//!   recent tokens, or not reached yet): the script *fences* the write (its token in the
+//!   record's fences, which both guards refuse), so that the request can never land later from a dead
 //!   connection's buffers, and the write is sent once more with a fresh token; its answer,
 //!   written or refused, is the truth. Error replies to the resolve (`LOADING` after a
 //!   restart, `MASTERDOWN` ...) are asked again until the deadline. The outcome is
@@ -177,16 +185,22 @@
 //!   instance was idle) cannot prove it was never sent: with the server back it is resolved
 //!   like any lost reply; with the server still down it is `OutcomeUnknown`.
 //!   Only writes conditioned on a token (what `SessionManager` sends) are fenced for good: the
-//!   fence lives in the hash until the next write, which changes the token they need. A create
+//!   fence lives in the record until the next write, which changes the token they need (the
+//!   record keeps two fences: a third lost write on the same record, resolved before the next
+//!   write, pushes out the oldest). A create
 //!   (`RENAMENX`) or an unconditional write (`Any`) declared lost may still land late from a
 //!   dead connection, so when its resend fails too the answer is `OutcomeUnknown`, not
 //!   `Unavailable`; and an unconditional write found lost whose resend lands may be applied a
 //!   second time later (the same state again, one more version).
-//! - **Upgrades**: records of the first layout are read and written, but a writer of the first
-//!   layout (before write tokens) must not run beside this one: its script updates `d m v` in
-//!   place and leaves `t`, so this version would take a stale token for current. Stop old
-//!   instances before new ones write (or deploy with a key prefix of its own).
-//! - A key of another type under a session key, or a hash with a missing or non-numeric `v`,
+//! - **Upgrades**: the hash records of the earlier versions are read and written (a write
+//!   turns one into a string record), but an instance of an earlier version must not run
+//!   beside this one: it reads and writes hashes only, so it would report this version's
+//!   string records as corrupt and refuse to write them (nothing is lost, but its sessions
+//!   stop working), and a writer of the first layout (before write tokens) updates `d m v` in
+//!   place, so that this version could take a stale token for current. Stop old instances
+//!   before new ones write (or deploy with a key prefix of its own).
+//! - A key of another type under a session key, a string without the record header, or a
+//!   hash with a missing or non-numeric `v`,
 //!   is [`session_core::Error::Corrupt`] for that id: writes refuse to overwrite it (it may be
 //!   someone else's data), `delete` removes it.
 //!
@@ -278,6 +292,8 @@ mod multiplexed;
 #[cfg(feature = "pool")]
 mod pool;
 #[cfg(feature = "driver")]
+mod record;
+#[cfg(feature = "driver")]
 mod scripts;
 #[cfg(feature = "driver")]
 mod store;
@@ -303,6 +319,8 @@ pub use options::{
 #[cfg(feature = "pool")]
 pub use pool::VERIFY_AFTER_IDLE;
 pub use prefix::{InvalidPrefix, KeyPrefix, MAX_PREFIX_LEN};
+#[cfg(feature = "driver")]
+pub use record::RecordParts;
 /// The redis-rs crate this one is built on (feature `driver`): the version of
 /// [`RedisOptions::client`]'s [`Client`](redis::Client), for raw commands next to the store.
 #[cfg(feature = "driver")]

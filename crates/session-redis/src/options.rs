@@ -385,10 +385,10 @@ impl RedisOptions {
     /// [`Error::TooLarge`](session_core::Error::TooLarge) before any of it leaves Redis
     /// (set it to the codec's size limit). Off by default.
     ///
-    /// A plain load is one pipeline of `HMGET` and `PTTL`, which cannot look at a size before
-    /// sending the payload; a bounded load is one small script (`HSTRLEN`, then `HMGET` and
-    /// `PTTL` only if the payload fits): still one round trip, but about 10 µs of server time
-    /// per load on Redis 7.0 instead of about 0.8 µs (a Lua call's fixed cost). Turn it on
+    /// A plain load is one pipeline of `GET` and `PTTL`, which cannot look at a size before
+    /// sending the payload; a bounded load is one small script (`STRLEN` and the meta's length,
+    /// then `GET` and `PTTL` only if the payload fits): still one round trip, but several µs
+    /// more server time per load (a Lua call's fixed cost, and the reply copied through Lua). Turn it on
     /// where anything but this library can write the session keys, or where a client must
     /// never allocate more than the limit whatever Redis holds; writes through this library
     /// never store more than the codec's limit anyway.

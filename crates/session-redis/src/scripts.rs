@@ -1,20 +1,26 @@
 //! The small Lua scripts of the write path. None of them touches a payload on the way in: the
-//! new record is staged by a plain `HSET` in a key of the same cluster slot, and a script only
-//! checks the condition and moves the staged record into place with `RENAME` (see
+//! new record is staged by a plain `SET ... PX` in a key of the same cluster slot, and a
+//! script only checks the condition against the current record's header (`GETRANGE`, see
+//! `record.rs` for its offsets) and moves the staged record into place with `RENAME` (see
 //! `write.rs`). Redis 7.0 hashes every byte of every string a script receives, so a script
 //! that carried the state cost ~1 µs of server time per KB; these cost the same for any size.
 //!
+//! Every script also takes a session still stored as a hash of the earlier layouts: its
+//! `GETRANGE` fails with `WRONGTYPE` (caught with `pcall`), and the script reads the hash
+//! fields instead. The staged record is always a string, so the rename replaces the hash.
+//!
 //! Replies:
 //! - `1` (guard), `"<version> <created_at> <tokens>"` (update): written;
-//! - `{"conflict"}` (refused, no session) or `{"conflict", HMGET d m v c t, PTTL}` (refused,
-//!   with the current record, read in the same atomic step);
-//! - `{"corrupt", reason}` (update): a hash whose `v` is missing or not a version; nothing
-//!   written;
+//! - `{"conflict"}` (refused, no session) or `{"conflict", <record>, PTTL}` (refused, with the
+//!   current record, read in the same atomic step: `GET` of a string record, `HMGET d m v c t`
+//!   of a hash);
+//! - `{"corrupt", reason}` (update): a key that holds no readable version; nothing written;
 //! - `{"fenced"}`: the write was declared lost by a resolve (see [`RESOLVE_LUA`]) and must
 //!   never land; nothing written. Only a write delivered late can meet this, and nobody waits
 //!   for its reply any more;
-//! - an error reply `WRONGTYPE ...` (the key holds another type) or `ERR no such key` (the
-//!   staged record is gone: its TTL ran out before the script ran); nothing written.
+//! - an error reply `WRONGTYPE ...` (the key holds neither a string nor a hash) or `ERR no
+//!   such key` (the staged record is gone: its TTL ran out before the script ran); nothing
+//!   written.
 //!
 //! Every refusal removes the staged record (`UNLINK`), so it never outlives its write.
 
@@ -30,19 +36,40 @@ use crate::{
 
 /// The guard of a write built on a basis with a token (`Condition::IfUnchanged`): the client
 /// staged the complete new record (it knows the version, `created_at` and tokens from the
-/// basis, which the token proves current), so the script compares one field and renames.
+/// basis, which the token proves current), so the script compares the head token and the
+/// fences (the first 160 bytes of the record, one `GETRANGE`) and renames.
 ///
 /// `KEYS[1]`: the session key; `KEYS[2]`: the staged record.
-/// `ARGV[1]`: the basis token (16 hex digits); `ARGV[2]`: this write's fence field (`x` and
-/// its token).
+/// `ARGV[1]`: the basis token (16 hex digits); `ARGV[2]`: this write's token.
 ///
-/// Two Redis calls when the write goes through (`HMGET`, `RENAME`), and an integer reply: every
-/// `redis.call`, `pcall` and table reply costs about a microsecond of server time on Redis 7.0
-/// and Valkey 9, so the common path has none it can do without. A key of another type makes
-/// `HMGET` fail and the script with it (a `WRONGTYPE` error reply; the client then removes the
-/// staged record); a staged record that is gone makes `RENAME` fail (`ERR no such key`).
+/// Two Redis calls when the write goes through (`GETRANGE`, `RENAME`), and an integer reply:
+/// every `redis.call`, `pcall` and table reply costs about a microsecond of server time on
+/// Redis 7.0 and Valkey 9, so the common path has none it can do without. A staged record
+/// that is gone makes `RENAME` fail (`ERR no such key`).
 pub(crate) const GUARD_LUA: &str = r#"
-local cur = redis.call('HMGET', KEYS[1], 't', ARGV[2])
+local h = redis.pcall('GETRANGE', KEYS[1], 0, 159)
+if type(h) == 'string' then
+  if string.sub(h, 1, 16) == ARGV[1] and #h == 160 then
+    if string.sub(h, 129, 144) ~= ARGV[2] and string.sub(h, 145, 160) ~= ARGV[2] then
+      redis.call('RENAME', KEYS[2], KEYS[1])
+      return 1
+    end
+    redis.call('UNLINK', KEYS[2])
+    return {'fenced'}
+  end
+  redis.call('UNLINK', KEYS[2])
+  if h == '' and redis.call('EXISTS', KEYS[1]) == 0 then return {'conflict'} end
+  return {'conflict', redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
+end
+if not string.find(h.err, 'WRONGTYPE', 1, true) then
+  redis.call('UNLINK', KEYS[2])
+  return h
+end
+local cur = redis.pcall('HMGET', KEYS[1], 't', 'x' .. ARGV[2])
+if cur.err then
+  redis.call('UNLINK', KEYS[2])
+  return cur
+end
 local t = cur[1]
 if t and not cur[2] and string.sub(t, 1, 16) == ARGV[1] then
   redis.call('RENAME', KEYS[2], KEYS[1])
@@ -50,88 +77,131 @@ if t and not cur[2] and string.sub(t, 1, 16) == ARGV[1] then
 end
 redis.call('UNLINK', KEYS[2])
 if cur[2] then return {'fenced'} end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'conflict'} end
 return {'conflict', redis.call('HMGET', KEYS[1], 'd', 'm', 'v', 'c', 't'), redis.call('PTTL', KEYS[1])}
 "#;
 
 /// The guard of the writes whose new version the client cannot know: `Condition::Any` (the
 /// seed's `update_agent`), `IfVersion`, and `IfUnchanged` on a basis without a token (a record
-/// of the older layout). The client staged `d` and `m`; the script reads the current `v`, `c`
-/// and `t`, checks the condition, renames the staged record into place and adds `v`, `c` and
-/// `t` to it.
+/// of the first layout). The client staged the record with an empty header; the script reads
+/// the current version, creation time, tokens and fences (the first 200 bytes of the record,
+/// or the hash fields `v c t x<token>`), checks the condition, writes the new header into the
+/// record once it renamed it into place (one `SETRANGE` of the first 200 bytes: tokens, empty
+/// fences, magic, version, creation time; after the `RENAME`, so that a staged record that
+/// expired makes the script fail before anything is written).
 ///
 /// `KEYS[1]`: the session key; `KEYS[2]`: the staged record.
-/// `ARGV[1]`: `any`, `version` (`v` must equal `ARGV[2]`) or `untokened` (`v` must equal
-/// `ARGV[2]` and the hash must have no `t`); `ARGV[2]`: the expected version or empty;
-/// `ARGV[3]`: this write's token (16 hex digits); `ARGV[4]`: now in ms (`c` of a new session).
+/// `ARGV[1]`: `any`, `version` (the version must equal `ARGV[2]`) or `untokened` (the version
+/// must equal `ARGV[2]` and the record must have no tokens); `ARGV[2]`: the expected version
+/// or empty; `ARGV[3]`: this write's token (16 hex digits); `ARGV[4]`: now in ms (the creation
+/// time of a new session).
 ///
-/// A missing `v` on an existing key is corrupt, so that a stray hash is never mistaken for
-/// "absent" and overwritten. Versions are formatted with `%.0f` (Lua 5.1's `tostring` switches
-/// to exponent notation from 1e14 on); a version of 2^53 or more is corrupt, since a Lua number
-/// (a double) could not grow by exactly one. A malformed `t` is dropped by the write (the
-/// record's history starts again from this write). The small fields are written with `HMSET`,
-/// HSET's alias, so that `INFO commandstats` tells them apart from the staging `HSET` that
-/// carries the payload. The reply after a write is one string, `"<version> <created_at>
-/// <tokens>"` (a table would cost more server time).
+/// An existing key without a readable version is corrupt, so that a stray value is never
+/// mistaken for "absent" and overwritten. Versions are formatted with `%020.0f` (Lua 5.1's
+/// `tostring` switches to exponent notation from 1e14 on); a version of 2^53 or more is
+/// corrupt, since a Lua number (a double) could not grow by exactly one. A malformed token
+/// list of a hash is dropped by the write (the record's history starts again from this
+/// write). The reply after a write is one string, `"<version> <created_at> <tokens>"` (a
+/// table would cost more server time).
 pub(crate) const UPDATE_LUA: &str = r#"
-local cur = redis.call('HMGET', KEYS[1], 'v', 'c', 't', 'x' .. ARGV[3])
 local function refuse(reply)
   redis.call('UNLINK', KEYS[2])
   return reply
 end
-local v, c, t = cur[1], cur[2], cur[3]
-if cur[4] then return refuse({'fenced'}) end
+local token = ARGV[3]
+local v, c, t, exists = false, false, '', false
+local h = redis.pcall('GETRANGE', KEYS[1], 0, 199)
+if type(h) == 'string' then
+  if h ~= '' then
+    if #h < 200 or string.sub(h, 161, 164) ~= 'sr1;' then
+      return refuse({'corrupt', 'the key holds a string that is not a session record'})
+    end
+    if string.sub(h, 129, 144) == token or string.sub(h, 145, 160) == token then
+      return refuse({'fenced'})
+    end
+    exists = true
+    v = string.sub(h, 165, 184)
+    c = string.sub(h, 185, 200)
+    t = string.match(string.sub(h, 1, 128), '^[^-]*')
+  end
+else
+  if not string.find(h.err, 'WRONGTYPE', 1, true) then return refuse(h) end
+  local cur = redis.pcall('HMGET', KEYS[1], 'v', 'c', 't', 'x' .. token)
+  if cur.err then return refuse(cur) end
+  if cur[4] then return refuse({'fenced'}) end
+  exists = true
+  v, c, t = cur[1], cur[2], cur[3] or ''
+  if not v then return refuse({'corrupt', 'the session hash has no version field v'}) end
+end
 local version = false
-if v then
+if exists then
   if not string.match(v, '^%d+$') then
-    return refuse({'corrupt', 'field v is not a version number'})
+    return refuse({'corrupt', 'the version is not a number'})
   end
   version = tonumber(v)
   if version >= 9007199254740992 then
-    return refuse({'corrupt', 'field v is too large to be incremented exactly'})
+    return refuse({'corrupt', 'the version is too large to be incremented exactly'})
   end
-elseif redis.call('EXISTS', KEYS[1]) == 1 then
-  return refuse({'corrupt', 'the session hash has no version field v'})
 end
 local mode = ARGV[1]
 local allowed = true
 if mode == 'version' then
   allowed = version and version == tonumber(ARGV[2])
 elseif mode == 'untokened' then
-  allowed = version and version == tonumber(ARGV[2]) and (not t or t == '')
+  allowed = version and version == tonumber(ARGV[2]) and t == ''
 end
 if not allowed then
-  if not version then return refuse({'conflict'}) end
-  local current = redis.call('HMGET', KEYS[1], 'd', 'm', 'v', 'c', 't')
+  if not exists then return refuse({'conflict'}) end
+  local current
+  if type(h) == 'string' then current = redis.call('GET', KEYS[1])
+  else current = redis.call('HMGET', KEYS[1], 'd', 'm', 'v', 'c', 't') end
   return refuse({'conflict', current, redis.call('PTTL', KEYS[1])})
 end
-if not (t and #t % 16 == 0 and string.match(t, '^[0-9a-f]*$')) then t = '' end
+if not (#t % 16 == 0 and string.match(t, '^[0-9a-f]*$')) then t = '' end
+c = tonumber(c and string.match(c, '^%d+$') or ARGV[4])
+if c >= 1e16 then c = tonumber(ARGV[4]) end
 local new = string.format('%.0f', (version or 0) + 1)
-c = c or ARGV[4]
-local tokens = ARGV[3] .. string.sub(t, 1, 112)
+local tokens = token .. string.sub(t, 1, 112)
 redis.call('RENAME', KEYS[2], KEYS[1])
-redis.call('HMSET', KEYS[1], 'v', new, 'c', c, 't', tokens)
-return new .. ' ' .. c .. ' ' .. tokens
+redis.call('SETRANGE', KEYS[1], 0, tokens .. string.rep('-', 160 - #tokens) .. 'sr1;' ..
+  string.format('%020.0f%016.0f', (version or 0) + 1, c))
+return new .. ' ' .. string.format('%.0f', c) .. ' ' .. tokens
 "#;
 
 /// After a write's reply was lost: did it land? Looks for the write's token among the
-/// record's recent tokens; if it is not there, *fences* the write (a field `x<token>` in the
-/// session hash, which both guards check), so that the write can never land later, delivered
-/// late from a dead connection's buffers. The fence lives until the next write replaces the
-/// hash, and after that the lost write's condition can no longer hold anyway (the token
-/// moved on).
+/// record's recent tokens; if it is not there, *fences* the write (its token in the record's
+/// fences, one `SETRANGE` of the header, or a field `x<token>` in a hash), which both guards
+/// check, so that the write can never land later, delivered late from a dead connection's
+/// buffers. The fence lives until the next write replaces the record, and after that the
+/// lost write's condition can no longer hold anyway (the token moved on).
 ///
 /// `KEYS[1]`: the session key; `KEYS[2]`: the staged key of the send in doubt, removed (a
 /// connection that died between the staging and the guard would otherwise leave it for the
-/// session's TTL). `ARGV[1]`: the token (16 hex digits); `ARGV[2]`: its fence field. Replies `{"landed" | "not_landed", HMGET d m v c t, PTTL}`, or `{"corrupt", reason}`.
+/// session's TTL). `ARGV[1]`: the token (16 hex digits). Replies `{"landed" | "not_landed",
+/// <record>, PTTL}` (`GET` of a string record, `HMGET d m v c t` of a hash), or `{"corrupt",
+/// reason}`.
 ///
 /// A create (`RENAMENX`, no script) is not fenced: a create delivered late finds the session
 /// created by the resend (or anyone) and does nothing, unless the session was deleted in
 /// between.
 pub(crate) const RESOLVE_LUA: &str = r#"
+redis.call('UNLINK', KEYS[2])
+local h = redis.pcall('GETRANGE', KEYS[1], 0, 159)
+local landed = false
+if type(h) == 'string' then
+  for i = 1, 113, 16 do
+    if string.sub(h, i, i + 15) == ARGV[1] then
+      landed = true
+      break
+    end
+  end
+  if not landed and #h == 160 then
+    redis.call('SETRANGE', KEYS[1], 128, ARGV[1] .. string.sub(h, 129, 144))
+  end
+  return {landed and 'landed' or 'not_landed', redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
+end
+if not string.find(h.err, 'WRONGTYPE', 1, true) then return {'corrupt', h.err} end
 local t = redis.pcall('HGET', KEYS[1], 't')
 if type(t) == 'table' and t.err then return {'corrupt', t.err} end
-local landed = false
 if t then
   for i = 1, #t - 15, 16 do
     if string.sub(t, i, i + 15) == ARGV[1] then
@@ -140,10 +210,7 @@ if t then
     end
   end
 end
-redis.call('UNLINK', KEYS[2])
-if not landed and redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSET', KEYS[1], ARGV[2], '1')
-end
+if not landed then redis.call('HSET', KEYS[1], 'x' .. ARGV[1], '1') end
 local current = redis.call('HMGET', KEYS[1], 'd', 'm', 'v', 'c', 't')
 return {landed and 'landed' or 'not_landed', current, redis.call('PTTL', KEYS[1])}
 "#;
@@ -166,11 +233,21 @@ return n
 /// over the limit never leaves the server.
 ///
 /// `KEYS[1]`: the session key. `ARGV[1]`: the limit in bytes. Replies `{"too_large", size}`,
-/// or `{HMGET d m v c t, PTTL}` as a plain load's pipeline would.
+/// or `{"record", <record>, PTTL}` (`GET` of a string record, `HMGET d m v c t` of a hash) as
+/// a plain load's pipeline would.
 pub(crate) const BOUNDED_LOAD_LUA: &str = r#"
-local n = redis.call('HSTRLEN', KEYS[1], 'd')
+local n = redis.pcall('STRLEN', KEYS[1])
+if type(n) == 'number' then
+  if n >= 210 then
+    local m = tonumber(redis.call('GETRANGE', KEYS[1], 200, 209)) or 0
+    local size = n - 210 - m
+    if size > tonumber(ARGV[1]) then return {'too_large', size} end
+  end
+  return {'record', redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
+end
+n = redis.call('HSTRLEN', KEYS[1], 'd')
 if n > tonumber(ARGV[1]) then return {'too_large', n} end
-return {redis.call('HMGET', KEYS[1], 'd', 'm', 'v', 'c', 't'), redis.call('PTTL', KEYS[1])}
+return {'record', redis.call('HMGET', KEYS[1], 'd', 'm', 'v', 'c', 't'), redis.call('PTTL', KEYS[1])}
 "#;
 
 /// The scripts, compiled (their SHA1s computed once).

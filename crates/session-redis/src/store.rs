@@ -12,8 +12,9 @@ use crate::{
     connection::Connection,
     cursor::ListPosition,
     errors::{self, BACKEND},
-    layout::{self, Listed},
+    layout::{self, Listed, Owner},
     options::{ConnectionMode, RedisOptions},
+    record,
     scripts::Scripts,
     transport::{Node, NodeRequest, Request, Retry},
     write::WritePath,
@@ -180,39 +181,50 @@ impl RedisStore {
             return Err(unexpected());
         };
         let mut items = items.into_iter();
-        match (items.next(), items.next()) {
-            (Some(Value::BulkString(tag)), Some(Value::Int(size))) if tag == b"too_large" => {
+        match (items.next(), items.next(), items.next()) {
+            (Some(Value::BulkString(tag)), Some(Value::Int(size)), None) if tag == b"too_large" => {
                 Err(Error::TooLarge {
                     id: id.clone(),
                     size: usize::try_from(size).unwrap_or(usize::MAX),
                     limit,
                 })
             }
-            (Some(hmget), Some(pttl)) => {
-                layout::record_from_replies(id, hmget, pttl, Some(layout::prefix_of(&key, id)))
+            (Some(Value::BulkString(tag)), Some(data), Some(pttl)) if tag == b"record" => {
+                layout::record_from_replies(id, data, pttl, Some(layout::prefix_of(&key, id)))
             }
             _ => Err(unexpected()),
         }
     }
 
-    /// The listing entry of `id` from its `HMGET key m v c` and `PTTL key` replies, if it is
-    /// to be shown: a key without the session fields is looked at twice
+    /// The listing entry of `id` from its first look's replies (`PTTL key`, `GETRANGE key 0
+    /// LIST_READ-1`), if it is to be shown: a hash of the earlier layouts, or a record whose
+    /// meta is longer than the first look read, is looked at again
     /// ([`second_look`](Self::second_look)); a corrupt entry is logged and shown, so that it
     /// can be found and deleted.
     pub(crate) async fn listed(
         &self,
         id: SessionId,
-        hmget: Value,
         pttl: Value,
+        first: Value,
     ) -> Result<Option<SessionInfo>> {
-        let listed = if layout::needs_second_look(&hmget, &pttl) {
-            self.second_look(id, pttl).await?
-        } else {
-            layout::info_from_replies(id, hmget, pttl, &self.inner.prefix)
-        };
+        let mut listed = layout::info_from_replies(id.clone(), pttl, first, &self.inner.prefix);
+        // A record whose meta grows between the looks is read again, a few times at most.
+        for _ in 0..3 {
+            let Listed::Again(len) = listed else { break };
+            listed = self.second_look(id.clone(), len).await?;
+        }
         Ok(match listed {
             Listed::Entry(info) => Some(info),
             Listed::Gone => None,
+            Listed::Again(_) => {
+                tracing::warn!(
+                    component = "session",
+                    backend = BACKEND,
+                    session_id = %id,
+                    "listing a session whose record kept changing under the listing: skipped"
+                );
+                None
+            }
             Listed::Corrupt(info, error) => {
                 tracing::warn!(
                     component = "session",
@@ -227,30 +239,47 @@ impl RedisStore {
         })
     }
 
-    /// A listed key that exists but showed none of the session fields: asked again (see
-    /// `layout::needs_second_look`). Rare: one more round trip for such a key only.
-    pub(crate) async fn second_look(&self, id: SessionId, pttl: Value) -> Result<Listed> {
-        let mut hmget = redis::cmd("HMGET");
-        hmget
-            .arg(self.key_of(&id))
-            .arg(layout::FIELD_META)
-            .arg(layout::FIELD_VERSION)
-            .arg(layout::FIELD_CREATED);
-        let hmget = match self
-            .send(Request::Cmd(&hmget), Retry::Idempotent, "list")
-            .await
-        {
-            Ok(reply) => reply,
-            // The key changed type meanwhile: listed as corrupt, as the first look would.
-            Err(Error::Backend { reason, .. }) if reason.contains("WRONGTYPE") => {
-                Value::Array(vec![Value::Nil, Value::Nil, Value::Nil])
-            }
-            Err(e) => return Err(e),
+    /// Sends a listing's pipeline and returns its replies. A server that is loading, say,
+    /// answers every command with an error: an outage, not a page of corrupt entries.
+    async fn listing_pipeline(&self, pipe: &redis::Pipeline) -> Result<Vec<Value>> {
+        let reply = self
+            .send(Request::Pipe(pipe), Retry::Idempotent, "list")
+            .await?;
+        let Value::Array(replies) = reply else {
+            return Err(Error::Backend {
+                backend: BACKEND,
+                reason: "listing: unexpected pipeline reply".to_owned(),
+                source: None,
+            });
+        };
+        if let Some(e) = errors::server_failure_in(&replies, "listing", self.inner.conn.url()) {
+            return Err(e);
+        }
+        Ok(replies)
+    }
+
+    /// A listed key looked at again (see `layout::Listed::Again`): `PTTL`, `GETRANGE key 0
+    /// len-1` and `HMGET key m v c`, of which one fits the key's type. Rare: one more round
+    /// trip for such a key only (and for each hash until its next write makes it a string).
+    pub(crate) async fn second_look(&self, id: SessionId, len: usize) -> Result<Listed> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        layout::push_second_look(&mut pipe, &self.key_of(&id), len);
+        let mut replies = self.listing_pipeline(&pipe).await?.into_iter();
+        let (Some(pttl), Some(getrange), Some(hmget)) =
+            (replies.next(), replies.next(), replies.next())
+        else {
+            return Err(Error::Backend {
+                backend: BACKEND,
+                reason: "listing: unexpected pipeline reply".to_owned(),
+                source: None,
+            });
         };
         Ok(layout::info_after_second_look(
             id,
-            hmget,
             pttl,
+            getrange,
+            hmget,
             &self.inner.prefix,
         ))
     }
@@ -262,37 +291,70 @@ impl RedisStore {
         if keys.is_empty() {
             return Ok(keys);
         }
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        for key in &keys {
-            pipe.cmd("HGET").arg(key).arg(layout::FIELD_META);
-        }
-        // In a cluster the keys of one SCAN step sit in many slots of one node: the pipeline
-        // goes to that node by its address.
-        let request = match node {
-            Some(node) => Request::OnNode(node, NodeRequest::Pipe(&pipe)),
-            None => Request::Pipe(&pipe),
-        };
-        let reply = self.send(request, Retry::Idempotent, "count").await?;
-        let Value::Array(metas) = reply else {
-            return Err(Error::Backend {
-                backend: BACKEND,
-                reason: "count: unexpected pipeline reply".to_owned(),
-                source: None,
-            });
-        };
-        Ok(keys
+        let mut own = Vec::with_capacity(keys.len());
+        // Keys whose meta runs past the first read: read again, as far as it goes.
+        let mut longer: Vec<(Vec<u8>, usize)> = Vec::new();
+        let mut pending: Vec<(Vec<u8>, usize)> = keys
             .into_iter()
-            .zip(metas)
-            .filter(|(_, meta)| match meta {
-                Value::Nil => false,
-                Value::BulkString(m) => {
-                    layout::owner_of_meta(m, &self.inner.prefix) == layout::Owner::Ours
+            .map(|key| (key, record::LIST_READ))
+            .collect();
+        for round in 0..2 {
+            if pending.is_empty() {
+                break;
+            }
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for (key, len) in &pending {
+                pipe.cmd("GETRANGE")
+                    .arg(key)
+                    .arg(0)
+                    .arg(len.saturating_sub(1));
+                pipe.cmd("HGET").arg(key).arg(layout::FIELD_META);
+            }
+            // In a cluster the keys of one SCAN step sit in many slots of one node: the
+            // pipeline goes to that node by its address.
+            let request = match node {
+                Some(node) => Request::OnNode(node, NodeRequest::Pipe(&pipe)),
+                None => Request::Pipe(&pipe),
+            };
+            let reply = self.send(request, Retry::Idempotent, "count").await?;
+            let Value::Array(replies) = reply else {
+                return Err(Error::Backend {
+                    backend: BACKEND,
+                    reason: "count: unexpected pipeline reply".to_owned(),
+                    source: None,
+                });
+            };
+            let mut replies = replies.into_iter();
+            for (key, _) in pending.drain(..) {
+                let (Some(first), Some(hget)) = (replies.next(), replies.next()) else {
+                    break;
+                };
+                let ours = |m: &[u8]| layout::owner_of_meta(m, &self.inner.prefix) == Owner::Ours;
+                let keep = match (&first, &hget) {
+                    (Value::BulkString(b), _) if !b.is_empty() => match record::meta_span(b) {
+                        Some(span) if span.end <= b.len() => ours(&b[span]),
+                        Some(span) if round == 0 => {
+                            longer.push((key, span.end));
+                            continue;
+                        }
+                        // Unreadable: counted, as listings show it (as corrupt).
+                        _ => true,
+                    },
+                    // A hash of the earlier layouts.
+                    (_, Value::BulkString(m)) => ours(m),
+                    // Gone (an empty GETRANGE, no field m): not counted.
+                    (Value::BulkString(_), Value::Nil) => false,
+                    (_, Value::Nil) if layout::is_wrong_type(&first) => false,
+                    _ => true,
+                };
+                if keep {
+                    own.push(key);
                 }
-                _ => true,
-            })
-            .map(|(key, _)| key)
-            .collect())
+            }
+            pending.append(&mut longer);
+        }
+        Ok(own)
     }
 
     /// One `SCAN` step of a listing page, on `node` (a cluster's primary) or the one server,
@@ -410,7 +472,8 @@ impl SessionStore for RedisStore {
         BACKEND
     }
 
-    /// One round trip: a pipeline of `HMGET key d m v c t` and `PTTL key`.
+    /// One round trip: a pipeline of `GET key` and `PTTL key` (two for a hash of the earlier
+    /// layouts).
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
         self.debug("load", id);
         let conn = &self.inner.conn;
@@ -482,7 +545,8 @@ impl SessionStore for RedisStore {
     }
 
     /// Usually two round trips: one `SCAN` (skipped while the cursor still carries ids) and one
-    /// pipeline of `HMGET key m v c` + `PTTL key` per listed session. Entries whose listing data
+    /// pipeline of `PTTL key` + `GETRANGE key 0 1023` per listed session (a second one for
+    /// hashes of the earlier layouts and for records with a longer meta). Entries whose listing data
     /// cannot be read (another Redis type under the key, unreadable `m` or `v`) are listed with
     /// version 0, an empty summary and zero timestamps, and a warning is logged: they stay
     /// visible, so that they can be found and deleted.
@@ -520,35 +584,14 @@ impl SessionStore for RedisStore {
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
             for id in &ids {
-                let key = self.key_of(id);
-                pipe.cmd("HMGET")
-                    .arg(&key)
-                    .arg(layout::FIELD_META)
-                    .arg(layout::FIELD_VERSION)
-                    .arg(layout::FIELD_CREATED);
-                pipe.cmd("PTTL").arg(key);
+                layout::push_listing_read(&mut pipe, &self.key_of(id));
             }
-            let reply = self
-                .send(Request::Pipe(&pipe), Retry::Idempotent, "list")
-                .await?;
-            let Value::Array(replies) = reply else {
-                return Err(Error::Backend {
-                    backend: BACKEND,
-                    reason: "listing: unexpected pipeline reply".to_owned(),
-                    source: None,
-                });
-            };
-            // A server that is loading, say, answers every command with an error: an outage,
-            // not a page of corrupt entries.
-            if let Some(e) = errors::server_failure_in(&replies, "listing", self.inner.conn.url()) {
-                return Err(e);
-            }
-            let mut replies = replies.into_iter();
+            let mut replies = self.listing_pipeline(&pipe).await?.into_iter();
             for id in ids {
-                let (Some(hmget), Some(pttl)) = (replies.next(), replies.next()) else {
+                let (Some(pttl), Some(first)) = (replies.next(), replies.next()) else {
                     break;
                 };
-                if let Some(info) = self.listed(id, hmget, pttl).await? {
+                if let Some(info) = self.listed(id, pttl, first).await? {
                     sessions.push(info);
                 }
             }
@@ -604,34 +647,52 @@ impl SessionStore for RedisStore {
     }
 }
 
-/// Reads the record under `key` (session `id`): `HMGET key d m v c t` + `PTTL key`, one
-/// pipeline, retried once on a dropped connection, by `deadline`.
+/// Reads the record under `key` (session `id`): `GET key` + `PTTL key`, one pipeline, retried
+/// once on a dropped connection, by `deadline`. A key that holds a hash (a record of the
+/// earlier layouts, `WRONGTYPE` on `GET`) is read again with `HMGET key d m v c t` + `PTTL
+/// key`; one that changed type between the two reads is read once more.
 pub(crate) async fn read_record(
     conn: &Connection,
     id: &SessionId,
     key: &str,
     deadline: Instant,
 ) -> Result<Option<Record>> {
-    let mut pipe = redis::pipe();
-    pipe.ignore_errors();
-    layout::push_record_read(&mut pipe, key);
-    let reply = conn
-        .send_by(&Request::Pipe(&pipe), Retry::Idempotent, "load", deadline)
-        .await?;
-    if let Value::Array(replies) = &reply
-        // (The message is formatted only when there is an error reply: not on the hot path.)
-        && replies.iter().any(|r| matches!(r, Value::ServerError(_)))
-        && let Some(e) =
-            errors::server_failure_in(replies, &format!("loading session {id}"), conn.url())
-    {
-        return Err(e);
+    let mut hash = false;
+    for _ in 0..3 {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        if hash {
+            layout::push_hash_read(&mut pipe, key);
+        } else {
+            layout::push_record_read(&mut pipe, key);
+        }
+        let reply = conn
+            .send_by(&Request::Pipe(&pipe), Retry::Idempotent, "load", deadline)
+            .await?;
+        if let Value::Array(replies) = &reply
+            // (The message is formatted only when there is an error reply: not on the hot
+            // path.)
+            && replies.iter().any(|r| matches!(r, Value::ServerError(_)))
+            && let Some(e) =
+                errors::server_failure_in(replies, &format!("loading session {id}"), conn.url())
+        {
+            return Err(e);
+        }
+        let (data, pttl) = two(reply).ok_or_else(|| Error::Backend {
+            backend: BACKEND,
+            reason: format!("loading session {id}: unexpected pipeline reply"),
+            source: None,
+        })?;
+        if layout::is_wrong_type(&data) {
+            hash = !hash;
+            continue;
+        }
+        return layout::record_from_replies(id, data, pttl, Some(layout::prefix_of(key, id)));
     }
-    let (hmget, pttl) = two(reply).ok_or_else(|| Error::Backend {
-        backend: BACKEND,
-        reason: format!("loading session {id}: unexpected pipeline reply"),
-        source: None,
-    })?;
-    layout::record_from_replies(id, hmget, pttl, Some(layout::prefix_of(key, id)))
+    Err(Error::corrupt(
+        id,
+        "the key holds another Redis type, not a session (delete it to reuse the id)",
+    ))
 }
 
 fn two(reply: Value) -> Option<(Value, Value)> {

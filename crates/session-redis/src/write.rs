@@ -3,15 +3,19 @@
 //!
 //! # One write, one pipeline
 //!
-//! The new record is staged with a plain `HSET` in a key of the session key's cluster slot
-//! (`{<session key>}~w<nonce>`, or `<session key>~w<nonce>` when the key already has a hash
-//! tag), given the session's TTL, and moved into place by the step that checks the condition:
+//! The new record (a string, see `record.rs`) is staged with a plain `SET ... PX <ttl>` in a
+//! key of the session key's cluster slot (`{<session key>}~w<nonce>`, or
+//! `<session key>~w<nonce>` when the key already has a hash tag), and moved into place by the
+//! step that checks the condition:
 //!
-//! | condition | after `HSET staged ...` + `PEXPIRE staged ttl` |
+//! | condition | after `SET staged <record> PX ttl` |
 //! |---|---|
-//! | `IfUnchanged` (basis with a token) | `EVALSHA` guard: `HMGET key t x<token>`, compare, `RENAME staged key` |
-//! | `IfAbsent` | `HMGET key d m v c t` + `PTTL key` (the session before), `RENAMENX staged key`, `UNLINK staged`: no Lua at all |
-//! | `Any`, `IfVersion`, `IfUnchanged` without token | `EVALSHA` update: `HMGET key v c t x<token>`, check, `RENAME`, `HMSET key v c t` |
+//! | `IfUnchanged` (basis with a token) | `EVALSHA` guard: `GETRANGE key 0 159` (tokens and fences), compare, `RENAME staged key` |
+//! | `IfAbsent` | `GET key` + `PTTL key` (the session before), `RENAMENX staged key`, `UNLINK staged`: no Lua at all |
+//! | `Any`, `IfVersion`, `IfUnchanged` without token | `EVALSHA` update: `GETRANGE key 0 199`, check, `RENAME`, `SETRANGE key 0 <header>` |
+//!
+//! A session still stored as a hash of the earlier layouts is read by the scripts through its
+//! fields (their `GETRANGE` meets `WRONGTYPE`), and replaced by the string record.
 //!
 //! No script ever sees the payload. A script that is not there (`NOSCRIPT`, after a server
 //! restart) or a connection that drops between the staging and the guard leaves the session
@@ -51,6 +55,7 @@ use crate::{
     layout,
     options::ReplicatedAck,
     prefix::has_hash_tag,
+    record,
     scripts::{GUARD_LUA, Scripts, UPDATE_LUA},
     transport::{Failure, Request, Retry, Timeouts},
 };
@@ -122,7 +127,7 @@ impl Slot {
 }
 
 /// Whether a write that a resolve declared lost can never land later. True for writes
-/// conditioned on a token: the fence in the hash lives until the next write, and that write
+/// conditioned on a token: the fence in the record lives until the next write, and that write
 /// changes the token the lost write needs. Unconditional writes and creates have no fence
 /// that survives the next write (or an absent key), so a copy of them still in flight may
 /// land late.
@@ -288,7 +293,7 @@ impl WritePath<'_> {
         if matches!(reply, Value::Int(n) if n > 0) {
             return Err(Error::corrupt(
                 id,
-                "the key holds a hash without the session fields d, m, v (delete it to reuse the id)",
+                "the key holds a value that is not a session (delete it to reuse the id)",
             ));
         }
         Ok(WriteOutcome::rejected(None))
@@ -399,7 +404,6 @@ impl WritePath<'_> {
             return Ok(Resolved::NotLanded);
         };
         let token_hex = token.to_string();
-        let fence = fence_field(token);
         let mut wait = RESOLVE_BACKOFF;
         let mut last = String::from("no attempt finished");
         loop {
@@ -408,7 +412,7 @@ impl WritePath<'_> {
                 return Ok(Resolved::Unreachable(last));
             }
             let mut invocation = self.scripts.resolve.prepare_invoke();
-            invocation.key(key).key(staged).arg(&token_hex).arg(&fence);
+            invocation.key(key).key(staged).arg(&token_hex);
             let request = Request::Script(&invocation);
             match self.conn.send_once(&request, deadline).await {
                 Ok(reply) => match resolved(id, sent, slot, reply)? {
@@ -454,11 +458,6 @@ fn landed_as(record: &Record, token: WriteToken) -> Option<WriteOutcome> {
         record.meta.created_at,
         record.tokens.since(position),
     ))
-}
-
-/// The field that fences the write with `token` (see `scripts::RESOLVE_LUA`).
-fn fence_field(token: WriteToken) -> String {
-    format!("x{token}")
 }
 
 /// The staged key of one send: in the session key's cluster slot, never matched as a session
@@ -544,36 +543,30 @@ impl Plan {
             Condition::IfAbsent => Step::Create { now },
             _ => Step::Update,
         };
+        let header = match &step {
+            Step::Guard { basis, .. } => record::header(
+                Some(&basis.tokens().after(token)),
+                basis.version().saturating_add(1),
+                basis.created_at(),
+                meta.len(),
+            ),
+            Step::Create { now } => {
+                record::header(Some(&RecentTokens::first(token)), 1, *now, meta.len())
+            }
+            // The update script writes the header, from the record it finds.
+            Step::Update => record::header(None, 0, Timestamp::from_millis(0), meta.len()),
+        };
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        let hset = pipe
-            .cmd("HSET")
+        pipe.cmd("SET")
             .arg(&staged)
-            .arg(layout::FIELD_PAYLOAD)
-            .arg(&write.payload[..])
-            .arg(layout::FIELD_META)
-            .arg(meta);
-        match &step {
-            Step::Guard { basis, .. } => {
-                let version = basis.version().saturating_add(1);
-                hset.arg(layout::FIELD_VERSION)
-                    .arg(version)
-                    .arg(layout::FIELD_CREATED)
-                    .arg(basis.created_at().as_millis())
-                    .arg(layout::FIELD_TOKENS)
-                    .arg(basis.tokens().after(token).to_hex());
-            }
-            Step::Create { now } => {
-                hset.arg(layout::FIELD_VERSION)
-                    .arg(1)
-                    .arg(layout::FIELD_CREATED)
-                    .arg(now.as_millis())
-                    .arg(layout::FIELD_TOKENS)
-                    .arg(RecentTokens::first(token).to_hex());
-            }
-            Step::Update => {}
-        }
-        pipe.cmd("PEXPIRE").arg(&staged).arg(write.ttl.as_millis());
+            .arg(record::Staged {
+                header,
+                meta: &meta,
+                payload: &write.payload[..],
+            })
+            .arg("PX")
+            .arg(write.ttl.as_millis());
         match &step {
             Step::Guard { basis_token, .. } => {
                 let mut guard = scripts.guard.prepare_invoke();
@@ -581,7 +574,7 @@ impl Plan {
                     .key(key)
                     .key(&staged)
                     .arg(basis_token.to_string())
-                    .arg(fence_field(token));
+                    .arg(token.to_string());
                 pipe.invoke_script(&guard);
             }
             Step::Update => {
@@ -684,16 +677,14 @@ impl Plan {
             })
         };
         let mut replies = replies.into_iter();
-        // The staging commands: an error here (out of memory, a read-only replica ...) means
+        // The staging `SET`: an error here (out of memory, a read-only replica ...) means
         // nothing was written.
-        for _ in 0..2 {
-            match replies.next() {
-                Some(Value::ServerError(e)) => {
-                    return Err(conn.error(redis::RedisError::from(e), "saving").into());
-                }
-                Some(_) => {}
-                None => return Err(unexpected("too few replies")),
+        match replies.next() {
+            Some(Value::ServerError(e)) => {
+                return Err(conn.error(redis::RedisError::from(e), "saving").into());
             }
+            Some(_) => {}
+            None => return Err(unexpected("too few replies")),
         }
         match &self.step {
             Step::Guard { basis, .. } => match script_reply(id, replies.next(), GUARD_LUA, conn)? {
@@ -726,7 +717,7 @@ impl Plan {
                 reply => Ok(WriteOutcome::rejected(refusal(id, reply)?)),
             },
             Step::Create { now } => {
-                let (Some(hmget), Some(pttl), Some(renamed)) =
+                let (Some(before), Some(pttl), Some(renamed)) =
                     (replies.next(), replies.next(), replies.next())
                 else {
                     return Err(unexpected("too few replies"));
@@ -737,8 +728,13 @@ impl Plan {
                         *now,
                         RecentTokens::first(self.token),
                     )),
+                    // A hash of the earlier layouts (`GET` says WRONGTYPE): the write path
+                    // reads it (`explain_refused_create`).
+                    Value::Int(0) if layout::is_wrong_type(&before) => {
+                        Ok(WriteOutcome::rejected(None))
+                    }
                     Value::Int(0) => {
-                        let current = layout::record_from_replies(id, hmget, pttl, None)?;
+                        let current = layout::record_from_replies(id, before, pttl, None)?;
                         Ok(WriteOutcome::rejected(current))
                     }
                     Value::ServerError(e) => {
@@ -894,8 +890,7 @@ fn verdict(current: Option<&Record>, sent: &[WriteToken], slot: Slot) -> Resolve
 
 fn corrupt(id: &SessionId, reason: String) -> Error {
     let reason = if reason.starts_with("WRONGTYPE") {
-        "the key holds another Redis type, not a session hash (delete it to reuse the id)"
-            .to_owned()
+        "the key holds another Redis type, not a session (delete it to reuse the id)".to_owned()
     } else {
         reason
     };

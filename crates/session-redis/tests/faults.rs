@@ -19,6 +19,11 @@ use session_core::{
 };
 use session_redis::{ConnectionMode, RedisOptions, RedisStore};
 
+/// The bytes that start the staging `SET` of every write pipeline on the wire (RESP: the
+/// command name as a bulk string of 3 bytes). Reads, resolves and deletes never send a `SET`
+/// of their own, and script sources are sent as one longer bulk string.
+const STAGING_SET: &[u8] = b"\r\n$3\r\nSET\r\n";
+
 /// A private server behind a fault proxy. Every store connects through the proxy.
 struct RedisFaults {
     server: Mutex<RedisServer>,
@@ -94,10 +99,10 @@ impl FaultHarness for RedisFaults {
     }
 
     fn lose_next_write_reply(&self) -> bool {
-        // Every write pipeline gives its staged record a TTL with `PEXPIRE` (and no read, nor
-        // the resolve of a lost reply, sends one): the proxy forwards it, drops the reply and
-        // closes the connection.
-        self.proxy.drop_reply_after(b"PEXPIRE");
+        // Every write pipeline stages its record with a `SET` (and no read, nor the resolve of
+        // a lost reply, sends one: the delete marker's `SET` runs inside a script): the proxy
+        // forwards it, drops the reply and closes the connection.
+        self.proxy.drop_reply_after(STAGING_SET);
         true
     }
 
@@ -244,7 +249,7 @@ async fn a_lost_write_buried_under_other_writes_is_never_applied_twice() {
         // the fault fired raced with the proxy's forwarding: the stall could hold the write
         // itself, which then came after the others, failed its guard and was retried, a
         // correct answer to a different test.)
-        harness.proxy.drop_reply_after_then_stall(b"PEXPIRE");
+        harness.proxy.drop_reply_after_then_stall(STAGING_SET);
         let lost = {
             let m = through_proxy.clone();
             let id = id.clone();

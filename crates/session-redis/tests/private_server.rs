@@ -76,8 +76,9 @@ where
     stats
 }
 
-/// Commands per operation. The script's own calls (`hget`, `hset`, `pexpire`, `exists`) run
-/// inside the one `evalsha` round trip; everything else is what the client sends.
+/// Commands per operation. The scripts' own calls (`getrange`, `rename`, `setrange`, and on
+/// a refusal `unlink`, `get`, `pttl`) run inside the one `evalsha` round trip; everything
+/// else is what the client sends.
 async fn check_command_counts(mode: ConnectionMode, test: &str) {
     let Some(server) = server(test, ServerOptions::default()) else {
         return;
@@ -98,19 +99,17 @@ async fn check_command_counts(mode: ConnectionMode, test: &str) {
             .unwrap_or_else(|e| panic!("{e}"))
     })
     .await;
-    // Staged by HSET + PEXPIRE; the update script reads v c t (and checks the key exists),
-    // renames the staged record into place and adds v c t with HMSET. The scripts were
-    // loaded when the store connected.
+    // Staged by one SET ... PX; the update script reads the header (GETRANGE, which finds
+    // no key), renames the staged record into place and writes its header with SETRANGE.
+    // The scripts were loaded when the store connected.
     assert_eq!(
         first,
         counts(&[
-            ("hset", 1),
-            ("pexpire", 1),
+            ("set", 1),
             ("evalsha", 1),
-            ("hmget", 1),
-            ("exists", 1),
+            ("getrange", 1),
             ("rename", 1),
-            ("hmset", 1)
+            ("setrange", 1)
         ])
     );
 
@@ -125,12 +124,11 @@ async fn check_command_counts(mode: ConnectionMode, test: &str) {
     assert_eq!(
         save,
         counts(&[
-            ("hset", 1),
-            ("pexpire", 1),
+            ("set", 1),
             ("evalsha", 1),
-            ("hmget", 1),
+            ("getrange", 1),
             ("rename", 1),
-            ("hmset", 1)
+            ("setrange", 1)
         ])
     );
 
@@ -144,7 +142,7 @@ async fn check_command_counts(mode: ConnectionMode, test: &str) {
         );
     })
     .await;
-    assert_eq!(load, counts(&[("hmget", 1), ("pttl", 1)]));
+    assert_eq!(load, counts(&[("get", 1), ("pttl", 1)]));
 
     let manager = SessionManager::<u64>::new(Arc::new(store.clone()) as Arc<dyn SessionStore>);
     let c = id("counter");
@@ -160,13 +158,7 @@ async fn check_command_counts(mode: ConnectionMode, test: &str) {
     .await;
     assert_eq!(
         modify,
-        counts(&[
-            ("hset", 1),
-            ("pexpire", 1),
-            ("evalsha", 1),
-            ("hmget", 1),
-            ("rename", 1)
-        ]),
+        counts(&[("set", 1), ("evalsha", 1), ("getrange", 1), ("rename", 1)]),
         "one round trip from the local copy: the guard compares the token and renames"
     );
 
@@ -184,13 +176,7 @@ async fn check_command_counts(mode: ConnectionMode, test: &str) {
     .await;
     assert_eq!(
         update,
-        counts(&[
-            ("hset", 1),
-            ("pexpire", 1),
-            ("evalsha", 1),
-            ("hmget", 1),
-            ("rename", 1)
-        ]),
+        counts(&[("set", 1), ("evalsha", 1), ("getrange", 1), ("rename", 1)]),
         "an update from the local copy takes the guard, not the update script"
     );
 
@@ -202,11 +188,11 @@ async fn check_command_counts(mode: ConnectionMode, test: &str) {
     assert_eq!(
         first_sight,
         counts(&[
-            ("hmget", 2),
+            ("get", 1),
             ("pttl", 1),
-            ("hset", 1),
-            ("pexpire", 1),
+            ("set", 1),
             ("evalsha", 1),
+            ("getrange", 1),
             ("rename", 1)
         ]),
         "load, then one write"
@@ -235,9 +221,8 @@ async fn check_command_counts(mode: ConnectionMode, test: &str) {
     assert_eq!(
         met,
         counts(&[
-            ("hset", 1),
-            ("pexpire", 1),
-            ("hmget", 1),
+            ("set", 1),
+            ("get", 1),
             ("pttl", 1),
             ("renamenx", 1),
             ("unlink", 1)
@@ -252,13 +237,7 @@ async fn check_command_counts(mode: ConnectionMode, test: &str) {
     .await;
     assert_eq!(
         after_met,
-        counts(&[
-            ("hset", 1),
-            ("pexpire", 1),
-            ("evalsha", 1),
-            ("hmget", 1),
-            ("rename", 1)
-        ]),
+        counts(&[("set", 1), ("evalsha", 1), ("getrange", 1), ("rename", 1)]),
         "the copy get_or_create brought back is the basis: one round trip"
     );
     let fresh = id("fresh");
@@ -281,9 +260,8 @@ async fn check_command_counts(mode: ConnectionMode, test: &str) {
     assert_eq!(
         created,
         counts(&[
-            ("hset", 1),
-            ("pexpire", 1),
-            ("hmget", 1),
+            ("set", 1),
+            ("get", 1),
             ("pttl", 1),
             ("renamenx", 1),
             ("unlink", 1)
@@ -301,12 +279,11 @@ async fn check_command_counts(mode: ConnectionMode, test: &str) {
     assert_eq!(
         stale,
         counts(&[
-            ("hset", 2),
-            ("pexpire", 2),
+            ("set", 2),
             ("evalsha", 2),
-            ("hmget", 3),
+            ("getrange", 2),
             ("unlink", 1),
-            ("exists", 1),
+            ("get", 1),
             ("pttl", 1),
             ("rename", 1)
         ]),
@@ -365,7 +342,7 @@ async fn check_command_counts(mode: ConnectionMode, test: &str) {
     )
     .await;
     eprintln!("listing 100 sessions took {pages} page(s)");
-    assert_eq!(list.get("hmget"), Some(&100));
+    assert_eq!(list.get("getrange"), Some(&100));
     assert_eq!(list.get("pttl"), Some(&100));
     let scans = list.get("scan").copied().unwrap_or(0);
     // The deletes above left their markers (other keys, for a few seconds): SCAN's COUNT
@@ -374,7 +351,7 @@ async fn check_command_counts(mode: ConnectionMode, test: &str) {
         (1..=pages + 1).contains(&scans),
         "{scans} SCANs for {pages} pages"
     );
-    assert_eq!(list.len(), 3, "only SCAN, HMGET and PTTL: {list:?}");
+    assert_eq!(list.len(), 3, "only SCAN, GETRANGE and PTTL: {list:?}");
     let count = measure(&server, "count of 100", || async {
         assert_eq!(store.count().await.unwrap_or_else(|e| panic!("{e}")), 100);
     })

@@ -70,7 +70,7 @@ async fn a_write_counts_only_once_a_replica_has_it() {
         .unwrap_or_else(|e| panic!("an acknowledged write: {e}"));
     assert_eq!(version, 1);
     let on_replica = replica
-        .command(&["HGET", "cql:session:acked", "d"])
+        .command(&["GET", "cql:session:acked"])
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(
         on_replica.contains("one"),

@@ -22,7 +22,7 @@
 //!
 //! The store (`session_redis::RedisStore`) does what it offers (listing, loading, saving,
 //! deleting, touching, counting, pinging); a plain connection to the same server does the rest
-//! (SCAN + UNLINK for `purge`, `PTTL`, `HGETALL` for `show --raw`, `INFO` and `CONFIG GET`).
+//! (SCAN + UNLINK for `purge`, `PTTL`, `GET` (or `HGETALL` for a hash of the earlier layouts) for `show --raw`, `INFO` and `CONFIG GET`).
 //! With a cluster (`REDIS_CLUSTER_NODES`) those go to every primary (`purge`, `doctor`) or to
 //! the primary of the key's slot; with Sentinel (`REDIS_SENTINELS`) to the master the
 //! sentinels name.

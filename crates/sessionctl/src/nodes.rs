@@ -1,5 +1,5 @@
 //! The primaries behind the options, for the commands the store does not offer (SCAN +
-//! UNLINK, PTTL, HGETALL, INFO, CONFIG GET): the one server; the master the sentinels name
+//! UNLINK, PTTL, GET or HGETALL, INFO, CONFIG GET): the one server; the master the sentinels name
 //! (`SENTINEL get-master-addr-by-name`); or every primary of a cluster (`CLUSTER NODES`),
 //! with its slots, so that a key's command goes to the node that holds it.
 

@@ -92,7 +92,8 @@ fn exercise(test: &str, vars: &[(String, String)], n: usize) -> PathBuf {
     assert_eq!(export.stdout.lines().count(), n, "{}", export.stdout);
 
     let show = run(&dir, vars, &["show", "--raw", "user-1"]).code(0);
-    assert!(show.stdout.contains("type      hash"), "{}", show.stdout);
+    assert!(show.stdout.contains("type      string"), "{}", show.stdout);
+    assert!(show.stdout.contains("v         1"), "{}", show.stdout);
     let ttl = run(&dir, vars, &["--json", "ttl", "user-2"]).code(0).json();
     assert!(ttl["ttl_ms"].as_u64().unwrap() > 0, "{ttl}");
 

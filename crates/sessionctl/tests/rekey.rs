@@ -75,18 +75,22 @@ fn write_with(
     });
 }
 
-/// What Redis holds in field `d` of the session's hash, read with a plain connection.
+/// The payload Redis holds for the session (its record after the header and the meta), read
+/// with a plain connection.
 fn raw_payload(env: &Env, rt: &tokio::runtime::Runtime, store: &RedisStore, id: &str) -> Vec<u8> {
     let key = store.key_of(&SessionId::new(id).unwrap());
     rt.block_on(async {
         let client = redis::Client::open(env.url.as_str()).unwrap();
         let mut con = client.get_multiplexed_async_connection().await.unwrap();
-        redis::cmd("HGET")
+        let value = redis::cmd("GET")
             .arg(&key)
-            .arg("d")
             .query_async::<Vec<u8>>(&mut con)
             .await
+            .unwrap();
+        session_redis::RecordParts::split(&value)
             .unwrap()
+            .payload
+            .to_vec()
     })
 }
 

@@ -128,7 +128,7 @@ fn a_corrupt_session_is_reported_and_raw_shows_its_fields() {
     let Some(env) = common::start("a_corrupt_session_is_reported_and_raw_shows_its_fields") else {
         return;
     };
-    // A complete hash whose payload is not an envelope (JSON, say, written by another tool).
+    // A complete record whose payload is not an envelope (JSON, say, written by another tool).
     let (rt, store) = env.store();
     let write = session_core::Write::new(
         bytes::Bytes::from_static(b"{\"json\":1}"),
@@ -178,7 +178,8 @@ fn a_corrupt_session_is_reported_and_raw_shows_its_fields() {
         .run(&["show", "broken", "--raw", "--json"])
         .code(0)
         .json();
-    assert_eq!(doc["type"], "hash");
+    assert_eq!(doc["type"], "string");
+    assert_eq!(doc["layout"], "record");
     assert_eq!(doc["fields"]["v"], "1");
     assert!(doc["ttl_ms"].as_u64().unwrap() <= 600_000);
     assert_eq!(doc["fields"]["d"]["hex"], "7b226a736f6e223a317d");

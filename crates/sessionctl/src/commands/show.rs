@@ -55,7 +55,8 @@ pub(crate) fn not_found(id: &SessionId) -> CliError {
         .hint("`sessionctl list` shows the sessions there are; check --prefix and --url")
 }
 
-/// `--raw`: TYPE, HGETALL and PTTL of the key, each field shown as stored.
+/// `--raw`: TYPE, PTTL and the stored value of the key (a record's header fields, meta and
+/// payload; or the fields of a hash of the earlier layouts), each part shown as stored.
 async fn raw(ctx: &Context, id: &SessionId) -> CliResult<ExitCode> {
     let key = format!("{}{}", ctx.options.key_prefix(), id);
     let mut con = ctx.raw_for(&key).await?;
@@ -81,12 +82,46 @@ async fn raw(ctx: &Context, id: &SessionId) -> CliResult<ExitCode> {
             ))
         ),
     ];
-    if kind != "hash" {
+    if kind == "string" {
+        let value: Vec<u8> = ctx
+            .query(&mut con, redis::cmd("GET").arg(&key), "GET")
+            .await?;
+        match session_redis::RecordParts::split(&value) {
+            Some(parts) => {
+                doc["layout"] = json!("record");
+                let mut json_fields = serde_json::Map::new();
+                // Named as the fields of the earlier hash layout, in the header's order.
+                for (name, bytes) in [
+                    ("t", parts.tokens),
+                    ("x", parts.fences),
+                    ("v", parts.version),
+                    ("c", parts.created_at),
+                    ("m", parts.meta),
+                    ("d", parts.payload),
+                ] {
+                    let (text, shown) = describe_field(ctx, id, name, bytes);
+                    lines.push(format!("{name:<9} {text}"));
+                    json_fields.insert(name.to_owned(), shown);
+                }
+                doc["fields"] = Value::Object(json_fields);
+            }
+            None => {
+                lines.push(format!(
+                    "problem   the key holds a string of {} bytes that is not a session record \
+                     (delete it to reuse the id)",
+                    value.len()
+                ));
+                doc["problem"] = json!("the key holds a string that is not a session record");
+            }
+        }
+    } else if kind != "hash" {
         lines.push(format!(
-            "problem   the key holds a {kind}, not a session hash (delete it to reuse the id)"
+            "problem   the key holds a {kind}, not a session (delete it to reuse the id)"
         ));
-        doc["problem"] = json!(format!("the key holds a {kind}, not a session hash"));
+        doc["problem"] = json!(format!("the key holds a {kind}, not a session"));
     } else {
+        // A record of the earlier hash layouts.
+        doc["layout"] = json!("hash");
         let fields: Vec<(Vec<u8>, Vec<u8>)> = ctx
             .query(&mut con, redis::cmd("HGETALL").arg(&key), "HGETALL")
             .await?;
@@ -114,7 +149,7 @@ async fn raw(ctx: &Context, id: &SessionId) -> CliResult<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One hash field for people (a line) and for programs (JSON).
+/// One stored field for people (a line) and for programs (JSON).
 fn describe_field(ctx: &Context, id: &SessionId, name: &str, value: &[u8]) -> (String, Value) {
     match name {
         "d" => describe_payload(&ctx.codec(), id, value),
