@@ -394,11 +394,23 @@ mod tests {
         assert!(RESOLVE_LUA.contains(&guard_read), "resolve: {guard_read}");
         assert!(RESOLVE_LUA.contains(&format!("'SETRANGE', KEYS[1], {FENCES_AT},")));
         assert!(UPDATE_LUA.contains(&format!("'GETRANGE', KEYS[1], 0, {}", META_LEN_AT - 1)));
+        let magic = std::str::from_utf8(MAGIC).unwrap();
         assert!(UPDATE_LUA.contains(&format!(
-            "string.sub(h, {}, {}) ~= '{}'",
+            "string.find(h, '{magic}', {}, true) ~= {}",
             MAGIC_AT + 1,
-            VERSION_AT,
-            std::str::from_utf8(MAGIC).unwrap()
+            MAGIC_AT + 1
+        )));
+        // The header from offset 16: 7 old token slots, empty fences, the magic, version,
+        // creation time.
+        let tail = format!("'{}{magic}' .. new .. c", "-".repeat(FENCES_LEN));
+        assert!(UPDATE_LUA.contains(&tail), "{tail}");
+        assert!(UPDATE_LUA.contains("'SETRANGE', KEYS[1], 16, tokens"));
+        assert!(UPDATE_LUA.contains(&format!("string.sub(h, 1, {})", TOKENS_LEN - 16)));
+        assert!(UPDATE_LUA.contains("'%020d'"));
+        assert!(GUARD_LUA.contains(&format!("string.find(h, ARGV[2], {}, true)", FENCES_AT + 1)));
+        assert!(UPDATE_LUA.contains(&format!(
+            "f <= {}",
+            FENCES_AT + FENCES_LEN - session_core::TOKEN_HEX_LEN + 1
         )));
         assert!(UPDATE_LUA.contains(&format!(
             "string.sub(h, {}, {})",

@@ -553,8 +553,9 @@ impl Plan {
             Step::Create { now } => {
                 record::header(Some(&RecentTokens::first(token)), 1, *now, meta.len())
             }
-            // The update script writes the header, from the record it finds.
-            Step::Update => record::header(None, 0, Timestamp::from_millis(0), meta.len()),
+            // Staged as a new session's; over an existing record the update script writes
+            // the header from offset 16 (old tokens, version, creation time).
+            Step::Update => record::header(Some(&RecentTokens::first(token)), 1, now, meta.len()),
         };
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
@@ -708,8 +709,10 @@ impl Plan {
                         .and_then(|s| s.parse::<u64>().ok())
                         .map(Timestamp::from_millis)
                         .ok_or_else(|| unexpected("no creation time"))?;
+                    // Unused slots of the record's token list end it with `-`.
                     let tokens = parts
                         .next()
+                        .map(|t| t.split('-').next().unwrap_or_default())
                         .and_then(|t| RecentTokens::parse_hex(t.as_bytes()))
                         .ok_or_else(|| unexpected("no tokens"))?;
                     Ok(WriteOutcome::written(version, created, tokens))
