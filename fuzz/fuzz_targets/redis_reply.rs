@@ -6,8 +6,8 @@
 //!
 //! Invariants: neither panics; a record holds exactly the reply's payload, version, tokens,
 //! creation time (or the last write's when `c` is absent) and TTL, and the meta the store
-//! wrote; a record is absent only for a key that is gone (`PTTL` -2) or a hash with none of
-//! the fields; another store's record (a nested prefix) is never read as the reader's; a load
+//! wrote; a record is absent only for a key that is gone (`PTTL` -2), a nil `GET` or a hash
+//! with none of the fields; another store's record (a nested prefix) is never read as the reader's; a load
 //! and a listing of the same fields agree (a record loads exactly when its entry lists, but
 //! for the payload and tokens only a load reads); a corrupt listing entry shows version 0 and
 //! zero timestamps; errors are typed, and `Corrupt` texts are safe to log.
@@ -337,8 +337,9 @@ fn check(hmget: Value, pttl: Value, reader: &str, written: Option<&Written>) {
             let all_nil = fields
                 .as_ref()
                 .is_some_and(|f| f.iter().all(|v| matches!(v, Value::Nil)));
+            // `GET` of a missing key is nil (a key created between `GET` and `PTTL` too).
             assert!(
-                matches!(pttl, Value::Int(-2)) || all_nil,
+                matches!(pttl, Value::Int(-2)) || all_nil || matches!(hmget, Value::Nil),
                 "absent: {hmget:?} {pttl:?}"
             );
         }
@@ -393,7 +394,7 @@ fn check(hmget: Value, pttl: Value, reader: &str, written: Option<&Written>) {
         // A hash's first look (WRONGTYPE), or a string whose meta runs past its end.
         Listed::Again(n) => {
             if let Value::BulkString(b) = &hmget {
-                assert!(n > b.len(), "asked for {n} bytes of {}", b.len());
+                assert!(*n > b.len(), "asked for {n} bytes of {}", b.len());
                 assert!(!matches!(loaded, Ok(Some(_))), "loaded but not listed");
             }
         }
