@@ -82,21 +82,26 @@ impl Fields {
         }
         let mut pipe = redis::pipe();
         pipe.cmd("DEL").arg(key).ignore();
+        fields.push_hset(&mut pipe, key);
+        let _: () = pipe.query_async(con).await?;
+        Ok(fields)
+    }
+
+    /// Adds `HSET key d m v c t` of these fields to `pipe`, its reply ignored.
+    fn push_hset(&self, pipe: &mut redis::Pipeline, key: &str) {
         pipe.cmd("HSET")
             .arg(key)
             .arg("d")
-            .arg(&fields.d)
+            .arg(&self.d)
             .arg("m")
-            .arg(&fields.m)
+            .arg(&self.m)
             .arg("v")
-            .arg(&fields.v)
+            .arg(&self.v)
             .arg("c")
-            .arg(&fields.c)
+            .arg(&self.c)
             .arg("t")
-            .arg(&fields.t)
+            .arg(&self.t)
             .ignore();
-        let _: () = pipe.query_async(con).await?;
-        Ok(fields)
     }
 
     /// The string layout: tokens (128 hex digits, the head first), version and creation time
@@ -158,20 +163,9 @@ pub(crate) async fn section(
             "hmget, rename",
             async |i| {
                 let st = staged(&hash_key, i);
-                let (written,): (i64,) = redis::pipe()
-                    .cmd("HSET")
-                    .arg(&st)
-                    .arg("d")
-                    .arg(&fields.d)
-                    .arg("m")
-                    .arg(&fields.m)
-                    .arg("v")
-                    .arg(&fields.v)
-                    .arg("c")
-                    .arg(&fields.c)
-                    .arg("t")
-                    .arg(&fields.t)
-                    .ignore()
+                let mut pipe = redis::pipe();
+                fields.push_hset(&mut pipe, &st);
+                let (written,): (i64,) = pipe
                     .cmd("PEXPIRE")
                     .arg(&st)
                     .arg(3_600_000)
